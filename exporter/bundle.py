@@ -1,0 +1,65 @@
+"""Write a bundle directory atomically: graphs, ``manifest.json`` and checksums.
+
+The bundle is assembled in a temporary directory beside the target and moved into place
+only when complete, so an interrupted or failed export never leaves a half-written bundle.
+An existing non-empty target is replaced only when ``force`` is true.
+
+Example::
+
+    path = write_bundle("build/demo_bundle", files={"trunk.fp32.onnx": trunk_bytes, ...},
+                        manifest=manifest, force=True)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import tempfile
+from collections.abc import Mapping
+from dataclasses import replace
+from pathlib import Path
+
+from edge_runtime.bundle import MANIFEST_NAME, sha256_file
+from edge_runtime.errors import ConfigError
+from edge_runtime.manifest import Manifest
+
+logger = logging.getLogger(__name__)
+
+
+def check_output_dir(out_dir: str | Path, force: bool) -> Path:
+    """Refuse an output path that is a file, or a non-empty directory without ``force``."""
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"{out}: exists and is not a directory")
+    if out.is_dir() and any(out.iterdir()) and not force:
+        raise ConfigError(f"{out}: directory exists and is not empty; use --force to replace it")
+    return out
+
+
+def write_bundle(out_dir: str | Path, files: Mapping[str, bytes], manifest: Manifest, *, force: bool = False) -> Path:
+    """Write ``files`` (relative path → bytes) and the manifest with their sha256; return the path."""
+    out = check_output_dir(out_dir, force).resolve()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        digests: dict[str, str] = {}
+        for rel, data in files.items():
+            target = staging / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(data)
+            digests[rel] = sha256_file(target)
+        final = replace(manifest, files=digests)
+        (staging / MANIFEST_NAME).write_text(json.dumps(final.to_dict(), indent=2) + "\n", encoding="utf-8")
+        old = None
+        if out.exists():
+            old = out.with_name(f".{out.name}.old-{staging.name.rsplit('-', 1)[-1]}")
+            out.rename(old)
+        staging.rename(out)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    logger.debug("wrote bundle %s", out)
+    return out
