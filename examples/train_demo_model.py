@@ -62,7 +62,9 @@ INPUT_NAMES = ["image"]
 OUTPUT_NAMES = ["shape_logits", "box", "mask_logits"]
 OPSET = 17
 
-MIN_SIZE, MAX_SIZE = 16.0, 56.0  # diameter of the shape's circumscribed circle, in pixels
+MIN_SIZE, MAX_SIZE = 16.0, 56.0  # circle diameter, square side or triangle side, in pixels
+#: circumradius / size for circle, square (regular 4-gon), triangle (regular 3-gon)
+_CIRCUMRADIUS = np.array([0.5, 1.0 / math.sqrt(2.0), 1.0 / math.sqrt(3.0)])
 MIN_CONTRAST = 110.0  # minimum RGB distance between the shape colour and the background colour
 EVAL_SEED = 1_000_003  # seed of the held-back evaluation frames (training never uses it)
 
@@ -109,7 +111,7 @@ def make_frames(
     """Draw ``n`` synthetic frames, deterministic for a given ``seed``.
 
     Each frame has a random base colour plus a linear gradient and Gaussian noise, and one
-    circle, square or triangle (random size 16-56 px circumscribed diameter, random
+    circle, square or triangle (random size 16-56 px: diameter or side length; random
     rotation, random contrasting colour) placed fully inside the frame.
 
     Returns ``(images, classes, boxes, masks)``: images ``uint8 (n, 128, 128, 3)`` RGB,
@@ -122,7 +124,7 @@ def make_frames(
     rng = np.random.default_rng(seed)
     size = IMAGE_SIZE
     classes = rng.integers(0, len(LABELS), size=n)
-    radius = rng.uniform(MIN_SIZE / 2, MAX_SIZE / 2, size=n)
+    radius = rng.uniform(MIN_SIZE, MAX_SIZE, size=n) * _CIRCUMRADIUS[classes]
     cx = rng.uniform(radius + 1.0, size - radius - 1.0)
     cy = rng.uniform(radius + 1.0, size - radius - 1.0)
     angle = rng.uniform(0.0, 2.0 * np.pi, size=n)
@@ -407,6 +409,7 @@ def train(
     """
     torch.manual_seed(seed)
     model.train()
+    model.to(memory_format=torch.channels_last)  # ~20 % faster convolutions on CPU
     optimiser = torch.optim.Adam(model.parameters(), lr=lr)
     start = time.perf_counter()
     next_log = start + log_every
@@ -421,7 +424,7 @@ def train(
         for group in optimiser.param_groups:
             group["lr"] = lr * max(scale, 0.02)
         images, classes, boxes, masks = make_frames(batch_size, _batch_seed(seed, step))
-        x = torch.from_numpy(normalise(images))
+        x = torch.from_numpy(normalise(images)).contiguous(memory_format=torch.channels_last)
         outputs = model(x)
         loss, parts = multitask_loss(
             outputs, torch.from_numpy(classes), torch.from_numpy(boxes), torch.from_numpy(masks).long()
@@ -438,6 +441,7 @@ def train(
                 " ".join(f"{k} {v:.3f}" for k, v in parts.items()),
             )
     wall = time.perf_counter() - start
+    model.to(memory_format=torch.contiguous_format)
     logger.info("trained %d steps (%d frames) in %.1f s", step, step * batch_size, wall)
     return {
         "steps": step, "batch_size": batch_size, "frames_seen": step * batch_size,

@@ -1,0 +1,70 @@
+# edge-runtime: `make demo` runs the demo end to end, `make test` runs the whole suite.
+# Both create and reuse a virtualenv in .venv; nothing is installed outside the project
+# except Debian's mosquitto (MQTT broker for the tests), and only when running as root.
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# onnxruntime 1.23 is what Python 3.10 on aarch64 (Jetson, JetPack 6) gets: the demo bundle
+# must load there, so the tests load it in this side virtualenv too.
+ORT_OLD_VENV ?= .venv-ort123
+DEMO_BUNDLE ?= build/demo_bundle
+
+.PHONY: help install install-ort-old mosquitto test lint typecheck pytest demo demo-model clean
+
+help:
+	@echo "make demo     install, export the demo model into $(DEMO_BUNDLE) and inspect it"
+	@echo "make test     install, lint, type-check and run the whole test suite"
+	@echo "make clean    remove build outputs (keeps the virtualenvs)"
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	# Pinned: the CPU wheel of torch 2.13.0; any other version pulls GBs of CUDA wheels.
+	$(PY) -m pip install --quiet "torch==2.13.0"
+	$(PY) -m pip install --quiet -e ".[export,torch,yaml,dev]"
+	touch $@
+
+install: $(VENV)/.installed
+
+$(ORT_OLD_VENV)/.installed:
+	$(PYTHON) -m venv $(ORT_OLD_VENV)
+	$(ORT_OLD_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(ORT_OLD_VENV)/bin/python -m pip install --quiet "onnxruntime==1.23.*" numpy
+	touch $@
+
+install-ort-old: $(ORT_OLD_VENV)/.installed
+
+mosquitto:
+	@if command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ]; then \
+		echo "mosquitto: present"; \
+	elif [ "$$(id -u)" = 0 ]; then \
+		echo "mosquitto: installing Debian's package"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto >/dev/null; \
+	else \
+		echo "mosquitto: missing and not root; broker tests fall back or skip (say so)"; \
+	fi
+
+lint: install
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+typecheck: install
+	$(PY) -m mypy
+
+pytest: install install-ort-old mosquitto
+	EDGE_ORT_OLD_PYTHON=$(CURDIR)/$(ORT_OLD_VENV)/bin/python $(PY) -m pytest
+
+# pytest exits 5 when it collected no test: make (and so CI) fails on that too.
+test: lint typecheck pytest
+
+demo-model: install
+	$(PY) examples/train_demo_model.py
+
+demo: install
+	$(VENV)/bin/edge-export split examples/demo_multitask.onnx -o $(DEMO_BUNDLE) \
+		--input-spec examples/demo_input.toml --head-spec examples/demo_heads.toml --force
+	$(VENV)/bin/edge-export inspect $(DEMO_BUNDLE)
+
+clean:
+	rm -rf build dist .pytest_cache .mypy_cache .ruff_cache
