@@ -37,7 +37,7 @@ from exporter.compat import make_device_compatible
 from exporter.frontends.onnx import load_onnx_model
 from exporter.progress import Steps, format_bytes
 from exporter.specs import HeadDefinition, load_head_spec, model_input_spec
-from exporter.split import SplitGraphs, SplitPlan, extract_graphs, plan_split, tensor_types
+from exporter.split import SplitGraphs, SplitPlan, extract_graphs, plan_split
 from exporter.verify import DEFAULT_TOLERANCE, VerificationReport, sample_inputs, verify_split
 
 logger = logging.getLogger(__name__)
@@ -186,6 +186,7 @@ def split_model(
     with steps.step("writing bundle") as step:
         manifest = _build_manifest(
             model,
+            graphs,
             plan,
             spec,
             definitions,
@@ -208,6 +209,7 @@ def split_model(
 
 def _build_manifest(
     model: onnx.ModelProto,
+    graphs: SplitGraphs,
     plan: SplitPlan,
     spec: InputSpec,
     definitions: Mapping[str, HeadDefinition],
@@ -218,14 +220,10 @@ def _build_manifest(
     source: str,
     source_digest: str,
 ) -> Manifest:
-    types = tensor_types(model)
-    named = [*plan.model_inputs, *plan.boundary, *(o for h in plan.heads for o in h.outputs)]
     tensors: dict[str, TensorInfo] = {}
-    for name in dict.fromkeys(named):
-        if name in types:
-            shape = types[name].shape
-            dims = None if shape is None else tuple(d if d is not None else "?" for d in shape)
-            tensors[name] = TensorInfo(dtype=types[name].dtype, shape=dims)
+    for name, found in graphs.types.items():
+        dims = None if found.shape is None else tuple(d if d is not None else "?" for d in found.shape)
+        tensors[name] = TensorInfo(dtype=found.dtype, shape=dims)
     heads: dict[str, GraphEntry] = {}
     for head in plan.heads:
         definition = definitions.get(head.name) or HeadDefinition(name=head.name)

@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import onnx
 from onnx import helper
@@ -63,10 +63,12 @@ class SplitPlan:
 
 @dataclass(frozen=True)
 class SplitGraphs:
-    """The extracted graphs: the trunk and one model per head (by head name)."""
+    """The extracted graphs: the trunk and one model per head (by head name), and the
+    types of the tensors at the cuts (model input, boundary, head outputs)."""
 
     trunk: onnx.ModelProto
     heads: dict[str, onnx.ModelProto]
+    types: dict[str, TensorType] = field(default_factory=dict)
 
 
 def safe_head_name(name: str) -> str:
@@ -370,13 +372,50 @@ def extract_graph(
     return sub
 
 
+def probe_tensor_types(model: onnx.ModelProto, names: Sequence[str]) -> dict[str, TensorType]:
+    """Element types of ``names`` found by running the model once in onnxruntime with them
+    exposed as outputs (for tensors that shape inference cannot type, e.g. after custom ops).
+    Shapes are left unknown (only the rank is kept) so that dynamic dimensions stay dynamic."""
+    import numpy as np
+    import onnxruntime as ort
+
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    probe.graph.output.extend(helper.ValueInfoProto(name=n) for n in names)
+    index = GraphIndex(model)
+    feed = {}
+    for info in model.graph.input:
+        if info.name not in index.model_inputs:
+            continue
+        found = tensor_type_of(info)
+        if found is None or found.shape is None:
+            raise ModelError(f"cannot probe tensor types: the model input {info.name!r} has no shape")
+        shape = [d if isinstance(d, int) else 1 for d in found.shape]
+        feed[info.name] = np.zeros(shape, dtype=helper.tensor_dtype_to_np_dtype(found.elem_type))
+    try:
+        session = ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
+        values = session.run(list(names), feed)
+    except Exception as exc:
+        raise ModelError(f"cannot determine the type of {', '.join(names)}: {exc}") from None
+    result = {}
+    for name, value in zip(names, values, strict=True):
+        elem = helper.np_dtype_to_tensor_dtype(np.asarray(value).dtype)
+        result[name] = TensorType(elem, tuple(None for _ in np.asarray(value).shape))
+    logger.debug("typed %s by running the model", ", ".join(names))
+    return result
+
+
 def extract_graphs(model: onnx.ModelProto, plan: SplitPlan) -> SplitGraphs:
     """Cut ``model`` along ``plan`` into a trunk model and one model per head."""
     index = GraphIndex(model)
     types = tensor_types(model)
+    cut = [*plan.model_inputs, *plan.boundary, *(o for h in plan.heads for o in h.outputs)]
+    untyped = [n for n in dict.fromkeys(cut) if n not in types]
+    if untyped:
+        types.update(probe_tensor_types(model, untyped))
     trunk = extract_graph(model, index, plan.model_inputs, plan.boundary, types, "trunk")
     heads = {
         head.name: extract_graph(model, index, head.inputs, head.outputs, types, f"head_{head.name}")
         for head in plan.heads
     }
-    return SplitGraphs(trunk=trunk, heads=heads)
+    return SplitGraphs(trunk=trunk, heads=heads, types={n: types[n] for n in cut if n in types})
