@@ -122,7 +122,7 @@ def _run_split(args: argparse.Namespace) -> int:
         result = split_torch_model(model_arg, args.output, options)
     heads = ", ".join(f"{h.name} ({', '.join(h.outputs)})" for h in result.plan.heads)
     print(f"wrote {result.bundle_dir}")
-    print(f"  boundary: {', '.join(result.plan.boundary)}")
+    print(f"  boundary: {', '.join(result.manifest.trunk.outputs)}")
     print(f"  heads:    {heads}")
     print(f"  verified: max abs error {result.report.max_abs_error:.3g} over {result.report.samples} inputs")
     return 0

@@ -160,7 +160,7 @@ def split_model(
         tasks = _resolve_heads(options.tasks, definitions)
         plan = plan_split(model, tasks=tasks, boundary=options.boundary)
         _check_definitions_used(plan, definitions, spec_where)
-        step.detail = f"boundary {', '.join(plan.boundary)}; {len(plan.heads)} heads"
+        step.detail = f"boundary {', '.join(plan.boundary)}; heads {', '.join(h.name for h in plan.heads)}"
     with steps.step("extracting trunk and head graphs") as step:
         graphs = extract_graphs(model, plan)
         blobs = {"trunk.fp32.onnx": _serialise(graphs.trunk, "trunk")}
@@ -173,6 +173,7 @@ def split_model(
         verified = SplitGraphs(
             trunk=onnx.load_from_string(blobs["trunk.fp32.onnx"]),
             heads={n: onnx.load_from_string(blobs[f"heads/{n}.fp32.onnx"]) for n in graphs.heads},
+            renamed=graphs.renamed,
         )
         report = verify_split(
             model,
@@ -228,7 +229,7 @@ def _build_manifest(
     for head in plan.heads:
         definition = definitions.get(head.name) or HeadDefinition(name=head.name)
         heads[head.name] = GraphEntry(
-            inputs=head.inputs,
+            inputs=tuple(graphs.public(name) for name in head.inputs),
             outputs=head.outputs,
             artifacts=(Artifact(format="onnx", precision="fp32", path=f"heads/{head.name}.fp32.onnx"),),
             decoder=definition.decoder,
@@ -245,7 +246,7 @@ def _build_manifest(
         input=spec,
         trunk=GraphEntry(
             inputs=plan.model_inputs,
-            outputs=plan.boundary,
+            outputs=tuple(graphs.public(name) for name in plan.boundary),
             artifacts=(Artifact(format="onnx", precision="fp32", path="trunk.fp32.onnx"),),
         ),
         heads=heads,

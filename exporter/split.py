@@ -69,6 +69,13 @@ class SplitGraphs:
     trunk: onnx.ModelProto
     heads: dict[str, onnx.ModelProto]
     types: dict[str, TensorType] = field(default_factory=dict)
+    #: Boundary tensors renamed in the bundle (original name → bundle name), see
+    #: :func:`public_boundary_names`; names not in it are kept.
+    renamed: dict[str, str] = field(default_factory=dict)
+
+    def public(self, name: str) -> str:
+        """The name a tensor of the original model has in the bundle."""
+        return self.renamed.get(name, name)
 
 
 def safe_head_name(name: str) -> str:
@@ -405,6 +412,52 @@ def probe_tensor_types(model: onnx.ModelProto, names: Sequence[str]) -> dict[str
     return result
 
 
+def _is_opaque(name: str) -> bool:
+    """Exporter-generated names (``/trunk/conv/Relu_output_0``, ``onnx::Conv_12``, ``123``)."""
+    return name.startswith("/") or "::" in name or name.isdigit()
+
+
+def public_boundary_names(plan: SplitPlan, taken: Sequence[str]) -> dict[str, str]:
+    """Readable bundle names for boundary tensors whose names the exporter generated:
+    ``features`` for one, ``features_0``, ``features_1``… for several. Readable names stay."""
+    opaque = [b for b in plan.boundary if _is_opaque(b)]
+    if not opaque:
+        return {}
+    used = set(taken)
+    renamed = {}
+    for name in opaque:
+        base = "features" if len(plan.boundary) == 1 else f"features_{plan.boundary.index(name)}"
+        candidate, n = base, 2
+        while candidate in used:
+            candidate, n = f"{base}_{n}", n + 1
+        used.add(candidate)
+        renamed[name] = candidate
+    return renamed
+
+
+def _rename_outputs(model: onnx.ModelProto, renamed: Mapping[str, str]) -> None:
+    """Expose graph outputs under new names through Identity nodes (free after ORT's optimiser)."""
+    for out in model.graph.output:
+        if out.name in renamed:
+            model.graph.node.append(helper.make_node("Identity", [out.name], [renamed[out.name]]))
+            model.graph.value_info.append(onnx.ValueInfoProto())
+            model.graph.value_info[-1].CopyFrom(out)
+            out.name = renamed[out.name]
+
+
+def _rename_inputs(model: onnx.ModelProto, renamed: Mapping[str, str]) -> None:
+    """Accept graph inputs under new names, feeding the old names through Identity nodes."""
+    aliases = []
+    for inp in model.graph.input:
+        if inp.name in renamed:
+            aliases.append(helper.make_node("Identity", [renamed[inp.name]], [inp.name]))
+            inp.name = renamed[inp.name]
+    if aliases:
+        nodes = [*aliases, *model.graph.node]
+        del model.graph.node[:]
+        model.graph.node.extend(nodes)
+
+
 def extract_graphs(model: onnx.ModelProto, plan: SplitPlan) -> SplitGraphs:
     """Cut ``model`` along ``plan`` into a trunk model and one model per head."""
     index = GraphIndex(model)
@@ -418,4 +471,15 @@ def extract_graphs(model: onnx.ModelProto, plan: SplitPlan) -> SplitGraphs:
         head.name: extract_graph(model, index, head.inputs, head.outputs, types, f"head_{head.name}")
         for head in plan.heads
     }
-    return SplitGraphs(trunk=trunk, heads=heads, types={n: types[n] for n in cut if n in types})
+    renamed = public_boundary_names(plan, index.tensor_names())
+    if renamed:
+        _rename_outputs(trunk, renamed)
+        for head_model in heads.values():
+            _rename_inputs(head_model, renamed)
+        logger.info("boundary renamed in the bundle: %s", ", ".join(f"{k} -> {v}" for k, v in renamed.items()))
+    return SplitGraphs(
+        trunk=trunk,
+        heads=heads,
+        types={renamed.get(n, n): types[n] for n in cut if n in types},
+        renamed=renamed,
+    )

@@ -134,10 +134,12 @@ def verify_split(
             report.checks[out] = OutputCheck(output=out, head=head.name)
     for n, feed in enumerate(samples, start=1):
         expected = dict(zip([o.name for o in original.get_outputs()], original.run(None, dict(feed)), strict=True))
-        boundary = dict(zip(plan.boundary, trunk.run(list(plan.boundary), dict(feed)), strict=True))
+        boundary_names = [graphs.public(b) for b in plan.boundary]
+        boundary = dict(zip(boundary_names, trunk.run(boundary_names, dict(feed)), strict=True))
         available = {**feed, **boundary}
         for head in plan.heads:
-            got = heads[head.name].run(list(head.outputs), {name: available[name] for name in head.inputs})
+            head_feed = {graphs.public(name): available[graphs.public(name)] for name in head.inputs}
+            got = heads[head.name].run(list(head.outputs), head_feed)
             for name, value in zip(head.outputs, got, strict=True):
                 check = report.checks[name]
                 want = np.asarray(expected[name])
