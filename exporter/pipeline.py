@@ -256,6 +256,7 @@ def _build_manifest(
             "source": source,
             "source_sha256": source_digest,
             "boundary": "automatic" if plan.automatic else "given",
+            "boundary_sources": {graphs.public(name): name for name in plan.boundary},
             "opset": next(int(o.version) for o in model.opset_import if o.domain in ("", "ai.onnx")),
             "ir_version": int(model.ir_version),
             "compatibility": list(notes),
