@@ -28,7 +28,7 @@ def _build_parser() -> argparse.ArgumentParser:
     inspect_cmd = sub.add_parser(
         "inspect",
         help="verify a bundle's checksums and show its trunk, heads and artifacts",
-        epilog="example:\n  edge-runtime inspect build/demo_bundle",
+        epilog="examples:\n  edge-runtime inspect build/demo_bundle\n  edge-runtime -v inspect /opt/bundles/current",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     inspect_cmd.add_argument("bundle", metavar="BUNDLE_DIR")

@@ -18,7 +18,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from edge_runtime.errors import EdgeRuntimeError
+from edge_runtime.errors import EdgeRuntimeError, ModelError
 
 logger = logging.getLogger("exporter")
 
@@ -84,7 +84,7 @@ def _build_parser() -> argparse.ArgumentParser:
     inspect_cmd = sub.add_parser(
         "inspect",
         help="show a bundle's trunk, heads, boundary, artifacts and sizes",
-        epilog="example:\n  edge-export inspect build/demo_bundle",
+        epilog="examples:\n  edge-export inspect build/demo_bundle\n  edge-export inspect /opt/bundles/current",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     inspect_cmd.add_argument("bundle", metavar="BUNDLE_DIR")
@@ -114,7 +114,13 @@ def _run_split(args: argparse.Namespace) -> int:
         version=args.bundle_version,
     )
     model_arg = args.model
-    if model_arg.endswith(".onnx") or Path(model_arg).suffix.lower() == ".onnx":
+    if ":" not in model_arg:
+        path = Path(model_arg)
+        if not path.exists():
+            raise ModelError(f"{path}: no such file")
+        if not path.is_file():
+            raise ModelError(f"{path}: not a file (MODEL is an .onnx or .pt/.pth file, or module:callable)")
+    if Path(model_arg).suffix.lower() == ".onnx":
         result = split_model(model_arg, args.output, options)
     else:
         from exporter.frontends.torch import split_torch_model

@@ -35,8 +35,12 @@ def default_opset(model: onnx.ModelProto) -> int:
 
 
 def make_device_compatible(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[str]]:
-    """Return the model with opset in [13, 23] and IR version <= 11, and notes on what changed."""
+    """Return a copy of the model with opset in [13, 23] and IR version <= 11, and notes on
+    what changed. The caller's model is left as it was."""
     notes: list[str] = []
+    original = model
+    model = onnx.ModelProto()
+    model.CopyFrom(original)
     opset = default_opset(model)
     target = min(max(opset, MIN_OPSET), MAX_OPSET)
     if target != opset:

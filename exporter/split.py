@@ -235,16 +235,31 @@ def plan_split(
         chosen = _plan_automatic(index, groups, singles)
         automatic = True
     cut, final_groups = chosen
-    heads = []
-    for name, outputs in _name_groups(final_groups, explicit):
-        nodes = index.ancestors(outputs, stop=set(cut) | set(index.model_inputs))
-        reads = index.external_reads(nodes) | {o for o in outputs if o in cut or o in index.model_inputs}
-        missing = [r for r in reads if r not in cut and r not in index.model_inputs and not index.is_constant(r)]
-        if missing:
+    trunk_nodes = index.ancestors(cut, stop=index.model_inputs)
+    named = _name_groups(final_groups, explicit)
+    traced = {name: index.ancestors(outputs, stop=set(cut) | set(index.model_inputs)) for name, outputs in named}
+    for name, _outputs in named:
+        # A head must not recompute the trunk from the model input (only cheap shape chains).
+        nodes = traced[name]
+        recomputed = {
+            i for i in nodes & trunk_nodes if any(o not in index.shape_derived for o in index.nodes[i].output if o)
+        }
+        if recomputed:
+            produced = {o for i in recomputed for o in index.nodes[i].output if o}
+            needed = sorted({r for i in nodes - trunk_nodes for r in index.node_inputs[i] if r in produced})
             raise ModelError(
-                f"head {name!r} needs {', '.join(sorted(missing))}, which the boundary "
-                f"({', '.join(cut)}) does not provide; add it to --boundary"
+                f"head {name!r} needs {', '.join(needed) or 'trunk tensors'}, which the boundary "
+                f"({', '.join(cut)}) does not provide: it would recompute the trunk; add it to --boundary"
             )
+    heads = []
+    for name, outputs in named:
+        nodes = traced[name]
+        if not (nodes - trunk_nodes) & index.input_dependent:
+            raise ModelError(
+                f"head {name!r} would be empty: its outputs ({', '.join(outputs)}) are computed by the trunk "
+                f"that ends at {', '.join(cut)}; cut earlier with --boundary"
+            )
+        reads = index.external_reads(nodes) | {o for o in outputs if o in cut or o in index.model_inputs}
         order = [t for t in (*index.model_inputs, *cut) if t in reads]
         heads.append(HeadPlan(name=name, outputs=tuple(outputs), inputs=tuple(order)))
     plan = SplitPlan(model_inputs=index.model_inputs, boundary=tuple(cut), heads=tuple(heads), automatic=automatic)
@@ -370,7 +385,7 @@ def extract_graph(
     sub = helper.make_model(
         graph,
         opset_imports=list(model.opset_import),
-        ir_version=model.ir_version,
+        ir_version=max(model.ir_version, 4),  # IR < 4 needs initializers listed as inputs
         producer_name=model.producer_name or "edge-export",
         producer_version=model.producer_version,
     )

@@ -74,7 +74,9 @@ def load_torch_module(spec: str) -> torch.nn.Module:
         if not path.is_file():
             raise ModelError(f"{path}: no such file")
         try:
-            return torch.jit.load(str(path), map_location="cpu")
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)
+                return torch.jit.load(str(path), map_location="cpu")
         except Exception:
             logger.debug("%s is not TorchScript; trying torch.load", path)
         try:
