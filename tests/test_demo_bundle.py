@@ -124,3 +124,19 @@ def test_make_demo_command_line(tmp_path: Path) -> None:
     assert shown.returncode == 0, shown.stderr
     for head in ("head:shape", "head:box", "head:mask", "classification", "segmentation"):
         assert head in shown.stdout
+
+
+def test_demo_model_is_trained() -> None:
+    """Quantization fidelity is meaningless on random weights: the committed model must
+    actually solve its tasks on fresh synthetic frames (run here through the bundle)."""
+    pytest.importorskip("torch")
+    sys.path.insert(0, str(ROOT))
+    from examples.train_demo_model import make_frames, normalise
+
+    images, classes, _boxes, masks = make_frames(64, seed=424242)
+    session = ort.InferenceSession(str(EXAMPLES / "demo_multitask.onnx"), providers=["CPUExecutionProvider"])
+    logits, _box, mask_logits = session.run(None, {"image": normalise(images)})
+    accuracy = float((logits.argmax(1) == classes).mean())
+    pixel_accuracy = float((mask_logits.argmax(1) == masks).mean())
+    assert accuracy >= 0.9, accuracy
+    assert pixel_accuracy >= 0.95, pixel_accuracy
