@@ -29,6 +29,7 @@ import numpy as np
 import onnx
 
 from edge_runtime import __version__
+from edge_runtime.bundle import sha256_file
 from edge_runtime.errors import ConfigError, ModelError
 from edge_runtime.manifest import FORMAT, Artifact, GraphEntry, InputSpec, Manifest, TensorInfo
 from edge_runtime.specfiles import load_mapping_file
@@ -38,7 +39,7 @@ from exporter.frontends.onnx import load_onnx_model
 from exporter.progress import Steps, format_bytes
 from exporter.specs import HeadDefinition, load_head_spec, model_input_spec
 from exporter.split import SplitGraphs, SplitPlan, extract_graphs, plan_split
-from exporter.verify import DEFAULT_TOLERANCE, VerificationReport, sample_inputs, verify_split
+from exporter.verify import DEFAULT_TOLERANCE, VerificationReport, make_session, sample_inputs, verify_split
 
 logger = logging.getLogger(__name__)
 
@@ -146,11 +147,12 @@ def split_model(
     with steps.step("loading model") as step:
         if isinstance(model, onnx.ModelProto):
             source = source_name or "model.onnx"
-            source_digest = hashlib.sha256(model.SerializeToString()).hexdigest()
+            source_digest = "sha256:" + hashlib.sha256(model.SerializeToString()).hexdigest()
         else:
             source = Path(model).name
+            source_digest = sha256_file(Path(model))  # the file as the user has it
             model = load_onnx_model(model)
-            source_digest = hashlib.sha256(model.SerializeToString()).hexdigest()
+        original = model
         step.detail = f"{len(model.graph.node)} nodes, {len(model.graph.output)} outputs"
     with steps.step("checking device compatibility") as step:
         model, notes = make_device_compatible(model)
@@ -175,8 +177,14 @@ def split_model(
             heads={n: onnx.load_from_string(blobs[f"heads/{n}.fp32.onnx"]) for n in graphs.heads},
             renamed=graphs.renamed,
         )
+        # Compare with the model as given, so that an opset conversion is verified too.
+        try:
+            reference = make_session(original, "the model as given")
+        except ModelError as exc:
+            logger.warning("%s; verifying against the converted model instead", exc)
+            reference = make_session(model, "the converted model")
         report = verify_split(
-            model,
+            reference,
             verified,
             plan,
             samples,

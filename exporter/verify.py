@@ -118,14 +118,15 @@ def sample_inputs(
 
 
 def verify_split(
-    model: onnx.ModelProto,
+    model: onnx.ModelProto | ort.InferenceSession,
     graphs: SplitGraphs,
     plan: SplitPlan,
     samples: Sequence[Mapping[str, np.ndarray]],
     progress: Callable[[int, int], None] | None = None,
 ) -> VerificationReport:
-    """Run ``samples`` through the original and through trunk → heads; compare outputs."""
-    original = make_session(model, "original model")
+    """Run ``samples`` through the original (a model or a ready session) and through
+    trunk → heads; compare outputs."""
+    original = model if isinstance(model, ort.InferenceSession) else make_session(model, "original model")
     trunk = make_session(graphs.trunk, "trunk graph")
     heads = {name: make_session(g, f"head {name!r} graph") for name, g in graphs.heads.items()}
     report = VerificationReport(samples=len(samples))

@@ -131,7 +131,7 @@ def test_manifest_follows_the_contract(save_model: Callable[..., Path], tmp_path
     }
     split = manifest.split
     assert split["source"] == "model.onnx"
-    assert split["source_sha256"] == hashlib.sha256(source.read_bytes()).hexdigest()
+    assert split["source_sha256"] == "sha256:" + hashlib.sha256(source.read_bytes()).hexdigest()
     assert split["boundary"] == "automatic"
     assert split["boundary_sources"] == {"feat": "feat"}
     assert (split["opset"], split["compatibility"]) == (13, [])
