@@ -169,6 +169,8 @@ def split_model(
         for name, head_model in graphs.heads.items():
             blobs[f"heads/{name}.fp32.onnx"] = _serialise(head_model, f"head {name!r}")
         step.detail = ", ".join(f"{k} {format_bytes(len(v))}" for k, v in blobs.items())
+        if graphs.renamed:
+            step.detail += "; boundary named " + ", ".join(f"{v} (was {k})" for k, v in graphs.renamed.items())
     with steps.step("verifying trunk + heads against the original model") as step:
         real = _load_calibration(options.calib, spec) if options.calib is not None else None
         samples = sample_inputs(model, spec.shape, count=options.samples, dynamic_batch=spec.dynamic_batch, real=real)
