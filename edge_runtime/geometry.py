@@ -1,0 +1,89 @@
+"""How the pixels of the model input map back to the pixels of the camera frame.
+
+Preprocessing (letterbox, stretch or centre crop) records a :class:`FrameGeometry`; decoders
+use it to report boxes, landmarks and masks in *frame* pixels, whatever the model's input
+size. The mapping is affine per axis: ``model = frame * scale - offset``.
+
+Example::
+
+    geometry = FrameGeometry.letterbox(frame_w=640, frame_h=480, input_w=128, input_h=128)
+    geometry.to_frame(np.array([[64.0, 64.0]]))     # model-input centre -> frame centre (320, 240)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class FrameGeometry:
+    """Affine map between frame pixels and model-input pixels (per axis).
+
+    ``input_x = frame_x * scale_x - offset_x`` and the same for y. ``content`` is the
+    region ``(x0, y0, x1, y1)`` of the model input, in model-input pixels, that holds frame
+    pixels (the rest is letterbox padding).
+    """
+
+    frame_width: int
+    frame_height: int
+    input_width: int
+    input_height: int
+    scale_x: float
+    scale_y: float
+    offset_x: float
+    offset_y: float
+
+    @classmethod
+    def letterbox(cls, frame_w: int, frame_h: int, input_w: int, input_h: int) -> FrameGeometry:
+        """Keep the aspect ratio, scale to fit, pad evenly on both sides."""
+        scale = min(input_w / frame_w, input_h / frame_h)
+        pad_x = (input_w - frame_w * scale) / 2.0
+        pad_y = (input_h - frame_h * scale) / 2.0
+        return cls(frame_w, frame_h, input_w, input_h, scale, scale, -pad_x, -pad_y)
+
+    @classmethod
+    def stretch(cls, frame_w: int, frame_h: int, input_w: int, input_h: int) -> FrameGeometry:
+        """Scale each axis independently to fill the input (aspect ratio not kept)."""
+        return cls(frame_w, frame_h, input_w, input_h, input_w / frame_w, input_h / frame_h, 0.0, 0.0)
+
+    @classmethod
+    def center_crop(cls, frame_w: int, frame_h: int, input_w: int, input_h: int) -> FrameGeometry:
+        """Keep the aspect ratio, scale to cover the input, crop the overflow evenly."""
+        scale = max(input_w / frame_w, input_h / frame_h)
+        crop_x = (frame_w * scale - input_w) / 2.0
+        crop_y = (frame_h * scale - input_h) / 2.0
+        return cls(frame_w, frame_h, input_w, input_h, scale, scale, crop_x, crop_y)
+
+    @classmethod
+    def for_mode(cls, mode: str, frame_w: int, frame_h: int, input_w: int, input_h: int) -> FrameGeometry:
+        """The geometry of a resize mode named as in the manifest (letterbox/stretch/center_crop)."""
+        builders = {"letterbox": cls.letterbox, "stretch": cls.stretch, "center_crop": cls.center_crop}
+        return builders[mode](frame_w, frame_h, input_w, input_h)
+
+    @property
+    def content(self) -> tuple[float, float, float, float]:
+        """``(x0, y0, x1, y1)`` of the model input covered by the frame, clipped to the input."""
+        x0 = max(0.0, -self.offset_x)
+        y0 = max(0.0, -self.offset_y)
+        x1 = min(float(self.input_width), self.frame_width * self.scale_x - self.offset_x)
+        y1 = min(float(self.input_height), self.frame_height * self.scale_y - self.offset_y)
+        return x0, y0, x1, y1
+
+    def to_frame(self, points: np.ndarray) -> np.ndarray:
+        """Model-input pixel coordinates ``(..., 2)`` (x, y) → frame pixels, float32."""
+        pts = np.asarray(points, dtype=np.float32)
+        out = np.empty_like(pts)
+        out[..., 0] = (pts[..., 0] + self.offset_x) / self.scale_x
+        out[..., 1] = (pts[..., 1] + self.offset_y) / self.scale_y
+        return out
+
+    def boxes_to_frame(self, xyxy: np.ndarray, clip: bool = True) -> np.ndarray:
+        """Boxes ``(n, 4)`` x1,y1,x2,y2 in model-input pixels → frame pixels, clipped to the frame."""
+        boxes = np.asarray(xyxy, dtype=np.float32).reshape(-1, 4)
+        corners = self.to_frame(boxes.reshape(-1, 2, 2)).reshape(-1, 4)
+        if clip:
+            corners[:, 0::2] = np.clip(corners[:, 0::2], 0.0, float(self.frame_width))
+            corners[:, 1::2] = np.clip(corners[:, 1::2], 0.0, float(self.frame_height))
+        return corners
