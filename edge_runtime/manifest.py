@@ -50,6 +50,7 @@ DECODER_PARAMS: dict[str, frozenset[str]] = {
             "anchors",
             "strides",
             "class_agnostic_nms",
+            "objectness",
         }
     ),
     "segmentation": frozenset({"classes", "threshold", "min_area"}),

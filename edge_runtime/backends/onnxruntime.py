@@ -1,0 +1,117 @@
+"""ONNX Runtime backend: CPU here, CUDA / TensorRT execution providers where present (Jetson).
+
+Sessions are created with thread spinning off (``session.intra_op.allow_spinning = 0``:
+spinning trunk and head sessions fight each other, DESIGN.md §6) and a bounded number of
+intra-op threads. Values flow between sessions as ``OrtValue`` through
+``run_with_ort_values``, so a head reads the trunk's output buffer without a copy.
+
+Example::
+
+    backend = OnnxRuntimeBackend()
+    trunk = backend.load(Path("bundle/trunk.fp32.onnx"), BackendOptions(threads=2), "trunk")
+    features = trunk.run({"image": x})            # {"features": OrtValue}
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+from edge_runtime.backends.base import BackendOptions
+from edge_runtime.errors import BackendUnavailableError, ModelError
+
+logger = logging.getLogger(__name__)
+
+#: Providers in order of preference when none is requested.
+PREFERRED_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
+
+
+def choose_providers(requested: Sequence[str] | None, available: Sequence[str]) -> list[str]:
+    """Requested providers (all must be available), else the preferred ones that are."""
+    if requested:
+        missing = [p for p in requested if p not in available]
+        if missing:
+            raise BackendUnavailableError(
+                f"execution provider(s) {', '.join(missing)} not available in this onnxruntime build "
+                f"(available: {', '.join(available)}); on Jetson install the onnxruntime-gpu wheel for JetPack"
+            )
+        return list(requested)
+    chosen = [p for p in PREFERRED_PROVIDERS if p in available]
+    return chosen or list(available)
+
+
+class OnnxRuntimeSession:
+    """One ONNX graph in an ``InferenceSession``; values are ``OrtValue``."""
+
+    def __init__(self, session: ort.InferenceSession, what: str) -> None:
+        self._session = session
+        self.what = what
+        self.input_names = tuple(i.name for i in session.get_inputs())
+        self.output_names = tuple(o.name for o in session.get_outputs())
+        self._run_options = ort.RunOptions()
+
+    def run(self, feeds: Mapping[str, Any], outputs: Sequence[str] | None = None) -> dict[str, Any]:
+        names = list(outputs) if outputs is not None else list(self.output_names)
+        values = {
+            name: value if isinstance(value, ort.OrtValue) else ort.OrtValue.ortvalue_from_numpy(value)
+            for name, value in feeds.items()
+        }
+        try:
+            result = self._session.run_with_ort_values(names, values, self._run_options)
+        except Exception as exc:
+            raise ModelError(f"{self.what}: inference failed: {exc}") from None
+        return dict(zip(names, result, strict=True))
+
+    def to_numpy(self, value: Any) -> np.ndarray:
+        return value.numpy() if isinstance(value, ort.OrtValue) else np.asarray(value)
+
+    def close(self) -> None:
+        del self._session
+
+
+class OnnxRuntimeBackend:
+    """Loads ``.onnx`` artifacts into ONNX Runtime sessions."""
+
+    name = "onnxruntime"
+    artifact_format = "onnx"
+
+    def __init__(self) -> None:
+        self.available = tuple(ort.get_available_providers())
+        self.providers: list[str] = []
+        self.threads = 0
+        self._announced = False
+
+    def load(self, path: Path, options: BackendOptions, what: str) -> OnnxRuntimeSession:
+        providers = choose_providers(options.providers, self.available)
+        session_options = ort.SessionOptions()
+        session_options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        session_options.add_session_config_entry("session.inter_op.allow_spinning", "0")
+        threads = options.threads or os.cpu_count() or 1
+        session_options.intra_op_num_threads = threads
+        session_options.inter_op_num_threads = 1
+        session_options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        session_options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        session_options.log_severity_level = 3
+        try:
+            session = ort.InferenceSession(str(path), session_options, providers=providers)
+        except Exception as exc:
+            raise ModelError(f"{what} ({path}): onnxruntime {ort.__version__} cannot load it: {exc}") from None
+        self.providers = session.get_providers()
+        self.threads = threads
+        if not self._announced:
+            logger.info("%s", self.describe())
+            self._announced = True
+        return OnnxRuntimeSession(session, what)
+
+    def describe(self) -> str:
+        providers = ", ".join(self.providers) or "not loaded yet"
+        return (
+            f"onnxruntime {ort.__version__}: providers {providers} "
+            f"(available: {', '.join(self.available)}); {self.threads} intra-op threads, spinning off"
+        )
