@@ -2,6 +2,10 @@
 
 Examples::
 
+    edge-runtime run --bundle build/demo_bundle --source synthetic --max-frames 100
+    edge-runtime run --config /etc/edge-runtime/config.toml
+    edge-runtime run --bundle build/demo_bundle --source camera:0 --validate
+    edge-runtime health --state-dir /var/lib/edge-runtime
     edge-runtime inspect build/demo_bundle
 """
 
@@ -10,21 +14,68 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import time
 from collections.abc import Sequence
 
 from edge_runtime.errors import EdgeRuntimeError
+
+RUN_EXAMPLES = """examples:
+  edge-runtime run --bundle build/demo_bundle --source synthetic --max-frames 100
+  edge-runtime run --bundle build/demo_bundle --source ./frames/ --output results.jsonl
+  edge-runtime run --bundle build/demo_bundle --source camera:0 --threads 4
+  edge-runtime run --config /etc/edge-runtime/config.toml
+  edge-runtime run --config config.toml --validate
+
+SOURCE: synthetic[:WxH], a folder of images, a video file, camera:N, rtsp://..., gst:PIPELINE
+(all but synthetic need the [camera] extra). Every flag also has a config-file key and an
+EDGE_RUNTIME_* environment variable (e.g. EDGE_RUNTIME_MAX_FRAMES=100); flags win over the
+environment, which wins over the file.
+"""
 
 
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="edge-runtime",
         description="Run multi-task bundles on a device and stream their results.",
-        epilog="examples:\n  edge-runtime inspect build/demo_bundle",
+        epilog="examples:\n  edge-runtime run --bundle build/demo_bundle --source synthetic --max-frames 10\n"
+        "  edge-runtime inspect build/demo_bundle\n  edge-runtime health",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug details")
+    parser.add_argument("-q", "--quiet", action="store_true", help="only log warnings and errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
+
+    run = sub.add_parser(
+        "run",
+        help="run a bundle on a frame source and write results",
+        description="Read frames, run the trunk once per frame and the due heads, write one JSON line per frame.",
+        epilog=RUN_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    run.add_argument("--config", metavar="FILE", help="TOML/YAML/JSON config file")
+    run.add_argument("--bundle", metavar="BUNDLE_DIR", help="bundle directory")
+    run.add_argument("--source", metavar="SOURCE", help="frame source (see below)")
+    run.add_argument("--backend", help="inference backend (default: onnxruntime)")
+    run.add_argument("--precision", help="preferred precision: fp32, fp16 or int8 (per-graph fallback)")
+    run.add_argument("--threads", type=int, help="intra-op threads per session (default: all cores)")
+    run.add_argument("--device-id", help="device name in results (default: the host name)")
+    run.add_argument("--max-frames", type=int, help="stop after N frames")
+    run.add_argument("--output", metavar="-|FILE", help="JSON lines to stdout (-) or a file (default: -)")
+    run.add_argument("--state-dir", metavar="DIR", help="where seq, epoch and the heartbeat live")
+    run.add_argument("--fps", type=float, help="throttle synthetic/folder sources to this rate")
+    run.add_argument("--loop", action="store_true", default=None, help="restart a folder or video source at its end")
+    run.add_argument("--validate", action="store_true", help="check config, bundle and source, then exit")
+
+    health = sub.add_parser(
+        "health",
+        help="exit 0 when the daemon's heartbeat is fresh (for Docker HEALTHCHECK, scripts)",
+        epilog="examples:\n  edge-runtime health\n  edge-runtime health --state-dir /var/lib/edge-runtime --max-age 30",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    health.add_argument("--state-dir", metavar="DIR", help="the daemon's state directory")
+    health.add_argument("--max-age", type=float, help="seconds (default: 3 heartbeat intervals)")
+
     inspect_cmd = sub.add_parser(
         "inspect",
         help="verify a bundle's checksums and show its trunk, heads and artifacts",
@@ -35,11 +86,58 @@ def _build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _run(args: argparse.Namespace) -> int:
+    from edge_runtime.config import RuntimeConfig
+    from edge_runtime.daemon import Daemon, validate
+
+    flags = {
+        "bundle": args.bundle,
+        "source": args.source,
+        "backend": args.backend,
+        "precision": args.precision,
+        "threads": args.threads,
+        "device_id": args.device_id,
+        "max_frames": args.max_frames,
+        "output": args.output,
+        "state_dir": args.state_dir,
+        "fps": args.fps,
+        "loop": args.loop,
+    }
+    config = RuntimeConfig.load(config_file=args.config, flags=flags)
+    if args.validate:
+        print(validate(config))
+        return 0
+    return Daemon(config).run()
+
+
+def _health(args: argparse.Namespace) -> int:
+    from edge_runtime.config import default_state_dir
+    from edge_runtime.state import read_heartbeat
+
+    state_dir = args.state_dir or default_state_dir()
+    beat = read_heartbeat(state_dir)
+    age = time.time() - float(beat["ts"])
+    limit = args.max_age if args.max_age is not None else 3 * float(beat.get("interval_s", 5.0))
+    if beat.get("stopped"):
+        print(f"stopped: the daemon exited cleanly {age:.0f} s ago", file=sys.stderr)
+        return 1
+    if age > limit:
+        print(f"stale: last heartbeat {age:.1f} s ago (limit {limit:.0f} s), pid {beat.get('pid')}", file=sys.stderr)
+        return 1
+    print(f"ok: heartbeat {age:.1f} s ago, {beat.get('results', 0)} results, {beat.get('dropped', 0)} dropped")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``edge-runtime``; returns the process exit code."""
     args = _build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
+    level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
     try:
+        if args.command == "run":
+            return _run(args)
+        if args.command == "health":
+            return _health(args)
         from edge_runtime.bundle import load_bundle
         from edge_runtime.bundle_summary import format_bundle
 
@@ -48,6 +146,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except EdgeRuntimeError as exc:
         print(f"edge-runtime: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        return 130
 
 
 if __name__ == "__main__":

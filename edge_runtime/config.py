@@ -1,0 +1,211 @@
+"""Daemon configuration: one file (TOML, YAML or JSON) + environment + command-line flags.
+
+Precedence: flags > ``EDGE_RUNTIME_*`` environment variables > the ``--config`` file >
+defaults. Every key is validated when the config is built; an unknown key (in the file or
+the environment) is an error naming the key, where it came from and close matches.
+
+Example config (``edge-runtime.toml``)::
+
+    bundle = "/opt/bundles/demo"
+    source = "camera:0"
+    device_id = "cam-entrance"
+    threads = 4
+    [heads.mask]
+    every_n_frames = 4
+
+Example::
+
+    config = RuntimeConfig.load(config_file="edge-runtime.toml", flags={"max_frames": 100})
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from edge_runtime.errors import ConfigError, close_matches
+from edge_runtime.manifest import PRECISIONS
+from edge_runtime.specfiles import load_mapping_file
+
+ENV_PREFIX = "EDGE_RUNTIME_"
+HEAD_OVERRIDE_KEYS = ("enabled", "every_n_frames")
+
+
+def default_state_dir() -> Path:
+    """``$STATE_DIRECTORY`` under systemd, else ``$XDG_STATE_HOME/edge-runtime`` or ``~/.local/state/edge-runtime``."""
+    if os.environ.get("STATE_DIRECTORY"):
+        return Path(os.environ["STATE_DIRECTORY"].split(":")[0])
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "edge-runtime"
+
+
+@dataclass(frozen=True)
+class HeadOverride:
+    """Per-head settings from the config that override the bundle's schedule."""
+
+    enabled: bool | None = None
+    every_n_frames: int | None = None
+
+
+@dataclass(frozen=True)
+class RuntimeConfig:
+    """Everything ``edge-runtime run`` needs; see the module docstring for the sources."""
+
+    bundle: Path
+    source: str
+    backend: str = "onnxruntime"
+    precision: str = "fp32"
+    threads: int | None = None
+    device_id: str = field(default_factory=socket.gethostname)
+    max_frames: int | None = None
+    output: str | None = None
+    state_dir: Path = field(default_factory=default_state_dir)
+    fps: float | None = None
+    loop: bool = False
+    queue_size: int = 8
+    status_interval_s: float = 10.0
+    heartbeat_interval_s: float = 5.0
+    heads: Mapping[str, HeadOverride] = field(default_factory=dict)
+
+    @classmethod
+    def keys(cls) -> tuple[str, ...]:
+        """Every config key."""
+        return tuple(f.name for f in fields(cls))
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any], where: str) -> RuntimeConfig:
+        """Validate merged settings; ``where`` names their origin in errors."""
+        keys = cls.keys()
+        for key in data:
+            if key not in keys:
+                raise ConfigError(
+                    f"{where}: unknown key {key!r}{close_matches(key, keys)}; valid keys: {', '.join(keys)}"
+                )
+        for required in ("bundle", "source"):
+            if data.get(required) in (None, ""):
+                raise ConfigError(f"{where}: {required!r} is required (flag --{required} or config key {required!r})")
+        values: dict[str, Any] = {}
+        values["bundle"] = Path(_typed(data, "bundle", str, where))
+        values["source"] = _typed(data, "source", str, where)
+        if "backend" in data:
+            values["backend"] = _typed(data, "backend", str, where)
+        if "precision" in data:
+            precision = _typed(data, "precision", str, where)
+            if precision not in PRECISIONS:
+                raise ConfigError(
+                    f"{where}: precision {precision!r} is not one of {', '.join(PRECISIONS)}"
+                    f"{close_matches(precision, PRECISIONS)}"
+                )
+            values["precision"] = precision
+        for key in ("threads", "max_frames", "queue_size"):
+            if data.get(key) is not None:
+                value = _typed(data, key, int, where)
+                if value < 1:
+                    raise ConfigError(f"{where}: {key!r} must be >= 1, got {value}")
+                values[key] = value
+        for key in ("fps", "status_interval_s", "heartbeat_interval_s"):
+            if data.get(key) is not None:
+                number = float(_typed(data, key, (int, float), where))
+                if number <= 0:
+                    raise ConfigError(f"{where}: {key!r} must be > 0, got {number}")
+                values[key] = number
+        for key in ("device_id", "output"):
+            if data.get(key) is not None:
+                values[key] = _typed(data, key, str, where)
+        device_id = values.get("device_id")
+        if device_id is not None and (not device_id or any(c in device_id for c in "/+#")):
+            raise ConfigError(f"{where}: device_id {device_id!r} must be non-empty and free of '/', '+', '#'")
+        if data.get("state_dir") is not None:
+            values["state_dir"] = Path(_typed(data, "state_dir", str, where))
+        if "loop" in data:
+            values["loop"] = _typed(data, "loop", bool, where)
+        if "heads" in data:
+            values["heads"] = _head_overrides(data["heads"], where)
+        return cls(**values)
+
+    @classmethod
+    def load(
+        cls,
+        config_file: str | Path | None = None,
+        flags: Mapping[str, Any] | None = None,
+        environ: Mapping[str, str] | None = None,
+    ) -> RuntimeConfig:
+        """Merge defaults, the file, ``EDGE_RUNTIME_*`` variables and flags (None = not given)."""
+        merged: dict[str, Any] = {}
+        origin = "configuration"
+        if config_file is not None:
+            merged.update(load_mapping_file(config_file))
+            origin = str(config_file)
+        merged.update(environment_settings(os.environ if environ is None else environ))
+        merged.update({k: v for k, v in (flags or {}).items() if v is not None})
+        return cls.from_mapping(merged, origin)
+
+
+def environment_settings(environ: Mapping[str, str]) -> dict[str, Any]:
+    """``EDGE_RUNTIME_MAX_FRAMES=10`` → ``{"max_frames": 10}``; unknown names are errors."""
+    keys = [k for k in RuntimeConfig.keys() if k != "heads"]
+    settings: dict[str, Any] = {}
+    for name, raw in environ.items():
+        if not name.startswith(ENV_PREFIX):
+            continue
+        key = name[len(ENV_PREFIX) :].lower()
+        if key not in keys:
+            env_names = [ENV_PREFIX + k.upper() for k in keys]
+            raise ConfigError(f"environment variable {name} is not a setting{close_matches(name, env_names)}")
+        settings[key] = _parse_env(key, raw, name)
+    return settings
+
+
+def _parse_env(key: str, raw: str, name: str) -> Any:
+    if key in ("threads", "max_frames", "queue_size"):
+        try:
+            return int(raw)
+        except ValueError:
+            raise ConfigError(f"{name}={raw!r}: expected an integer") from None
+    if key in ("fps", "status_interval_s", "heartbeat_interval_s"):
+        try:
+            return float(raw)
+        except ValueError:
+            raise ConfigError(f"{name}={raw!r}: expected a number") from None
+    if key == "loop":
+        if raw.lower() in ("1", "true", "yes", "on"):
+            return True
+        if raw.lower() in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(f"{name}={raw!r}: expected true or false")
+    return raw
+
+
+def _typed(data: Mapping[str, Any], key: str, kind: type | tuple[type, ...], where: str) -> Any:
+    value = data[key]
+    if isinstance(value, Path) and kind is str:
+        return str(value)
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind in (int, (int, float))):
+        names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
+        raise ConfigError(f"{where}: {key!r} must be {names}, got {value!r}")
+    return value
+
+
+def _head_overrides(value: Any, where: str) -> dict[str, HeadOverride]:
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{where}: 'heads' must be a table of head names")
+    result = {}
+    for name, entry in value.items():
+        at = f"{where}: heads.{name}"
+        if not isinstance(entry, Mapping):
+            raise ConfigError(f"{at}: must be a table with {', '.join(HEAD_OVERRIDE_KEYS)}")
+        for key in entry:
+            if key not in HEAD_OVERRIDE_KEYS:
+                raise ConfigError(f"{at}: unknown key {key!r}{close_matches(key, HEAD_OVERRIDE_KEYS)}")
+        enabled = entry.get("enabled")
+        if enabled is not None and not isinstance(enabled, bool):
+            raise ConfigError(f"{at}: 'enabled' must be true or false")
+        every = entry.get("every_n_frames")
+        if every is not None and (not isinstance(every, int) or isinstance(every, bool) or every < 1):
+            raise ConfigError(f"{at}: 'every_n_frames' must be an integer >= 1")
+        result[str(name)] = HeadOverride(enabled=enabled, every_n_frames=every)
+    return result

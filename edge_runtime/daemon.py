@@ -1,0 +1,373 @@
+"""The daemon: source → engine → sinks, in three threads joined by bounded queues.
+
+* **capture** reads frames from the source. For a live source (camera, stream, throttled
+  synthetic) it keeps only the newest frame when inference falls behind and counts the
+  frames it dropped; for a file or folder every frame is processed (the reader waits).
+* **inference** runs the engine (trunk once, due heads, decode).
+* **output** numbers each result (``seq``, persisted in the state directory) and hands
+  it to every sink (JSON lines now; MQTT joins behind the same interface). The result
+  queue is bounded and blocking: results are never dropped.
+
+SIGINT/SIGTERM stop the capture, let inference finish the frame it holds, drain the result
+queue, save ``seq`` and exit 0. A heartbeat file and systemd notifications (READY,
+WATCHDOG, STATUS; pure Python, only under systemd) tell supervisors it is alive; a status
+line (fps, dropped frames, per-stage p50) goes to the log every ``status_interval_s``.
+
+Example::
+
+    config = RuntimeConfig.load(flags={"bundle": "build/demo_bundle", "source": "synthetic",
+                                       "max_frames": 100})
+    exit_code = Daemon(config).run()
+
+CLI: ``edge-runtime run --bundle build/demo_bundle --source synthetic --max-frames 100``
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import queue
+import signal
+import socket
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import IO, Any, Protocol
+
+import numpy as np
+
+from edge_runtime.config import RuntimeConfig
+from edge_runtime.engine import Engine, EngineOptions
+from edge_runtime.errors import ConfigError, EdgeRuntimeError, close_matches
+from edge_runtime.frames import Frame
+from edge_runtime.results import FrameResult
+from edge_runtime.sources import open_source
+from edge_runtime.state import StateDir
+
+logger = logging.getLogger(__name__)
+
+SEQ_SAVE_EVERY = 100
+
+
+class ResultSink(Protocol):
+    """Where numbered results go: ``write`` one, ``close`` at the end."""
+
+    def write(self, line: dict[str, Any]) -> None:
+        """Deliver one result line (DESIGN.md §7 fields)."""
+        ...
+
+    def close(self) -> None:
+        """Flush and release."""
+        ...
+
+
+class JsonLinesSink:
+    """One JSON object per line to a stream (``-``: stdout) or a file (appended)."""
+
+    def __init__(self, target: str) -> None:
+        self.target = target
+        self._owned: IO[str] | None = None
+        if target == "-":
+            self._stream: IO[str] = sys.stdout
+        else:
+            try:
+                self._owned = open(target, "a", encoding="utf-8")  # closed in close()
+            except OSError as exc:
+                raise ConfigError(f"--output {target}: cannot open: {exc.strerror or exc}") from None
+            self._stream = self._owned
+
+    def write(self, line: dict[str, Any]) -> None:
+        self._stream.write(json.dumps(line, separators=(",", ":")) + "\n")
+        self._stream.flush()
+
+    def close(self) -> None:
+        if self._owned is not None:
+            self._owned.close()
+        else:
+            self._stream.flush()
+
+
+class LatestFrameSlot:
+    """A one-frame mailbox. ``put`` replaces an unread frame (counted as dropped) when
+    ``drop_old``; otherwise it waits until the frame was taken."""
+
+    def __init__(self, drop_old: bool) -> None:
+        self.drop_old = drop_old
+        self.dropped = 0
+        self._frame: Frame | None = None
+        self._closed = False
+        self._cond = threading.Condition()
+
+    def put(self, frame: Frame, stop: threading.Event) -> None:
+        with self._cond:
+            if self._frame is not None and not self.drop_old:
+                while self._frame is not None and not stop.is_set():
+                    self._cond.wait(0.1)
+            if self._frame is not None:
+                self.dropped += 1
+            self._frame = frame
+            self._cond.notify_all()
+
+    def get(self) -> Frame | None:
+        """The next frame, or None once closed and empty."""
+        with self._cond:
+            while self._frame is None and not self._closed:
+                self._cond.wait(0.1)
+            frame, self._frame = self._frame, None
+            self._cond.notify_all()
+            return frame
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+
+def notify_systemd(message: str) -> bool:
+    """Send an sd_notify message (``READY=1``, ``WATCHDOG=1``…) when run under systemd."""
+    address = os.environ.get("NOTIFY_SOCKET")
+    if not address:
+        return False
+    if address.startswith("@"):
+        address = "\0" + address[1:]
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+            sock.connect(address)
+            sock.sendall(message.encode())
+    except OSError as exc:
+        logger.debug("sd_notify failed: %s", exc)
+        return False
+    return True
+
+
+class StageStats:
+    """Rolling per-stage latencies (last 256 frames) for the status line."""
+
+    def __init__(self) -> None:
+        self.window: dict[str, deque[float]] = {}
+
+    def add(self, latency_ms: dict[str, float]) -> None:
+        for stage, value in latency_ms.items():
+            self.window.setdefault(stage, deque(maxlen=256)).append(value)
+
+    def p50(self) -> dict[str, float]:
+        return {stage: float(np.median(values)) for stage, values in self.window.items() if values}
+
+
+class Daemon:
+    """Runs one configured pipeline until the source ends, ``max_frames`` or a signal."""
+
+    def __init__(self, config: RuntimeConfig, sinks: list[ResultSink] | None = None) -> None:
+        self.config = config
+        self.state = StateDir.open(config.state_dir)
+        self._extra_sinks = sinks or []
+        self.stop = threading.Event()
+        self.results_written = 0
+        self.frames_in = 0
+        self._errors: list[BaseException] = []
+        self._stages = StageStats()
+        self._started = time.monotonic()
+        self._seq = 0
+
+    # -- building --------------------------------------------------------------------------
+    def build_engine(self) -> Engine:
+        """The engine with the config's backend, precision, threads and head overrides."""
+        config = self.config
+        engine = Engine.from_bundle(
+            config.bundle,
+            EngineOptions(backend=config.backend, precision=config.precision, threads=config.threads),
+        )
+        for name, override in config.heads.items():
+            if name not in engine.head_names:
+                engine.close()
+                raise ConfigError(
+                    f"config heads.{name}: the bundle has no head {name!r}"
+                    f"{close_matches(name, engine.head_names)}; heads: {', '.join(engine.head_names)}"
+                )
+            if override.enabled is not None:
+                engine.set_head_enabled(name, override.enabled)
+            if override.every_n_frames is not None:
+                engine.scheduler.set_every_n_frames(name, override.every_n_frames)
+        return engine
+
+    # -- running ---------------------------------------------------------------------------
+    def run(self, install_signals: bool = True) -> int:
+        """Run to the end; return the process exit code (0 after a clean stop)."""
+        engine = self.build_engine()
+        sinks: list[ResultSink] = list(self._extra_sinks)
+        if self.config.output is not None or not sinks:
+            sinks.append(JsonLinesSink(self.config.output or "-"))
+        source = open_source(
+            self.config.source, fps=self.config.fps, loop=self.config.loop, max_frames=self.config.max_frames
+        )
+        slot = LatestFrameSlot(drop_old=source.live or self.config.fps is not None)
+        results: queue.Queue[FrameResult | None] = queue.Queue(maxsize=self.config.queue_size)
+        seq = self.state.load_seq()
+        previous = self._install_signal_handlers() if install_signals else {}
+        threads = [
+            threading.Thread(target=self._guard(self._capture, source, slot), name="capture", daemon=True),
+            threading.Thread(target=self._guard(self._infer, engine, slot, results), name="inference", daemon=True),
+        ]
+        output = threading.Thread(target=self._guard(self._output, results, sinks, seq), name="output", daemon=True)
+        logger.info(
+            "running %s on %s (%s), device %s, epoch %s, state %s",
+            self.config.bundle, self.config.source, "live: newest frame wins" if slot.drop_old else "every frame",
+            self.config.device_id, self.state.epoch, self.state.path,
+        )  # fmt: skip
+        for thread in [*threads, output]:
+            thread.start()
+        notify_systemd("READY=1")
+        try:
+            self._supervise(threads, output, slot)
+        finally:
+            self.stop.set()
+            for thread in [*threads, output]:
+                thread.join(timeout=30)
+                if thread.is_alive():
+                    logger.warning("thread %s did not stop within 30 s", thread.name)
+            source.close()
+            engine.close()
+            for sink in sinks:
+                sink.close()
+            self.state.save_seq(self._seq)
+            self._write_heartbeat(slot, final=True)
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+        logger.info(
+            "stopped: %d frames in, %d results written, %d frames dropped",
+            self.frames_in, self.results_written, slot.dropped,
+        )  # fmt: skip
+        if self._errors:
+            error = self._errors[0]
+            if isinstance(error, EdgeRuntimeError):
+                raise error
+            raise EdgeRuntimeError(f"the pipeline failed: {type(error).__name__}: {error}") from error
+        return 0
+
+    def _install_signal_handlers(self) -> dict[int, Any]:
+        previous: dict[int, Any] = {}
+        if threading.current_thread() is not threading.main_thread():
+            return previous
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            previous[signum] = signal.getsignal(signum)
+            signal.signal(signum, self._on_signal)
+        return previous
+
+    def _on_signal(self, signum: int, _frame: object) -> None:
+        logger.info("%s: stopping after the frames in flight", signal.Signals(signum).name)
+        self.stop.set()
+
+    def _guard(self, target: Callable[..., None], *args: Any) -> Callable[[], None]:
+        def run() -> None:
+            try:
+                target(*args)
+            except BaseException as exc:
+                self._errors.append(exc)
+                self.stop.set()
+
+        return run
+
+    def _capture(self, source: Iterator[Frame], slot: LatestFrameSlot) -> None:
+        try:
+            for frame in source:
+                if self.stop.is_set():
+                    break
+                self.frames_in += 1
+                slot.put(frame, self.stop)
+        finally:
+            slot.close()
+
+    def _infer(self, engine: Engine, slot: LatestFrameSlot, results: queue.Queue[FrameResult | None]) -> None:
+        try:
+            while True:
+                frame = slot.get()
+                if frame is None:
+                    break
+                result = engine.infer(frame)
+                self._stages.add(result.latency_ms)
+                self._put(results, result)  # waits while the output is slow: results are never dropped
+        finally:
+            self._put(results, None)
+
+    def _put(self, results: queue.Queue[FrameResult | None], item: FrameResult | None) -> None:
+        while True:
+            try:
+                results.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                if self._errors:  # the output failed: run() reports it and exits non-zero
+                    return
+
+    def _output(self, results: queue.Queue[FrameResult | None], sinks: list[ResultSink], seq: int) -> None:
+        self._seq = seq
+        while True:
+            result = results.get()
+            if result is None:
+                break
+            line = result.to_dict(device=self.config.device_id, seq=self._seq)
+            line["epoch"] = self.state.epoch
+            for sink in sinks:
+                sink.write(line)
+            self._seq += 1
+            self.results_written += 1
+            if self._seq % SEQ_SAVE_EVERY == 0:
+                self.state.save_seq(self._seq)
+
+    def _supervise(self, threads: list[threading.Thread], output: threading.Thread, slot: LatestFrameSlot) -> None:
+        next_status = time.monotonic() + self.config.status_interval_s
+        next_beat = 0.0
+        while output.is_alive():
+            output.join(timeout=0.2)
+            now = time.monotonic()
+            if now >= next_beat:
+                self._write_heartbeat(slot)
+                notify_systemd("WATCHDOG=1")
+                next_beat = now + self.config.heartbeat_interval_s
+            if now >= next_status:
+                line = self.status_line(slot)
+                logger.info("%s", line)
+                notify_systemd("STATUS=" + line)
+                next_status = now + self.config.status_interval_s
+
+    def status_line(self, slot: LatestFrameSlot) -> str:
+        """``12.5 fps, 250 frames, 3 dropped, 250 results; p50 ms: preprocess 0.4, trunk 2.1, …``."""
+        elapsed = max(time.monotonic() - self._started, 1e-9)
+        p50 = ", ".join(f"{k} {v:.2f}" for k, v in self._stages.p50().items() if k != "total")
+        return (
+            f"{self.results_written / elapsed:.1f} fps, {self.frames_in} frames, {slot.dropped} dropped, "
+            f"{self.results_written} results; p50 ms: {p50}"
+        )
+
+    def _write_heartbeat(self, slot: LatestFrameSlot, final: bool = False) -> None:
+        try:
+            self.state.write_heartbeat(
+                {
+                    "device": self.config.device_id,
+                    "epoch": self.state.epoch,
+                    "frames": self.frames_in,
+                    "results": self.results_written,
+                    "dropped": slot.dropped,
+                    "interval_s": self.config.heartbeat_interval_s,
+                    "stopped": final,
+                }
+            )
+        except OSError as exc:
+            logger.warning("cannot write the heartbeat in %s: %s", self.state.path, exc)
+
+
+def validate(config: RuntimeConfig) -> str:
+    """Check the config, the bundle (hashes, sessions load) and the source spec; return a summary."""
+    daemon = Daemon(replace(config, max_frames=1))
+    with daemon.build_engine() as engine:
+        source = open_source(config.source, max_frames=1)
+        source.close()
+        return (
+            f"config ok: bundle {config.bundle} ({engine.manifest.name} v{engine.manifest.version}, heads "
+            f"{', '.join(engine.head_names)}), source {config.source}, state {Path(config.state_dir)}; "
+            f"{engine.backend_description}"
+        )
