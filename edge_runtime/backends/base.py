@@ -2,8 +2,8 @@
 
 A backend loads one graph file of its format into a :class:`GraphSession`; the engine
 feeds sessions by tensor *name* and passes the values one session returns straight into
-the next (backend-native values, e.g. ONNX Runtime ``OrtValue``), so the trunk's features
-reach every head without another copy.
+the next (values of the backend's choosing: numpy arrays for ONNX Runtime), so the trunk's
+features reach every head without another copy.
 """
 
 from __future__ import annotations
