@@ -3,9 +3,7 @@
 On one bundle (default: the demo), in ONE interleaved run:
 
 * ``monolithic``   the original multi-output ONNX model in one ONNX Runtime session
-* ``split``        trunk once + all heads as the engine runs them when all are due: one
-                   session holding every head (``fused_heads``), no pre/post-processing
-* ``split_per_head`` trunk once + one session per head (frames where only some heads run)
+* ``split``        trunk once + every head, through the engine's backend (no pre/post)
 * ``independent``  one model per task (trunk + that head, cut from the original), run in turn
 * ``trunk``        the trunk alone, and ``heads`` every head alone on fixed features
 * ``engine``       ``Engine.infer`` on a 640x480 frame: preprocess + split + decode, all heads
@@ -97,14 +95,9 @@ def main(argv: list[str] | None = None) -> int:
             for name in engine.head_names:
                 engine._heads[name].session.run(head_feeds[name], engine._heads[name].outputs)
 
-        def split_per_head() -> None:
-            engine._trunk.run({input_name: x}, engine.manifest.trunk.outputs)
-            run_heads()
-
         cases = {
             "monolithic": lambda: monolithic.run(None, {input_name: x}),
             "split": lambda: engine.run_graphs(x),
-            "split_per_head": split_per_head,
             "independent": lambda: [s.run(None, {input_name: x}) for s in independent],
             "trunk": lambda: engine._trunk.run({input_name: x}, engine.manifest.trunk.outputs),
             "heads": run_heads,
@@ -120,7 +113,6 @@ def main(argv: list[str] | None = None) -> int:
     k = len(independent)
     ratios = {
         "split_over_monolithic": p50["split"] / p50["monolithic"],
-        "split_per_head_over_monolithic": p50["split_per_head"] / p50["monolithic"],
         "engine_over_split": p50["engine"] / p50["split"],
         "independent_over_split": p50["independent"] / p50["split"],
         "ideal_shared_trunk_speedup": k * p50["monolithic"] / (p50["trunk"] + p50["heads"]),

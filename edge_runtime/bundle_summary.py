@@ -60,13 +60,11 @@ def format_bundle(bundle: Bundle) -> str:
             artifacts.append(f"{art.format}/{art.precision} {_size(size)}")
         decoder = entry.decoder.type if entry.decoder is not None else "-"
         schedule = f"every {entry.schedule.every_n_frames}" if entry.schedule is not None else "every frame"
-        if name == "fused":
-            schedule = "frames where all heads run"
         if entry.schedule is not None and entry.schedule.when:
             schedule += f" when {entry.schedule.when.get('head')}"
         rows.append(
             [
-                name if name == "trunk" else "all heads" if name == "fused" else f"head:{name}",
+                name if name == "trunk" else f"head:{name}",
                 ", ".join(entry.inputs),
                 ", ".join(entry.outputs),
                 decoder,

@@ -55,17 +55,13 @@ class EngineOptions:
     precision uses the next best one. ``heads`` limits the loaded heads (None: all).
     ``threads`` sizes the trunk's thread pool (None: all cores); heads are small, and
     one thread each was measured faster than two (a MobileNetV2-sized model's three heads:
-    0.208 vs 0.243 ms p50), so ``head_threads`` defaults to 1. With ``fuse_heads`` (and a
-    bundle that has ``fused_heads``), frames on which every head runs use the one graph
-    holding all heads: one session call instead of one per head; per-head latencies are
-    then reported as one ``heads`` stage.
+    0.208 vs 0.243 ms p50), so ``head_threads`` defaults to 1.
     """
 
     backend: str = "onnxruntime"
     precision: str = "fp32"
     threads: int | None = None
     head_threads: int = 1
-    fuse_heads: bool = True
     providers: tuple[str, ...] | None = None
     heads: tuple[str, ...] | None = None
     verify_hashes: bool = True
@@ -133,7 +129,6 @@ class Engine:
         preprocessor: Preprocessor,
         backend_description: str,
         artifacts: Mapping[str, Artifact],
-        fused: GraphSession | None = None,
     ) -> None:
         self.bundle = bundle
         self.manifest = bundle.manifest
@@ -148,9 +143,6 @@ class Engine:
         self.stats = EngineStats(head_runs=dict.fromkeys(self._heads, 0), head_skips=dict.fromkeys(self._heads, 0))
         self._input_name = self.manifest.input.name
         self._closed = False
-        self._fused = fused
-        self._fused_inputs = self.manifest.fused_heads.graph.inputs if self.manifest.fused_heads else ()
-        self._all_heads = set(self._heads)
 
     @classmethod
     def from_bundle(cls, path: str | Path, options: EngineOptions | None = None) -> Engine:
@@ -196,14 +188,7 @@ class Engine:
             ", ".join(heads),
             backend.describe(),
         )
-        fused = None
-        fused_entry = manifest.fused_heads
-        conditional = any(h.entry.schedule is not None and h.entry.schedule.when for h in heads.values())
-        if options.fuse_heads and fused_entry is not None and set(fused_entry.heads) == set(heads) and not conditional:
-            artifact = choose_artifact(fused_entry.graph, "fused heads", backend.artifact_format, options.precision)
-            artifacts["fused"] = artifact
-            fused = backend.load(bundle.path_of(artifact), head_options, "fused heads")
-        return cls(bundle, trunk, heads, Preprocessor(manifest.input), backend.describe(), artifacts, fused)
+        return cls(bundle, trunk, heads, Preprocessor(manifest.input), backend.describe(), artifacts)
 
     # -- run-time control ----------------------------------------------------------------
     @property
@@ -246,31 +231,20 @@ class Engine:
         results: dict[str, HeadResult] = {}
         skipped: list[str] = []
         decode_ns = 0
-        if self._fused is not None and due >= self._all_heads:
+        for name, head in self._heads.items():
+            if name not in due or not self.scheduler.condition_met(name, results):
+                skipped.append(name)
+                self.stats.head_skips[name] += 1
+                continue
             t0 = time.perf_counter_ns()
-            fused = self._fused.run({i: values[i] for i in self._fused_inputs})
+            raw = head.session.run({i: values[i] for i in head.inputs}, head.outputs)
             t1 = time.perf_counter_ns()
-            latency["heads"] = (t1 - t0) / 1e6
-            for name, head in self._heads.items():
-                tensors = {k: self._fused.to_numpy(fused[k]) for k in head.outputs}
-                results[name] = head.decoder(tensors, geometry)
-                self.stats.head_runs[name] += 1
-            decode_ns = time.perf_counter_ns() - t1
-        else:
-            for name, head in self._heads.items():
-                if name not in due or not self.scheduler.condition_met(name, results):
-                    skipped.append(name)
-                    self.stats.head_skips[name] += 1
-                    continue
-                t0 = time.perf_counter_ns()
-                raw = head.session.run({i: values[i] for i in head.inputs}, head.outputs)
-                t1 = time.perf_counter_ns()
-                tensors = {k: head.session.to_numpy(v) for k, v in raw.items()}
-                results[name] = head.decoder(tensors, geometry)
-                t2 = time.perf_counter_ns()
-                latency[f"head:{name}"] = (t1 - t0) / 1e6
-                decode_ns += t2 - t1
-                self.stats.head_runs[name] += 1
+            tensors = {k: head.session.to_numpy(v) for k, v in raw.items()}
+            results[name] = head.decoder(tensors, geometry)
+            t2 = time.perf_counter_ns()
+            latency[f"head:{name}"] = (t1 - t0) / 1e6
+            decode_ns += t2 - t1
+            self.stats.head_runs[name] += 1
         latency["decode"] = decode_ns / 1e6
         latency["total"] = (time.perf_counter_ns() - start) / 1e6
         self.stats.frames += 1
@@ -287,8 +261,6 @@ class Engine:
         no schedule and no decoding: the raw backend cost, for benchmarks and checks."""
         values: dict[str, Any] = {self._input_name: model_input}
         values.update(self._trunk.run({self._input_name: model_input}, self.manifest.trunk.outputs))
-        if heads is None and self._fused is not None:
-            return self._fused.run({i: values[i] for i in self._fused_inputs})
         outputs: dict[str, Any] = {}
         for name in heads if heads is not None else self._heads:
             head = self._heads[name]
@@ -307,8 +279,6 @@ class Engine:
         self._trunk.close()
         for head in self._heads.values():
             head.session.close()
-        if self._fused is not None:
-            self._fused.close()
 
     def __enter__(self) -> Engine:
         return self

@@ -426,25 +426,6 @@ class GraphEntry:
 
 
 @dataclass(frozen=True)
-class FusedHeads:
-    """Every head in one graph: on frames where all of ``heads`` run, one session call
-    replaces one per head (the per-call overhead of separate sessions is measurable)."""
-
-    heads: tuple[str, ...]
-    graph: GraphEntry
-
-    @classmethod
-    def from_mapping(cls, data: Mapping[str, Any], where: str) -> FusedHeads:
-        if not isinstance(data, Mapping):
-            raise _fail(BundleError, where, f"must be an object, got {data!r}")
-        graph = GraphEntry.from_mapping({k: v for k, v in data.items() if k != "heads"}, where, head=False)
-        return cls(heads=_names(data.get("heads"), "heads", where, BundleError), graph=graph)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"heads": list(self.heads), **self.graph.to_dict()}
-
-
-@dataclass(frozen=True)
 class Manifest:
     """The whole ``manifest.json`` of a bundle."""
 
@@ -458,7 +439,6 @@ class Manifest:
     files: Mapping[str, str]
     tensors: Mapping[str, TensorInfo] = field(default_factory=dict)
     format: str = FORMAT
-    fused_heads: FusedHeads | None = None
     split: Mapping[str, Any] = field(default_factory=dict)
     extra: Mapping[str, Any] = field(default_factory=dict)
 
@@ -474,7 +454,6 @@ class Manifest:
         "files",
         "tensors",
         "split",
-        "fused_heads",
     )
 
     @classmethod
@@ -516,17 +495,13 @@ class Manifest:
             },
             files=dict(files),
             tensors={name: TensorInfo.from_mapping(info, f"{where}: tensors.{name}") for name, info in tensors.items()},
-            fused_heads=None
-            if data.get("fused_heads") is None
-            else FusedHeads.from_mapping(data["fused_heads"], f"{where}: fused_heads"),
             split=_get(data, "split", dict, where, BundleError, {}),
             extra=extra,
         )
 
     def graphs(self) -> dict[str, GraphEntry]:
-        """The trunk (key ``"trunk"``), every head by name, and the fused heads (``"fused"``)."""
-        fused = {"fused": self.fused_heads.graph} if self.fused_heads is not None else {}
-        return {"trunk": self.trunk, **self.heads, **fused}
+        """The trunk (key ``"trunk"``) and every head, by name."""
+        return {"trunk": self.trunk, **self.heads}
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict in the contract's key order."""
@@ -539,7 +514,6 @@ class Manifest:
             "input": self.input.to_dict(),
             "trunk": self.trunk.to_dict(),
             "heads": {name: head.to_dict() for name, head in self.heads.items()},
-            **({"fused_heads": self.fused_heads.to_dict()} if self.fused_heads is not None else {}),
             "tensors": {name: info.to_dict() for name, info in self.tensors.items()},
             **({"split": dict(self.split)} if self.split else {}),
             **self.extra,

@@ -31,7 +31,7 @@ import onnx
 from edge_runtime import __version__
 from edge_runtime.bundle import sha256_file
 from edge_runtime.errors import ConfigError, ModelError
-from edge_runtime.manifest import FORMAT, Artifact, FusedHeads, GraphEntry, InputSpec, Manifest, TensorInfo
+from edge_runtime.manifest import FORMAT, Artifact, GraphEntry, InputSpec, Manifest, TensorInfo
 from edge_runtime.specfiles import load_mapping_file
 from exporter.bundle import check_output_dir, write_bundle
 from exporter.compat import make_device_compatible
@@ -42,9 +42,6 @@ from exporter.split import SplitGraphs, SplitPlan, extract_graphs, plan_split
 from exporter.verify import DEFAULT_TOLERANCE, VerificationReport, make_session, sample_inputs, verify_split
 
 logger = logging.getLogger(__name__)
-
-#: All heads in one graph, used by the runtime on frames where every head runs.
-FUSED_PATH = "heads/_all.fp32.onnx"
 
 
 @dataclass(frozen=True)
@@ -171,8 +168,6 @@ def split_model(
         blobs = {"trunk.fp32.onnx": _serialise(graphs.trunk, "trunk")}
         for name, head_model in graphs.heads.items():
             blobs[f"heads/{name}.fp32.onnx"] = _serialise(head_model, f"head {name!r}")
-        if graphs.fused is not None:
-            blobs[FUSED_PATH] = _serialise(graphs.fused, "fused heads")
         step.detail = ", ".join(f"{k} {format_bytes(len(v))}" for k, v in blobs.items())
         if graphs.renamed:
             step.detail += "; boundary named " + ", ".join(f"{v} (was {k})" for k, v in graphs.renamed.items())
@@ -183,8 +178,6 @@ def split_model(
             trunk=onnx.load_from_string(blobs["trunk.fp32.onnx"]),
             heads={n: onnx.load_from_string(blobs[f"heads/{n}.fp32.onnx"]) for n in graphs.heads},
             renamed=graphs.renamed,
-            fused=onnx.load_from_string(blobs[FUSED_PATH]) if graphs.fused is not None else None,
-            fused_inputs=graphs.fused_inputs,
         )
         # Compare with the model as given, so that an opset conversion is verified too.
         try:
@@ -269,16 +262,6 @@ def _build_manifest(
         heads=heads,
         files={},
         tensors=tensors,
-        fused_heads=None
-        if graphs.fused is None
-        else FusedHeads(
-            heads=tuple(h.name for h in plan.heads),
-            graph=GraphEntry(
-                inputs=tuple(graphs.public(n) for n in graphs.fused_inputs),
-                outputs=tuple(o for h in plan.heads for o in h.outputs),
-                artifacts=(Artifact(format="onnx", precision="fp32", path=FUSED_PATH),),
-            ),
-        ),
         split={
             "source": source,
             "source_sha256": source_digest,

@@ -72,10 +72,6 @@ class SplitGraphs:
     #: Boundary tensors renamed in the bundle (original name → bundle name), see
     #: :func:`public_boundary_names`; names not in it are kept.
     renamed: dict[str, str] = field(default_factory=dict)
-    #: Every head in one graph (for frames where all heads run: one session call instead
-    #: of one per head), reading ``fused_inputs``; None with a single head.
-    fused: onnx.ModelProto | None = None
-    fused_inputs: tuple[str, ...] = ()
 
     def public(self, name: str) -> str:
         """The name a tensor of the original model has in the bundle."""
@@ -490,17 +486,10 @@ def extract_graphs(model: onnx.ModelProto, plan: SplitPlan) -> SplitGraphs:
         head.name: extract_graph(model, index, head.inputs, head.outputs, types, f"head_{head.name}")
         for head in plan.heads
     }
-    fused = None
-    fused_inputs: tuple[str, ...] = ()
-    if len(plan.heads) > 1:
-        read = {i for h in plan.heads for i in h.inputs}
-        fused_inputs = tuple(t for t in (*plan.model_inputs, *plan.boundary) if t in read)
-        outputs = [o for h in plan.heads for o in h.outputs]
-        fused = extract_graph(model, index, fused_inputs, outputs, types, "heads_fused")
     renamed = public_boundary_names(plan, index.tensor_names())
     if renamed:
         _rename_outputs(trunk, renamed)
-        for head_model in [*heads.values(), *([fused] if fused is not None else [])]:
+        for head_model in heads.values():
             _rename_inputs(head_model, renamed)
         logger.info("boundary renamed in the bundle: %s", ", ".join(f"{k} -> {v}" for k, v in renamed.items()))
     return SplitGraphs(
@@ -508,6 +497,4 @@ def extract_graphs(model: onnx.ModelProto, plan: SplitPlan) -> SplitGraphs:
         heads=heads,
         types={renamed.get(n, n): types[n] for n in cut if n in types},
         renamed=renamed,
-        fused=fused,
-        fused_inputs=fused_inputs,
     )

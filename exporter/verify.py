@@ -129,8 +129,6 @@ def verify_split(
     original = model if isinstance(model, ort.InferenceSession) else make_session(model, "original model")
     trunk = make_session(graphs.trunk, "trunk graph")
     heads = {name: make_session(g, f"head {name!r} graph") for name, g in graphs.heads.items()}
-    fused = make_session(graphs.fused, "fused heads graph") if graphs.fused is not None else None
-    head_of = {out: head.name for head in plan.heads for out in head.outputs}
     report = VerificationReport(samples=len(samples))
     for head in plan.heads:
         for out in head.outputs:
@@ -140,35 +138,29 @@ def verify_split(
         boundary_names = [graphs.public(b) for b in plan.boundary]
         boundary = dict(zip(boundary_names, trunk.run(boundary_names, dict(feed)), strict=True))
         available = {**feed, **boundary}
-        produced: list[tuple[str, np.ndarray]] = []
         for head in plan.heads:
             head_feed = {graphs.public(name): available[graphs.public(name)] for name in head.inputs}
             got = heads[head.name].run(list(head.outputs), head_feed)
-            produced.extend(zip(head.outputs, got, strict=True))
-        if fused is not None:
-            names = [o for h in plan.heads for o in h.outputs]
-            fused_feed = {graphs.public(n): available[graphs.public(n)] for n in graphs.fused_inputs}
-            produced.extend(zip(names, fused.run(names, fused_feed), strict=True))
-        for name, value in produced:
-            check = report.checks[name]
-            want = np.asarray(expected[name])
-            value = np.asarray(value)
-            if want.shape != value.shape:
-                raise ModelError(
-                    f"verification failed: output {name!r} (head {head_of[name]}) has shape {value.shape} "
-                    f"after the split, {want.shape} in the original model"
-                )
-            if want.size == 0:
-                continue
-            want_f = want.astype(np.float64)
-            got_f = value.astype(np.float64)
-            finite = np.isfinite(want_f)
-            if not np.array_equal(finite, np.isfinite(got_f)):
-                check.finite = False
-            if finite.any():
-                err = float(np.max(np.abs(want_f[finite] - got_f[finite])))
-                check.max_abs_error = max(check.max_abs_error, err)
-                check.max_abs_value = max(check.max_abs_value, float(np.max(np.abs(want_f[finite]))))
+            for name, value in zip(head.outputs, got, strict=True):
+                check = report.checks[name]
+                want = np.asarray(expected[name])
+                value = np.asarray(value)
+                if want.shape != value.shape:
+                    raise ModelError(
+                        f"verification failed: output {name!r} has shape {value.shape} after the split, "
+                        f"{want.shape} in the original model"
+                    )
+                if want.size == 0:
+                    continue
+                want_f = want.astype(np.float64)
+                got_f = value.astype(np.float64)
+                finite = np.isfinite(want_f)
+                if not np.array_equal(finite, np.isfinite(got_f)):
+                    check.finite = False
+                if finite.any():
+                    err = float(np.max(np.abs(want_f[finite] - got_f[finite])))
+                    check.max_abs_error = max(check.max_abs_error, err)
+                    check.max_abs_value = max(check.max_abs_value, float(np.max(np.abs(want_f[finite]))))
         if progress is not None:
             progress(n, len(samples))
     return report

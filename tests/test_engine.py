@@ -176,37 +176,11 @@ def test_disabled_head_costs_nothing(demo_bundle: Path) -> None:
 
 def test_frame_result_line(demo_bundle: Path) -> None:
     frames, _ = _frames(1, seed=9)
-    with Engine.from_bundle(demo_bundle, EngineOptions(fuse_heads=False)) as engine:
+    with Engine.from_bundle(demo_bundle) as engine:
         line = engine.infer(frames[0], frame_id=41, timestamp=1700000000.5).to_dict(device="cam-1", seq=7)
     assert {"device", "seq", "frame_id", "ts", "results", "latency_ms"} <= set(line)
     assert (line["device"], line["seq"], line["frame_id"], line["ts"]) == ("cam-1", 7, 41, 1700000000.5)
     assert {"preprocess", "trunk", "head:shape", "head:box", "head:mask", "decode", "total"} <= set(line["latency_ms"])
-    with Engine.from_bundle(demo_bundle) as engine:
-        fused_line = engine.infer(frames[0]).to_dict(device="cam-1", seq=8)
-    assert {"preprocess", "trunk", "heads", "decode", "total"} <= set(fused_line["latency_ms"])
-    assert fused_line["results"] == line["results"]
-
-
-def test_fused_heads_run_once_when_every_head_is_due(demo_bundle: Path) -> None:
-    """Frames where all heads are due use the one all-heads graph; others run per head.
-    Both give the same decoded results."""
-    frames, _ = _frames(6, seed=10)
-    with (
-        Engine.from_bundle(demo_bundle) as fused,
-        Engine.from_bundle(demo_bundle, EngineOptions(fuse_heads=False)) as plain,
-    ):
-        assert fused._fused is not None and plain._fused is None
-        counting = CountingSession(fused._fused)
-        fused._fused = counting
-        per_head = {name: CountingSession(h.session) for name, h in fused._heads.items()}
-        for name, session in per_head.items():
-            fused._heads[name].session = session
-        for frame in frames:
-            a, b = fused.infer(frame), plain.infer(frame)
-            assert a.to_dict("d", 0)["results"] == b.to_dict("d", 0)["results"]
-        assert counting.calls == 3  # frames 0, 2, 4: the mask head is due, so all heads are
-        assert {name: s.calls for name, s in per_head.items()} == {"shape": 3, "box": 3, "mask": 0}
-        assert fused.stats.head_runs == {"shape": 6, "box": 6, "mask": 3}
 
 
 def test_precision_preference_falls_back_per_graph(demo_bundle: Path, caplog: pytest.LogCaptureFixture) -> None:

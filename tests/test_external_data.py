@@ -30,7 +30,7 @@ def test_external_weights_are_inlined_in_the_bundle(tmp_path: Path) -> None:
     result = split_model(path, tmp_path / "bundle")
     bundle = load_bundle(result.bundle_dir)
     assert sorted(p.name for p in result.bundle_dir.rglob("*") if p.is_file()) == sorted(
-        ["manifest.json", "trunk.fp32.onnx", "cls.fp32.onnx", "seg.fp32.onnx", "_all.fp32.onnx"]
+        ["manifest.json", "trunk.fp32.onnx", "cls.fp32.onnx", "seg.fp32.onnx"]
     )
     for rel in bundle.manifest.files:
         graph = onnx.load(str(result.bundle_dir / rel), load_external_data=False)

@@ -73,9 +73,7 @@ def test_written_bundle_reproduces_the_model(
     manifest = load_bundle(out).manifest
     assert {name: h.outputs for name, h in manifest.heads.items()} == heads
     assert manifest.trunk.outputs == boundary
-    assert bundle_files(out) == {
-        "manifest.json", "trunk.fp32.onnx", "heads/_all.fp32.onnx", *(f"heads/{h}.fp32.onnx" for h in heads)
-    }  # fmt: skip
+    assert bundle_files(out) == {"manifest.json", "trunk.fp32.onnx", *(f"heads/{h}.fp32.onnx" for h in heads)}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle", "model.onnx"]  # no staging leftovers
     batch = 3 if manifest.input.dynamic_batch else 1
     image = m.random_image((batch, 3, 16, 16), seed=7)
@@ -85,14 +83,6 @@ def test_written_bundle_reproduces_the_model(
     for name, value in want.items():
         assert got[name].shape == value.shape
         np.testing.assert_allclose(got[name], value, rtol=0, atol=TOLERANCE)
-    # The fused graph (all heads in one session) reproduces every output too.
-    fused = manifest.fused_heads
-    assert fused is not None and fused.heads == tuple(heads)
-    trunk_out = m.run_onnx(out / "trunk.fp32.onnx", {"image": image})
-    available = {"image": image, **trunk_out}
-    all_heads = m.run_onnx(out / fused.graph.artifacts[0].path, {i: available[i] for i in fused.graph.inputs})
-    for name, value in want.items():
-        np.testing.assert_allclose(all_heads[name], value, rtol=0, atol=TOLERANCE)
 
 
 def test_manifest_follows_the_contract(save_model: Callable[..., Path], tmp_path: Path) -> None:
@@ -130,12 +120,7 @@ def test_manifest_follows_the_contract(save_model: Callable[..., Path], tmp_path
         assert [a.path for a in head.artifacts] == [f"heads/{name}.fp32.onnx"]
         assert head.decoder is not None and head.decoder.type == "raw"
         assert head.schedule is not None and head.schedule.every_n_frames == 1
-    assert set(manifest.files) == {
-        "trunk.fp32.onnx",
-        "heads/cls.fp32.onnx",
-        "heads/seg.fp32.onnx",
-        "heads/_all.fp32.onnx",
-    }
+    assert set(manifest.files) == {"trunk.fp32.onnx", "heads/cls.fp32.onnx", "heads/seg.fp32.onnx"}
     for rel, digest in manifest.files.items():
         assert digest == "sha256:" + hashlib.sha256((out / rel).read_bytes()).hexdigest()
     assert {n: (t.dtype, t.shape) for n, t in manifest.tensors.items()} == {
@@ -571,13 +556,7 @@ def test_existing_output_dir_needs_force(tmp_path: Path) -> None:
 
     split_model(m.hard_sharing(), out, SplitOptions(force=True))
 
-    assert bundle_files(out) == {
-        "manifest.json",
-        "trunk.fp32.onnx",
-        "heads/cls.fp32.onnx",
-        "heads/seg.fp32.onnx",
-        "heads/_all.fp32.onnx",
-    }
+    assert bundle_files(out) == {"manifest.json", "trunk.fp32.onnx", "heads/cls.fp32.onnx", "heads/seg.fp32.onnx"}
     assert [p.name for p in tmp_path.iterdir()] == ["bundle"]
     load_bundle(out)
 
@@ -597,9 +576,7 @@ def test_output_path_that_is_a_file_is_refused(tmp_path: Path) -> None:
     assert out.read_text(encoding="utf-8") == "a file"
 
 
-@pytest.mark.parametrize(
-    "rel", ["trunk.fp32.onnx", "heads/cls.fp32.onnx", "heads/seg.fp32.onnx", "heads/_all.fp32.onnx"]
-)
+@pytest.mark.parametrize("rel", ["trunk.fp32.onnx", "heads/cls.fp32.onnx", "heads/seg.fp32.onnx"])
 def test_corrupted_graph_fails_the_checksum(rel: str, tmp_path: Path) -> None:
     out = split_model(m.hard_sharing(), tmp_path / "bundle").bundle_dir
     data = bytearray((out / rel).read_bytes())
