@@ -13,7 +13,7 @@ DEMO_BUNDLE ?= build/demo_bundle
 .PHONY: help install install-ort-old mosquitto test lint typecheck pytest demo demo-model clean
 
 help:
-	@echo "make demo     install, export the demo model into $(DEMO_BUNDLE) and inspect it"
+	@echo "make demo     install, export the demo model into $(DEMO_BUNDLE), inspect it, run it on 5 frames"
 	@echo "make test     install, lint, type-check and run the whole test suite"
 	@echo "make clean    remove build outputs (keeps the virtualenvs)"
 
@@ -65,6 +65,9 @@ demo: install
 	$(VENV)/bin/edge-export split examples/demo_multitask.onnx -o $(DEMO_BUNDLE) \
 		--input-spec examples/demo_input.toml --head-spec examples/demo_heads.toml --force
 	$(VENV)/bin/edge-export inspect $(DEMO_BUNDLE)
+	$(VENV)/bin/edge-runtime run --bundle $(DEMO_BUNDLE) --source synthetic --max-frames 5 \
+		--state-dir build/demo_state --device-id demo --output build/demo_results.jsonl
+	@echo "results: build/demo_results.jsonl (one JSON line per frame)"; head -c 400 build/demo_results.jsonl; echo
 
 clean:
 	rm -rf build dist .pytest_cache .mypy_cache .ruff_cache

@@ -2,8 +2,12 @@
 
 The device side needs only numpy, onnxruntime, paho-mqtt and msgpack. The public API::
 
-    from edge_runtime import load_bundle
-    bundle = load_bundle("build/demo_bundle")
+    from edge_runtime import Engine, EngineOptions
+    with Engine.from_bundle("build/demo_bundle", EngineOptions(threads=2)) as engine:
+        result = engine.infer(frame)          # (H, W, 3) uint8 RGB array or a Frame
+        print(result.to_dict(device="cam-1", seq=0))
+
+CLI: ``edge-runtime run --bundle build/demo_bundle --source synthetic --max-frames 10``
 """
 
 from __future__ import annotations
@@ -11,6 +15,8 @@ from __future__ import annotations
 from importlib.metadata import PackageNotFoundError, version
 
 from edge_runtime.bundle import Bundle, load_bundle
+from edge_runtime.config import RuntimeConfig
+from edge_runtime.engine import Engine, EngineOptions
 from edge_runtime.errors import (
     BackendUnavailableError,
     BundleError,
@@ -19,7 +25,19 @@ from edge_runtime.errors import (
     ModelError,
     TransportError,
 )
+from edge_runtime.frames import Frame, InvalidFrameError
 from edge_runtime.manifest import InputSpec, Manifest
+from edge_runtime.results import (
+    Classification,
+    Detections,
+    Embedding,
+    FrameResult,
+    Landmarks,
+    RawOutput,
+    Regression,
+    Segmentation,
+)
+from edge_runtime.sources import open_source
 
 try:
     __version__ = version("edge-runtime")
@@ -30,12 +48,26 @@ __all__ = [
     "BackendUnavailableError",
     "Bundle",
     "BundleError",
+    "Classification",
     "ConfigError",
+    "Detections",
     "EdgeRuntimeError",
+    "Embedding",
+    "Engine",
+    "EngineOptions",
+    "Frame",
+    "FrameResult",
     "InputSpec",
+    "InvalidFrameError",
+    "Landmarks",
     "Manifest",
     "ModelError",
+    "RawOutput",
+    "Regression",
+    "RuntimeConfig",
+    "Segmentation",
     "TransportError",
     "__version__",
     "load_bundle",
+    "open_source",
 ]
