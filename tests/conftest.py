@@ -1,4 +1,5 @@
-"""Shared fixtures: ONNX model files written under ``tmp_path``."""
+"""Shared fixtures: ONNX model files written under ``tmp_path``, and the demo bundle
+(split once per test session from the committed demo model and its specs)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,10 @@ from pathlib import Path
 
 import onnx
 import pytest
+
+from exporter.pipeline import SplitOptions, SplitResult, split_model
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
 @pytest.fixture
@@ -19,3 +24,19 @@ def save_model(tmp_path: Path) -> Callable[..., Path]:
         return path
 
     return save
+
+
+@pytest.fixture(scope="session")
+def demo_split(tmp_path_factory: pytest.TempPathFactory) -> SplitResult:
+    """``examples/demo_multitask.onnx`` split with the demo input and head specs."""
+    return split_model(
+        EXAMPLES / "demo_multitask.onnx",
+        tmp_path_factory.mktemp("demo") / "bundle",
+        SplitOptions(input_spec=EXAMPLES / "demo_input.toml", head_spec=EXAMPLES / "demo_heads.toml"),
+    )
+
+
+@pytest.fixture(scope="session")
+def demo_bundle(demo_split: SplitResult) -> Path:
+    """The directory of the demo bundle (read-only: copy it before changing anything)."""
+    return demo_split.bundle_dir

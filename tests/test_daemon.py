@@ -19,22 +19,15 @@ import pytest
 from edge_runtime.config import RuntimeConfig
 from edge_runtime.daemon import Daemon
 from edge_runtime.errors import ConfigError
-from exporter.pipeline import SplitOptions, split_model
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
 REQUIRED = {"device", "seq", "frame_id", "ts", "results", "latency_ms"}
 
 
-@pytest.fixture(scope="module")
-def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("daemon") / "bundle"
-    split_model(
-        EXAMPLES / "demo_multitask.onnx",
-        out,
-        SplitOptions(input_spec=EXAMPLES / "demo_input.toml", head_spec=EXAMPLES / "demo_heads.toml"),
-    )
-    return out
+@pytest.fixture
+def bundle(demo_bundle: Path) -> Path:
+    return demo_bundle
 
 
 @pytest.fixture

@@ -15,20 +15,15 @@ import onnxruntime as ort
 import pytest
 
 from edge_runtime.bundle import load_bundle
-from exporter.pipeline import SplitOptions, SplitResult, split_model
+from exporter.pipeline import SplitResult
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
 
 
-@pytest.fixture(scope="module")
-def demo(tmp_path_factory: pytest.TempPathFactory) -> SplitResult:
-    out = tmp_path_factory.mktemp("demo") / "bundle"
-    return split_model(
-        EXAMPLES / "demo_multitask.onnx",
-        out,
-        SplitOptions(input_spec=EXAMPLES / "demo_input.toml", head_spec=EXAMPLES / "demo_heads.toml"),
-    )
+@pytest.fixture
+def demo(demo_split: SplitResult) -> SplitResult:
+    return demo_split
 
 
 def test_demo_model_is_small_and_multi_output() -> None:

@@ -41,7 +41,8 @@ schedule = { when = { head = "shape", class_in = ["circle"], min_score = 0.5 } }
 
 
 def _frames(count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """RGB uint8 frames of the demo data (640x480 so that letterboxing matters) + classes."""
+    """RGB uint8 frames of the demo data (letterboxed into a wider canvas) + classes."""
+    pytest.importorskip("torch")  # the demo data generator lives in the torch training script
     sys.path.insert(0, str(ROOT))
     from examples.train_demo_model import make_frames
 
@@ -51,18 +52,6 @@ def _frames(count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     canvas[:] = images[:, :1, :1, :]
     canvas[:, 32:160, 64:192] = images
     return canvas, classes
-
-
-@pytest.fixture(scope="module")
-def demo_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    pytest.importorskip("torch")  # the demo frames come from the training script
-    out = tmp_path_factory.mktemp("engine") / "demo"
-    split_model(
-        EXAMPLES / "demo_multitask.onnx",
-        out,
-        SplitOptions(input_spec=EXAMPLES / "demo_input.toml", head_spec=EXAMPLES / "demo_heads.toml"),
-    )
-    return out
 
 
 @pytest.fixture(scope="module")
