@@ -46,7 +46,7 @@ from edge_runtime.engine import Engine, EngineOptions
 from edge_runtime.errors import ConfigError, EdgeRuntimeError, close_matches
 from edge_runtime.frames import Frame
 from edge_runtime.results import FrameResult
-from edge_runtime.sources import open_source
+from edge_runtime.sources import FrameSource, open_source
 from edge_runtime.state import StateDir
 
 logger = logging.getLogger(__name__)
@@ -200,11 +200,17 @@ class Daemon:
         """Run to the end; return the process exit code (0 after a clean stop)."""
         engine = self.build_engine()
         sinks: list[ResultSink] = list(self._extra_sinks)
-        if self.config.output is not None or not sinks:
-            sinks.append(JsonLinesSink(self.config.output or "-"))
-        source = open_source(
-            self.config.source, fps=self.config.fps, loop=self.config.loop, max_frames=self.config.max_frames
-        )
+        try:
+            if self.config.output is not None or not sinks:
+                sinks.append(JsonLinesSink(self.config.output or "-"))
+            source = open_source(
+                self.config.source, fps=self.config.fps, loop=self.config.loop, max_frames=self.config.max_frames
+            )
+        except BaseException:
+            engine.close()
+            for sink in sinks:
+                sink.close()
+            raise
         slot = LatestFrameSlot(drop_old=source.live or self.config.fps is not None)
         results: queue.Queue[FrameResult | None] = queue.Queue(maxsize=self.config.queue_size)
         seq = self.state.load_seq()
@@ -223,7 +229,7 @@ class Daemon:
             thread.start()
         notify_systemd("READY=1")
         try:
-            self._supervise(threads, output, slot)
+            self._supervise(output, slot, source)
         finally:
             self.stop.set()
             for thread in [*threads, output]:
@@ -318,12 +324,19 @@ class Daemon:
             if self._seq % SEQ_SAVE_EVERY == 0:
                 self.state.save_seq(self._seq)
 
-    def _supervise(self, threads: list[threading.Thread], output: threading.Thread, slot: LatestFrameSlot) -> None:
+    def _supervise(self, output: threading.Thread, slot: LatestFrameSlot, source: FrameSource) -> None:
         next_status = time.monotonic() + self.config.status_interval_s
         next_beat = 0.0
+        stopping_since: float | None = None
         while output.is_alive():
             output.join(timeout=0.2)
             now = time.monotonic()
+            if self.stop.is_set() and stopping_since is None:
+                # Unblock a capture thread waiting on a camera or a reconnect backoff.
+                stopping_since = now
+                source.close()
+            if stopping_since is not None and now - stopping_since > 5.0:
+                slot.close()  # the source did not return: stop waiting for frames
             if now >= next_beat:
                 self._write_heartbeat(slot)
                 notify_systemd("WATCHDOG=1")

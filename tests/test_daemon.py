@@ -210,3 +210,22 @@ def test_sd_notify_ready_and_watchdog(bundle: Path, tmp_path: Path) -> None:
         except TimeoutError:
             pass
     assert "READY=1" in messages and "WATCHDOG=1" in messages
+
+
+def test_sigterm_while_a_camera_reconnects(bundle: Path, tmp_path: Path) -> None:
+    """A source stuck retrying a missing camera must not keep the daemon from stopping."""
+    pytest.importorskip("cv2", reason="camera sources need the [camera] extra (OpenCV)")
+    proc = subprocess.Popen(
+        [
+            sys.executable, "-m", "edge_runtime.cli", "run", "--bundle", str(bundle), "--source", "camera:97",
+            "--state-dir", str(tmp_path / "state"), "--output", str(tmp_path / "o.jsonl"),
+        ],
+        stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    time.sleep(3)
+    started = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == 0, stderr
+    assert time.monotonic() - started < 10
+    assert "retrying" in stderr and "Traceback" not in stderr
