@@ -1,0 +1,206 @@
+"""Result encoding: payload sizes and encode/decode time on realistic demo frame results.
+
+The frames go through the real engine (the demo bundle, every head on every frame): a
+640x480 frame (a synthetic 128x128 demo frame stretched, as a camera would give it) yields a
+classification top-3, a regression box and a 96x128 segmentation mask, plus per-stage
+latencies. Compared, on the same results:
+
+* ``naive JSON``   ``json.dumps`` of ``to_dict`` + epoch, compact separators: what the daemon
+                   writes today (the default ``json.dumps`` spacing is reported too)
+* ``msgpack``      ``codec.encode_frame`` (float16 arrays, RLE mask blobs)
+* ``msgpack+zstd`` the same, zstd level 3 (needs ``pip install 'edge-runtime[zstd]'``)
+* ``json mode``    the JSON line behind the envelope header, and JSON + zstd for reference
+
+Timings (p50 via the interleaved harness): encode, decode and encode+decode of one frame.
+Targets from the issue: >= 10x smaller than naive JSON with zstd; encode+decode well under
+0.1 ms.
+
+Usage::
+
+    python benchmarks/codec_size.py [--bundle DIR] [--frames 16] [--seconds 10]
+        [--json benchmarks/results/codec_size.x86_64.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge_runtime import codec
+from edge_runtime.bench import environment, format_timings, run_interleaved, write_report
+from edge_runtime.engine import Engine, EngineOptions
+from edge_runtime.results import FrameResult
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples"
+DEVICE, EPOCH = "pi-01", "9f2c4e1ab07d3356"
+
+logger = logging.getLogger("codec_size")
+
+
+def demo_images(n: int, seed: int = 0) -> np.ndarray:
+    """``n`` demo frames, 128x128 RGB: ``examples.train_demo_model.make_frames`` (needs torch), else drawn here."""
+    try:
+        sys.path.insert(0, str(ROOT))
+        from examples.train_demo_model import make_frames
+
+        return make_frames(n, seed)[0]
+    except ImportError as exc:  # no torch: a noisy background and a filled disc, like the demo's
+        logger.info("examples.train_demo_model unavailable (%s): drawing the frames here", exc)
+        rng = np.random.default_rng(seed)
+        yy, xx = np.mgrid[:128, :128]
+        images = rng.integers(40, 200, (n, 1, 1, 3)) + rng.normal(0, 8, (n, 128, 128, 3))
+        for i in range(n):
+            cy, cx, r = rng.integers(30, 98), rng.integers(30, 98), rng.integers(8, 28)
+            images[i][(yy - cy) ** 2 + (xx - cx) ** 2 < r * r] = rng.integers(0, 256, 3)
+        return np.clip(images, 0, 255).astype(np.uint8)
+
+
+def stretch(image: np.ndarray, width: int = 640, height: int = 480) -> np.ndarray:
+    """Nearest-neighbour resize, as a camera frame of another aspect ratio would look."""
+    rows = np.arange(height) * image.shape[0] // height
+    cols = np.arange(width) * image.shape[1] // width
+    return image[rows][:, cols]
+
+
+def sizes(result: FrameResult, seq: int) -> dict[str, int]:
+    """Bytes of one frame's results in each form."""
+    line = result.to_dict(device=DEVICE, seq=seq)
+    line["epoch"] = EPOCH
+    naive = json.dumps(line, separators=(",", ":")).encode()
+    out = {
+        "naive_json": len(naive),
+        "naive_json_default_spacing": len(json.dumps(line).encode()),
+        "msgpack": len(codec.encode_frame(result, device=DEVICE, epoch=EPOCH, seq=seq)),
+        "json_mode": len(codec.encode_frame(result, device=DEVICE, epoch=EPOCH, seq=seq, mode="json")),
+    }
+    try:
+        out["msgpack_zstd"] = len(codec.encode_frame(result, device=DEVICE, epoch=EPOCH, seq=seq, compression="zstd"))
+        out["json_mode_zstd"] = len(
+            codec.encode_frame(result, device=DEVICE, epoch=EPOCH, seq=seq, mode="json", compression="zstd")
+        )
+    except codec.CodecError as exc:
+        logger.warning("%s: zstd sizes left out", exc)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--bundle", type=Path, help="bundle directory (default: split the demo model)")
+    parser.add_argument("--frames", type=int, default=16, help="frames whose sizes are averaged")
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--warmup", type=int, default=200)
+    parser.add_argument("--json", type=Path, help="write the report here")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        bundle = args.bundle
+        if bundle is None:
+            from exporter.pipeline import SplitOptions, split_model
+
+            bundle = Path(tmp) / "bundle"
+            options = SplitOptions(input_spec=EXAMPLES / "demo_input.toml", head_spec=EXAMPLES / "demo_heads.toml")
+            split_model(EXAMPLES / "demo_multitask.onnx", bundle, options)
+        with Engine.from_bundle(bundle, EngineOptions(threads=1)) as engine:
+            for name in engine.head_names:
+                engine.scheduler.set_every_n_frames(name, 1)
+            results = [
+                engine.infer(stretch(image), frame_id=i, timestamp=1764000000.0 + i / 30)
+                for i, image in enumerate(demo_images(args.frames))
+            ]
+
+    per_frame = [sizes(r, seq=1000 + i) for i, r in enumerate(results)]
+    mean_sizes = {key: float(np.mean([s[key] for s in per_frame])) for key in per_frame[0]}
+    result = results[0]
+    mask = result.results["mask"]
+    described = {
+        "heads": {name: type(r).__name__ for name, r in result.results.items()},
+        "mask_shape": list(getattr(mask, "mask", np.zeros(0)).shape),
+        "rle_runs": len(mask.rle()["counts"]) if hasattr(mask, "rle") else None,
+        "latency_stages": list(result.latency_ms),
+    }
+    logger.info("frame 0: %s", described)
+
+    zstd = "msgpack_zstd" in per_frame[0]
+    payload = codec.encode_frame(result, device=DEVICE, epoch=EPOCH, seq=1)
+    payload_z = codec.encode_frame(result, device=DEVICE, epoch=EPOCH, seq=1, compression="zstd") if zstd else b""
+    payload_j = codec.encode_frame(result, device=DEVICE, epoch=EPOCH, seq=1, mode="json")
+
+    def naive() -> Any:
+        line = result.to_dict(device=DEVICE, seq=1)
+        line["epoch"] = EPOCH
+        return json.dumps(line, separators=(",", ":"))
+
+    cases = {
+        "naive_json_dumps": naive,
+        "msgpack_encode": lambda: codec.encode_frame(result, device=DEVICE, epoch=EPOCH, seq=1),
+        "msgpack_decode": lambda: codec.decode_payload(payload),
+        "msgpack_roundtrip": lambda: codec.decode_payload(
+            codec.encode_frame(result, device=DEVICE, epoch=EPOCH, seq=1)
+        ),
+        "json_mode_roundtrip": lambda: codec.decode_payload(
+            codec.encode_frame(result, device=DEVICE, epoch=EPOCH, seq=1, mode="json")
+        ),
+        "json_mode_decode": lambda: codec.decode_payload(payload_j),
+    }
+    if zstd:
+        cases["msgpack_zstd_roundtrip"] = lambda: codec.decode_payload(
+            codec.encode_frame(result, device=DEVICE, epoch=EPOCH, seq=1, compression="zstd")
+        )
+        cases["msgpack_zstd_decode"] = lambda: codec.decode_payload(payload_z)
+    timings = run_interleaved(cases, warmup=args.warmup, seconds=args.seconds)
+    print(format_timings(timings))
+
+    naive_b = mean_sizes["naive_json"]
+    ratios = {"naive_json / msgpack": naive_b / mean_sizes["msgpack"]}
+    if zstd:
+        ratios["naive_json / msgpack_zstd"] = naive_b / mean_sizes["msgpack_zstd"]
+        ratios["naive_json / json_mode_zstd"] = naive_b / mean_sizes["json_mode_zstd"]
+    roundtrip_ms = timings["msgpack_roundtrip"].p50_ms
+    targets = {
+        "zstd_10x_smaller": {"target": 10.0, "measured": ratios.get("naive_json / msgpack_zstd"), "met": None},
+        "roundtrip_under_0.1_ms": {"target_ms": 0.1, "measured_p50_ms": roundtrip_ms, "met": roundtrip_ms < 0.1},
+    }
+    if zstd:
+        targets["zstd_10x_smaller"]["met"] = ratios["naive_json / msgpack_zstd"] >= 10.0
+    print("\nmean bytes over", len(per_frame), "frames:")
+    for key, value in mean_sizes.items():
+        print(f"  {key:<28} {value:>9.1f}")
+    print("ratios:", json.dumps(ratios, indent=2))
+    print("targets:", json.dumps(targets, indent=2))
+    if args.json:
+        meta = {
+            "benchmark": "codec_size",
+            "bundle": str(args.bundle) if args.bundle else "demo (split on the fly)",
+            "frames": len(per_frame),
+            "seconds": args.seconds,
+            "frame": described,
+            "sizes_bytes_mean": mean_sizes,
+            "sizes_bytes_frame0": per_frame[0],
+            "sizes_bytes_per_frame": per_frame,
+            "targets": targets,
+            "environment": {**environment(), "msgpack": _version("msgpack"), "zstandard": _version("zstandard")},
+        }
+        print(f"wrote {write_report(args.json, timings, ratios, meta)}")
+    return 0
+
+
+def _version(package: str) -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return None
+
+
+if __name__ == "__main__":
+    sys.exit(main())
