@@ -678,7 +678,8 @@ def _dec_uints(body: Mapping[str, Any], key: str, what: str) -> np.ndarray:
 
 def _round_list(arr: np.ndarray, decimals: int = DECIMALS) -> Any:
     """``results.rounded(arr, decimals)`` (same numbers, NaN/inf as ``None``), quicker on small arrays."""
-    a = arr.astype(np.float64).round(decimals)
+    with np.errstate(invalid="ignore", over="ignore"):  # inf/NaN are mapped to None below
+        a = arr.astype(np.float64).round(decimals)
     flat = a.tolist() if a.ndim == 1 else a.ravel().tolist()
     if not math.isfinite(sum(flat)):  # float16/float32 values cannot overflow a float64 sum
         return rounded(arr, decimals)
