@@ -1,0 +1,419 @@
+"""paho-mqtt publisher that drains the store-and-forward spool (DESIGN.md §8).
+
+Results are appended to the :class:`~edge_runtime.spool.Spool` first (``publish_line``, the
+daemon's ``ResultSink.write``); a sender thread publishes what is committed there, at most
+``max_inflight`` at a time, and acks a message in the spool only when its PUBACK arrived
+(``on_publish`` for its mid). A message in flight when the connection drops stays in the spool
+and in paho's session queue; paho re-sends it after the reconnect (at-least-once: the subscriber
+de-duplicates on (device, epoch, seq)).
+
+Example::
+
+    config = MqttConfig.from_url("mqtts://user:secret@broker.local:8883")
+    with Spool.open("/var/lib/edge-runtime/spool.sqlite") as spool, \\
+            MqttPublisher(config, "cam1", spool) as publisher:
+        publisher.publish_line(line)     # line: a §7 result line with "epoch"; "seq" is set here
+
+Topics: ``<prefix>/<device>/results`` (the payloads) and ``<prefix>/<device>/status`` (retained
+``online`` on connect, ``offline`` on close and as the last will).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import threading
+import time
+import urllib.parse
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from types import TracebackType
+from typing import Any, cast
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+
+from edge_runtime.codec import content_type, encode_line
+from edge_runtime.errors import ConfigError, TransportError, close_matches
+from edge_runtime.spool import Spool, SpooledMessage
+
+logger = logging.getLogger(__name__)
+
+PROTOCOLS = ("5", "3.1.1")
+SCHEMES = {"mqtt": 1883, "mqtts": 8883}
+ONLINE = b"online"
+OFFLINE = b"offline"
+_QUERY_KEYS = ("client_id", "topic_prefix", "protocol", "qos", "keepalive", "session_expiry_s")
+_RETRY_REJECTED_S = 5.0
+
+
+@dataclass(frozen=True)
+class MqttConfig:
+    """Where and how to publish. ``protocol``: ``"5"`` (default) or ``"3.1.1"``; TLS is on when
+    ``tls`` is true or any ``tls_*`` file is given (``mqtts://`` URLs)."""
+
+    host: str
+    port: int = 1883
+    client_id: str | None = None
+    username: str | None = None
+    password: str | None = None
+    tls: bool = False
+    tls_ca: str | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    protocol: str = "5"
+    keepalive: int = 30
+    topic_prefix: str = "edge"
+    qos: int = 1
+    session_expiry_s: int = 3600
+    reconnect_min_s: float = 0.5
+    reconnect_max_s: float = 30.0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.host, str) or not self.host:
+            raise ConfigError(f"MQTT host must be a non-empty string, got {self.host!r}")
+        if isinstance(self.port, bool) or not isinstance(self.port, int) or not 0 < self.port < 65536:
+            raise ConfigError(f"MQTT port must be 1..65535, got {self.port!r}")
+        if self.protocol not in PROTOCOLS:
+            raise ConfigError(
+                f"MQTT protocol {self.protocol!r} is not one of {', '.join(PROTOCOLS)}"
+                f"{close_matches(str(self.protocol), PROTOCOLS)}"
+            )
+        if self.qos not in (0, 1, 2) or isinstance(self.qos, bool):
+            raise ConfigError(f"MQTT qos must be 0, 1 or 2, got {self.qos!r}")
+        if isinstance(self.keepalive, bool) or not isinstance(self.keepalive, int) or self.keepalive < 1:
+            raise ConfigError(f"MQTT keepalive must be a positive integer (seconds), got {self.keepalive!r}")
+        if not isinstance(self.session_expiry_s, int) or not 0 <= self.session_expiry_s <= 0xFFFFFFFF:
+            raise ConfigError(f"MQTT session_expiry_s must be 0..4294967295, got {self.session_expiry_s!r}")
+        if not self.topic_prefix or any(c in self.topic_prefix for c in "+#\0"):
+            raise ConfigError(f"MQTT topic prefix {self.topic_prefix!r}: must be non-empty, without + # or NUL")
+        if not 0 < self.reconnect_min_s <= self.reconnect_max_s:
+            raise ConfigError(
+                f"MQTT reconnect delays: need 0 < min <= max, got {self.reconnect_min_s!r}, {self.reconnect_max_s!r}"
+            )
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ConfigError("MQTT client certificate: give both tls_cert and tls_key, or neither")
+
+    @property
+    def uses_tls(self) -> bool:
+        return self.tls or self.tls_ca is not None or self.tls_cert is not None
+
+    @classmethod
+    def from_url(cls, url: str, **overrides: Any) -> MqttConfig:
+        """``mqtt://[user[:pass]@]host[:port][?client_id=..&topic_prefix=..&protocol=..&qos=..]``
+        or ``mqtts://`` (TLS, port 8883 by default); ``overrides`` set any other field."""
+        if not isinstance(url, str):
+            raise ConfigError(f"broker URL must be a string, got {url!r}")
+        try:
+            parts = urllib.parse.urlsplit(url)
+            port = parts.port
+        except ValueError as exc:
+            raise ConfigError(f"broker URL {url!r}: {exc}") from None
+        scheme = parts.scheme.lower()
+        if scheme not in SCHEMES:
+            raise ConfigError(f"broker URL {url!r}: scheme must be mqtt:// or mqtts://{close_matches(scheme, SCHEMES)}")
+        if not parts.hostname:
+            raise ConfigError(f"broker URL {url!r}: no host")
+        if parts.path not in ("", "/") or parts.fragment:
+            raise ConfigError(f"broker URL {url!r}: unexpected path or fragment")
+        values: dict[str, Any] = {
+            "host": parts.hostname,
+            "port": port if port is not None else SCHEMES[scheme],
+            "username": urllib.parse.unquote(parts.username) if parts.username is not None else None,
+            "password": urllib.parse.unquote(parts.password) if parts.password is not None else None,
+            "tls": scheme == "mqtts",
+        }
+        for key, value in urllib.parse.parse_qsl(parts.query, keep_blank_values=True):
+            if key not in _QUERY_KEYS:
+                raise ConfigError(
+                    f"broker URL {url!r}: unknown parameter {key!r}{close_matches(key, _QUERY_KEYS)}"
+                    f" (known: {', '.join(_QUERY_KEYS)})"
+                )
+            if key in ("qos", "keepalive", "session_expiry_s"):
+                try:
+                    values[key] = int(value)
+                except ValueError:
+                    raise ConfigError(f"broker URL {url!r}: {key} must be an integer, got {value!r}") from None
+            else:
+                values[key] = value
+        known = {f.name for f in fields(cls)}
+        for key in overrides:
+            if key not in known:
+                raise ConfigError(f"MQTT option {key!r} is unknown{close_matches(key, known)}")
+        values.update(overrides)
+        try:
+            return cls(**values)
+        except ConfigError as exc:
+            raise ConfigError(f"broker URL {url!r}: {exc}") from None
+
+
+class MqttPublisher:
+    """Publishes the spool's messages; a context manager (``start`` / ``close``).
+
+    ``publish_line`` / ``write`` append to the spool (the seq in the payload is the spool's seq);
+    counters ``published`` (PUBLISH calls, re-sends by paho not counted), ``acked`` (PUBACKs that
+    removed a message from the spool), ``reconnects`` and ``rejected`` (PUBACKs with an error
+    reason code: the message stays in the spool and is tried again later).
+    """
+
+    def __init__(
+        self,
+        config: MqttConfig,
+        device_id: str,
+        spool: Spool,
+        *,
+        mode: str = "msgpack",
+        max_inflight: int = 100,
+        expiry_s: float | None = None,
+    ) -> None:
+        if not device_id or any(c in device_id for c in "/+#\0"):
+            raise ConfigError(f"device id {device_id!r}: must be non-empty, without / + # or NUL")
+        if max_inflight < 1:
+            raise ConfigError(f"max_inflight must be >= 1, got {max_inflight}")
+        self.config = config
+        self.device_id = device_id
+        self.spool = spool
+        self.mode = mode
+        self.content_type = content_type(mode)
+        self.max_inflight = max_inflight
+        self.expiry_s = expiry_s
+        self.results_topic = f"{config.topic_prefix}/{device_id}/results"
+        self.status_topic = f"{config.topic_prefix}/{device_id}/status"
+        self.published = 0
+        self.acked = 0
+        self.reconnects = 0
+        self.rejected = 0
+        self._v5 = config.protocol == "5"
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._connected = threading.Event()
+        self._ever_connected = False
+        self._live_after_id = 0
+        self._acks: deque[tuple[int, bool]] = deque()  # (mid, ok) from the network thread
+        self._inflight: dict[int, int] = {}  # mid -> spool id; owned by the sender thread
+        self._held: dict[int, float] = {}  # spool id -> monotonic time it may be re-sent (rejected)
+        self._sender: threading.Thread | None = None
+        self._closed = False
+        self._client = self._make_client()
+
+    # -- setup -----------------------------------------------------------------------------
+    def _make_client(self) -> paho.Client:
+        cfg = self.config
+        client_id = cfg.client_id or f"edge-runtime-{self.device_id}"
+        if self._v5:
+            client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=MQTTProtocolVersion.MQTTv5)
+        else:
+            client = paho.Client(
+                CallbackAPIVersion.VERSION2,
+                client_id=client_id,
+                protocol=MQTTProtocolVersion.MQTTv311,
+                clean_session=False,
+            )
+        if cfg.username is not None:
+            client.username_pw_set(cfg.username, cfg.password)
+        if cfg.uses_tls:
+            try:
+                client.tls_set(ca_certs=cfg.tls_ca, certfile=cfg.tls_cert, keyfile=cfg.tls_key)
+            except (OSError, ValueError) as exc:
+                raise ConfigError(f"MQTT TLS setup failed: {exc}") from None
+        client.will_set(self.status_topic, OFFLINE, qos=1, retain=True)
+        client.reconnect_delay_set(cast(int, cfg.reconnect_min_s), cast(int, cfg.reconnect_max_s))
+        client.max_inflight_messages_set(self.max_inflight + 2)  # + birth / offline status
+        client.max_queued_messages_set(0)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_publish = self._on_publish
+        return client
+
+    def start(self) -> MqttPublisher:
+        """Connect in the background (retrying until the broker is there) and start sending."""
+        if self._sender is not None:
+            return self
+        cfg = self.config
+        try:
+            if self._v5:
+                props = Properties(PacketTypes.CONNECT)
+                props.SessionExpiryInterval = cfg.session_expiry_s
+                self._client.connect_async(cfg.host, cfg.port, cfg.keepalive, clean_start=False, properties=props)
+            else:
+                self._client.connect_async(cfg.host, cfg.port, cfg.keepalive)
+        except (OSError, ValueError) as exc:
+            raise TransportError(f"MQTT broker {cfg.host}:{cfg.port}: {exc}") from None
+        self._client.loop_start()
+        self._sender = threading.Thread(target=self._send_loop, name="mqtt-sender", daemon=True)
+        self._sender.start()
+        return self
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    def wait_connected(self, timeout: float) -> bool:
+        return self._connected.wait(timeout)
+
+    # -- paho callbacks (network thread) ----------------------------------------------------
+    def _on_connect(
+        self, client: paho.Client, userdata: Any, flags: Any, reason_code: ReasonCode, properties: Any
+    ) -> None:
+        if reason_code.is_failure:
+            logger.warning(
+                "MQTT broker %s:%s refused the connection: %s", self.config.host, self.config.port, reason_code
+            )
+            return
+        if self._ever_connected:
+            self.reconnects += 1
+            logger.info("MQTT reconnected to %s:%s", self.config.host, self.config.port)
+        self._ever_connected = True
+        with contextlib.suppress(Exception):
+            self._live_after_id = self.spool.last_id
+        client.publish(self.status_topic, ONLINE, qos=1, retain=True)
+        self._connected.set()
+        self._wake.set()
+
+    def _on_disconnect(
+        self, client: paho.Client, userdata: Any, flags: Any, reason_code: ReasonCode, properties: Any
+    ) -> None:
+        self._connected.clear()
+        if not self._closed:
+            logger.warning("MQTT connection to %s:%s lost: %s", self.config.host, self.config.port, reason_code)
+
+    def _on_publish(
+        self, client: paho.Client, userdata: Any, mid: int, reason_code: ReasonCode, properties: Any
+    ) -> None:
+        # Called under paho's message lock: only queue the ack; the sender thread applies it.
+        self._acks.append((mid, not reason_code.is_failure))
+        self._wake.set()
+
+    # -- the sender thread ------------------------------------------------------------------
+    def _apply_acks(self) -> None:
+        done: list[int] = []
+        while self._acks:
+            mid, ok = self._acks.popleft()
+            msg_id = self._inflight.pop(mid, None)
+            if msg_id is None:
+                continue  # the birth / offline status message, or a mid we did not send
+            if ok:
+                done.append(msg_id)
+            else:
+                self.rejected += 1
+                self._held[msg_id] = time.monotonic() + _RETRY_REJECTED_S
+        if done:
+            self.spool.ack(done)
+            self.acked += len(done)
+
+    def _properties(self, msg: SpooledMessage) -> Properties | None:
+        if not self._v5:
+            return None
+        props = Properties(PacketTypes.PUBLISH)
+        props.ContentType = self.content_type
+        remaining = msg.remaining_expiry_s()
+        if remaining is not None:
+            props.MessageExpiryInterval = max(1, math.ceil(remaining))
+        return props
+
+    def _send_batch(self) -> None:
+        room = self.max_inflight - len(self._inflight)
+        if room <= 0 or not self._connected.is_set():
+            return
+        now = time.monotonic()
+        for msg_id, until in list(self._held.items()):
+            if until <= now:
+                del self._held[msg_id]
+        exclude = set(self._inflight.values()) | set(self._held)
+        batch = self.spool.interleaved(room, self._live_after_id, exclude=exclude)
+        sent: list[int] = []
+        for msg in batch:
+            info = self._client.publish(msg.topic, msg.payload, qos=msg.qos, properties=self._properties(msg))
+            if info.rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):
+                logger.warning("MQTT publish failed: %s", paho.error_string(info.rc))
+                break
+            # NO_CONN: paho queued it and sends it after the reconnect.
+            self.published += 1
+            sent.append(msg.id)
+            if msg.qos == 0:
+                self._acks.append((info.mid, True))
+            self._inflight[info.mid] = msg.id
+        if sent:
+            self.spool.mark_attempt(sent)
+
+    def _send_loop(self) -> None:
+        while not self._stop.is_set():
+            self._wake.clear()
+            try:
+                self._apply_acks()
+                self._send_batch()
+                self._apply_acks()
+            except Exception:  # keep sending: a transient spool error must not end the thread
+                logger.exception("MQTT sender: unexpected error")
+                self._stop.wait(0.5)
+            due = self.spool.seconds_until_commit()
+            timeout = 0.5 if due is None else max(due, 0.001)
+            self._wake.wait(timeout)
+
+    # -- the sink API -----------------------------------------------------------------------
+    def publish_line(self, line: Mapping[str, Any]) -> SpooledMessage:
+        """Append one result line (its ``seq`` set to the spool's seq) for publishing."""
+        if self._closed:
+            raise TransportError("the MQTT publisher is closed")
+        mode = self.mode
+        msg = self.spool.append_with(
+            self.results_topic,
+            lambda seq: encode_line({**line, "seq": seq}, mode=mode),
+            qos=self.config.qos,
+            expiry_s=self.expiry_s,
+        )
+        self._wake.set()
+        return msg
+
+    def write(self, line: dict[str, Any]) -> None:
+        """``ResultSink.write``."""
+        self.publish_line(line)
+
+    def in_flight(self) -> int:
+        return len(self._inflight)
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Flush the spool, wait (at most ``timeout``) until it is drained and acked, publish the
+        retained ``offline`` status and disconnect. What is not acked stays in the spool."""
+        if self._closed:
+            return
+        deadline = time.monotonic() + timeout
+        with contextlib.suppress(Exception):
+            self.spool.flush()
+        if self._sender is not None:
+            while time.monotonic() < deadline:
+                if self.spool.stats().depth == 0 and not self._inflight:
+                    break
+                self._wake.set()
+                time.sleep(0.02)
+        self._closed = True
+        self._stop.set()
+        self._wake.set()
+        if self._sender is not None:
+            self._sender.join(max(1.0, deadline - time.monotonic()))
+            with contextlib.suppress(Exception):
+                self._apply_acks()
+        if self._connected.is_set():
+            info = self._client.publish(self.status_topic, OFFLINE, qos=1, retain=True)
+            with contextlib.suppress(Exception):
+                info.wait_for_publish(max(0.5, min(2.0, deadline - time.monotonic())))
+        with contextlib.suppress(Exception):
+            self._client.disconnect()
+        self._client.loop_stop()
+        self._connected.clear()
+
+    def __enter__(self) -> MqttPublisher:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+__all__ = ["MqttConfig", "MqttPublisher"]

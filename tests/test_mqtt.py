@@ -1,0 +1,251 @@
+"""MqttPublisher against a real mosquitto, real paho subscribers and a real SQLite spool."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as paho
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from edge_runtime.codec import CONTENT_TYPE, decode_payload
+from edge_runtime.errors import ConfigError
+from edge_runtime.mqtt import MqttConfig, MqttPublisher
+from edge_runtime.spool import Spool, SpoolOptions
+from tests.broker import HOST, MosquittoBroker, find_mosquitto, mosquitto_broker
+
+broker = pytest.fixture(mosquitto_broker)
+
+needs_mosquitto = pytest.mark.skipif(find_mosquitto() is None, reason="mosquitto is not installed")
+DEVICE = "cam1"
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def line(i: int) -> dict[str, Any]:
+    return {
+        "device": DEVICE,
+        "epoch": "ep1",
+        "seq": -1,  # replaced by the spool's seq
+        "frame_id": i,
+        "ts": 1000.0 + i,
+        "results": {},
+        "latency_ms": {"total": 1.0},
+    }
+
+
+class Subscriber:
+    """A paho v5 subscriber that records decoded payloads; resubscribes on every connect.
+
+    ``persistent=True``: clean_start False with a session expiry, so a broker with persistence
+    keeps queuing for it while it (or the broker) is away."""
+
+    def __init__(self, port: int, topics: list[str], *, persistent: bool = False, name: str = "sub") -> None:
+        self.topics = topics
+        self.messages: list[paho.MQTTMessage] = []
+        self.lock = threading.Lock()
+        self.subscribed = threading.Event()
+        self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id=name, protocol=MQTTProtocolVersion.MQTTv5)
+        self.client.reconnect_delay_set(0.1, 0.2)  # type: ignore[arg-type]
+        self.client.on_connect = self._on_connect
+        self.client.on_subscribe = lambda *a: self.subscribed.set()
+        self.client.on_message = self._on_message
+        props = None
+        if persistent:
+            props = Properties(PacketTypes.CONNECT)
+            props.SessionExpiryInterval = 600
+        self.client.connect_async(HOST, port, 10, clean_start=not persistent, properties=props)
+        self.client.loop_start()
+        assert self.subscribed.wait(10), "the subscriber did not subscribe"
+
+    def _on_connect(self, client: paho.Client, userdata: Any, flags: Any, rc: Any, props: Any) -> None:
+        client.subscribe([(t, 1) for t in self.topics])
+
+    def _on_message(self, client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:
+        with self.lock:
+            self.messages.append(msg)
+
+    def on(self, topic: str) -> list[paho.MQTTMessage]:
+        with self.lock:
+            return [m for m in self.messages if m.topic == topic]
+
+    def seqs(self, topic: str = f"edge/{DEVICE}/results") -> list[int]:
+        return [decode_payload(bytes(m.payload))["seq"] for m in self.on(topic)]
+
+    def wait_for(self, predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if predicate():
+                return True
+            time.sleep(0.02)
+        return predicate()
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+@pytest.fixture
+def spool(tmp_path: Path) -> Iterator[Spool]:
+    with Spool.open(tmp_path / "spool.sqlite", SpoolOptions()) as s:
+        yield s
+
+
+def config(port: int, **kw: Any) -> MqttConfig:
+    return MqttConfig.from_url(f"mqtt://{HOST}:{port}", client_id="pub-" + DEVICE, **kw)
+
+
+# -- config ---------------------------------------------------------------------------------------
+
+
+def test_from_url() -> None:
+    c = MqttConfig.from_url("mqtts://user:p%40ss@broker.local?client_id=x&qos=0")
+    assert (c.host, c.port, c.username, c.password, c.uses_tls, c.client_id, c.qos) == (
+        "broker.local", 8883, "user", "p@ss", True, "x", 0,
+    )  # fmt: skip
+    assert MqttConfig.from_url("mqtt://h:1999").port == 1999
+    assert MqttConfig.from_url("mqtt://h").port == 1883
+    for bad in ("http://h", "mqtt://", "mqtt://h:99999", "mqtt://h?qos=7", "mqtt://h?bogus=1", "mqtt://h/path"):
+        with pytest.raises(ConfigError, match="broker URL"):
+            MqttConfig.from_url(bad)
+
+
+# -- against mosquitto ---------------------------------------------------------------------------
+
+
+@needs_mosquitto
+def test_round_trip_200_in_order_with_birth_and_properties(broker: MosquittoBroker, spool: Spool) -> None:
+    sub = Subscriber(broker.port, [f"edge/{DEVICE}/#"])
+    try:
+        with MqttPublisher(config(broker.port), DEVICE, spool) as pub:
+            assert pub.wait_connected(10)
+            for i in range(200):
+                pub.publish_line(line(i))
+            assert sub.wait_for(lambda: len(sub.seqs()) >= 200), sub.seqs()[-5:]
+            assert sub.wait_for(lambda: spool.stats().depth == 0)
+            status = sub.on(f"edge/{DEVICE}/status")
+            assert status and status[0].payload == b"online"
+        assert sub.seqs() == list(range(200))
+        first = sub.on(f"edge/{DEVICE}/results")[0]
+        assert getattr(first.properties, "ContentType", None) == CONTENT_TYPE
+        assert pub.acked == 200 and pub.published == 200
+        assert sub.wait_for(lambda: sub.on(f"edge/{DEVICE}/status")[-1].payload == b"offline", 5)
+    finally:
+        sub.close()
+    # the birth message is retained: a late subscriber sees the last status (offline after close)
+    late = Subscriber(broker.port, [f"edge/{DEVICE}/status"], name="late")
+    try:
+        assert late.wait_for(lambda: bool(late.on(f"edge/{DEVICE}/status")), 5)
+        msg = late.on(f"edge/{DEVICE}/status")[0]
+        assert msg.retain and msg.payload == b"offline"
+    finally:
+        late.close()
+
+
+@needs_mosquitto
+def test_broker_restart_mid_stream_loses_nothing(tmp_path: Path, spool: Spool) -> None:
+    with MosquittoBroker(workdir=tmp_path / "mq", persistence=True) as mq:
+        sub = Subscriber(mq.port, [f"edge/{DEVICE}/results"], persistent=True, name="sub-restart")
+        try:
+            cfg = config(mq.port, reconnect_min_s=0.2, reconnect_max_s=0.5)
+            with MqttPublisher(cfg, DEVICE, spool) as pub:
+                assert pub.wait_connected(10)
+                for i in range(300):
+                    pub.publish_line(line(i))
+                    if i == 100:
+                        mq.stop()
+                        stopped = time.monotonic()
+                    if i > 100 and mq.running is False and time.monotonic() - stopped > 2.0:
+                        mq.start()
+                    time.sleep(0.01)
+                if not mq.running:
+                    mq.start()
+                assert sub.wait_for(lambda: set(sub.seqs()) >= set(range(300)), 15), sorted(
+                    set(range(300)) - set(sub.seqs())
+                )[:10]
+                assert sub.wait_for(lambda: spool.stats().depth == 0, 10)
+                assert pub.reconnects >= 1
+            assert sorted(set(sub.seqs())) == list(range(300))
+        finally:
+            sub.close()
+
+
+@needs_mosquitto
+def test_broker_down_at_start(tmp_path: Path, spool: Spool) -> None:
+    mq = MosquittoBroker(workdir=tmp_path / "mq", persistence=True)
+    try:
+        mq.start()
+        sub = Subscriber(mq.port, [f"edge/{DEVICE}/results"], persistent=True, name="sub-down")
+        mq.stop()  # the subscriber's session and subscription are saved
+        cfg = config(mq.port, reconnect_min_s=0.2, reconnect_max_s=0.5)
+        with MqttPublisher(cfg, DEVICE, spool) as pub:
+            for i in range(50):
+                pub.publish_line(line(i))
+            time.sleep(0.5)
+            assert not pub.connected and spool.stats().depth == 50
+            mq.start()
+            assert sub.wait_for(lambda: set(sub.seqs()) >= set(range(50)), 15), sub.seqs()
+            assert sub.wait_for(lambda: spool.stats().depth == 0, 10)
+        assert sorted(set(sub.seqs())) == list(range(50))
+        sub.close()
+    finally:
+        mq.cleanup()
+
+
+PUBLISHER_SCRIPT = textwrap.dedent(
+    """
+    import sys, time
+    from edge_runtime.mqtt import MqttConfig, MqttPublisher
+    from edge_runtime.spool import Spool
+    spool = Spool.open(sys.argv[2])
+    pub = MqttPublisher(MqttConfig.from_url(sys.argv[1], client_id="lwt-pub"), "cam9", spool).start()
+    if not pub.wait_connected(10):
+        sys.exit(3)
+    print("ready", flush=True)
+    time.sleep(60)
+    """
+)
+
+
+@needs_mosquitto
+def test_last_will_offline_after_sigkill(broker: MosquittoBroker, tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", PUBLISHER_SCRIPT, broker.url, str(tmp_path / "lwt.sqlite")],
+        stdout=subprocess.PIPE,
+        env=env,
+        cwd=ROOT,
+    )
+    sub = None
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == b"ready"
+        sub = Subscriber(broker.port, ["edge/cam9/status"], name="lwt-sub")
+        assert sub.wait_for(lambda: bool(sub.on("edge/cam9/status")), 5)
+        birth = sub.on("edge/cam9/status")[0]
+        assert birth.retain and birth.payload == b"online"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(5)
+        assert sub.wait_for(lambda: sub.on("edge/cam9/status")[-1].payload == b"offline", 5)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
+        if sub is not None:
+            sub.close()
+    late = Subscriber(broker.port, ["edge/cam9/status"], name="lwt-late")
+    try:
+        assert late.wait_for(lambda: bool(late.on("edge/cam9/status")), 5)
+        assert late.on("edge/cam9/status")[0].retain and late.on("edge/cam9/status")[0].payload == b"offline"
+    finally:
+        late.close()
