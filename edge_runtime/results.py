@@ -67,7 +67,8 @@ def _names(value: Sequence[str], count: int, what: str) -> tuple[str, ...]:
 
 def rounded(values: np.ndarray | float, decimals: int = DECIMALS) -> Any:
     """A float array (any shape) as nested lists of rounded Python floats; NaN/inf become ``None``."""
-    arr = np.round(np.asarray(values, dtype=np.float64), decimals)
+    with np.errstate(invalid="ignore", over="ignore"):  # inf/NaN become None below
+        arr = np.round(np.asarray(values, dtype=np.float64), decimals)
     if np.isfinite(arr).all():
         return arr.tolist()
     out = arr.astype(object)
