@@ -61,7 +61,14 @@ def _build_parser() -> argparse.ArgumentParser:
     run.add_argument("--threads", type=int, help="intra-op threads per session (default: all cores)")
     run.add_argument("--device-id", help="device name in results (default: the host name)")
     run.add_argument("--max-frames", type=int, help="stop after N frames")
-    run.add_argument("--output", metavar="-|FILE", help="JSON lines to stdout (-) or a file (default: -)")
+    run.add_argument(
+        "--broker", metavar="URL", help="publish results over MQTT: mqtt://[user:pass@]host:port or mqtts://..."
+    )
+    run.add_argument("--topic-prefix", help="MQTT topics <prefix>/<device>/results|status (default: edge)")
+    run.add_argument("--spool", metavar="FILE", help="store-and-forward file (default: STATE_DIR/spool.sqlite)")
+    run.add_argument(
+        "--output", metavar="-|FILE", help="JSON lines to stdout (-) or a file (default: - without --broker)"
+    )
     run.add_argument("--state-dir", metavar="DIR", help="where seq, epoch and the heartbeat live")
     run.add_argument("--fps", type=float, help="throttle synthetic/folder sources to this rate")
     run.add_argument("--loop", action="store_true", default=None, help="restart a folder or video source at its end")
@@ -102,6 +109,9 @@ def _run(args: argparse.Namespace) -> int:
         "state_dir": args.state_dir,
         "fps": args.fps,
         "loop": args.loop,
+        "broker": args.broker,
+        "topic_prefix": args.topic_prefix,
+        "spool": args.spool,
     }
     config = RuntimeConfig.load(config_file=args.config, flags=flags)
     if args.validate:

@@ -9,6 +9,7 @@ Example config (``edge-runtime.toml``)::
     bundle = "/opt/bundles/demo"
     source = "camera:0"
     device_id = "cam-entrance"
+    broker = "mqtts://cam-entrance:secret@broker.example:8883"
     threads = 4
     [heads.mask]
     every_n_frames = 4
@@ -70,6 +71,9 @@ class RuntimeConfig:
     status_interval_s: float = 10.0
     heartbeat_interval_s: float = 5.0
     heads: Mapping[str, HeadOverride] = field(default_factory=dict)
+    broker: str | None = None
+    topic_prefix: str = "edge"
+    spool: Path | None = None
 
     @classmethod
     def keys(cls) -> tuple[str, ...]:
@@ -113,7 +117,7 @@ class RuntimeConfig:
                 if number <= 0:
                     raise ConfigError(f"{where}: {key!r} must be > 0, got {number}")
                 values[key] = number
-        for key in ("device_id", "output"):
+        for key in ("device_id", "output", "broker", "topic_prefix"):
             if data.get(key) is not None:
                 values[key] = _typed(data, key, str, where)
         device_id = values.get("device_id")
@@ -121,6 +125,11 @@ class RuntimeConfig:
             raise ConfigError(f"{where}: device_id {device_id!r} must be non-empty and free of '/', '+', '#'")
         if data.get("state_dir") is not None:
             values["state_dir"] = Path(_typed(data, "state_dir", str, where))
+        if data.get("spool") is not None:
+            values["spool"] = Path(_typed(data, "spool", str, where))
+        prefix = values.get("topic_prefix")
+        if prefix is not None and (not prefix or any(c in prefix for c in "+#") or prefix.startswith("/")):
+            raise ConfigError(f"{where}: topic_prefix {prefix!r} must be non-empty, free of '+', '#' and a leading '/'")
         if "loop" in data:
             values["loop"] = _typed(data, "loop", bool, where)
         if "heads" in data:

@@ -173,6 +173,7 @@ class Daemon:
         self._stages = StageStats()
         self._started = time.monotonic()
         self._seq = 0
+        self._publisher: Any = None
 
     # -- building --------------------------------------------------------------------------
     def build_engine(self) -> Engine:
@@ -200,8 +201,11 @@ class Daemon:
         """Run to the end; return the process exit code (0 after a clean stop)."""
         engine = self.build_engine()
         sinks: list[ResultSink] = list(self._extra_sinks)
+        self._publisher = None
         try:
-            if self.config.output is not None or not sinks:
+            if self.config.broker is not None:
+                self._publisher = self._open_publisher()
+            if self.config.output is not None or (not sinks and self._publisher is None):
                 sinks.append(JsonLinesSink(self.config.output or "-"))
             source = open_source(
                 self.config.source, fps=self.config.fps, loop=self.config.loop, max_frames=self.config.max_frames
@@ -210,6 +214,7 @@ class Daemon:
             engine.close()
             for sink in sinks:
                 sink.close()
+            self._close_publisher()
             raise
         slot = LatestFrameSlot(drop_old=source.live or self.config.fps is not None)
         results: queue.Queue[FrameResult | None] = queue.Queue(maxsize=self.config.queue_size)
@@ -240,6 +245,7 @@ class Daemon:
             engine.close()
             for sink in sinks:
                 sink.close()
+            self._close_publisher()
             self.state.save_seq(self._seq)
             self._write_heartbeat(slot, final=True)
             for signum, handler in previous.items():
@@ -309,6 +315,35 @@ class Daemon:
                 if self._errors:  # the output failed: run() reports it and exits non-zero
                     return
 
+    def _open_publisher(self) -> Any:
+        """The spool and the MQTT publisher draining it; the spool's seq continues the state's."""
+        from edge_runtime.mqtt import MqttConfig, MqttPublisher
+        from edge_runtime.spool import Spool
+
+        assert self.config.broker is not None
+        mqtt_config = MqttConfig.from_url(self.config.broker, topic_prefix=self.config.topic_prefix)
+        spool = Spool.open(self.config.spool or self.state.path / "spool.sqlite")
+        try:
+            spool.raise_next_seq(self.state.load_seq())
+            return MqttPublisher(mqtt_config, self.config.device_id, spool).start()
+        except BaseException:
+            spool.close()
+            raise
+
+    def _close_publisher(self, timeout: float = 10.0) -> None:
+        publisher = self._publisher
+        if publisher is None:
+            return
+        self._publisher = None
+        try:
+            publisher.close(timeout=timeout)
+        finally:
+            self._seq = max(self._seq, publisher.spool.next_seq)
+            depth = publisher.spool.stats().depth
+            publisher.spool.close()
+            if depth:
+                logger.info("%d results stay in the spool and are sent on the next start", depth)
+
     def _output(self, results: queue.Queue[FrameResult | None], sinks: list[ResultSink], seq: int) -> None:
         self._seq = seq
         while True:
@@ -317,6 +352,9 @@ class Daemon:
                 break
             line = result.to_dict(device=self.config.device_id, seq=self._seq)
             line["epoch"] = self.state.epoch
+            if self._publisher is not None:
+                # In the spool before anything else: the spool numbers published messages.
+                line["seq"] = self._seq = self._publisher.publish_line(line).seq
             for sink in sinks:
                 sink.write(line)
             self._seq += 1
