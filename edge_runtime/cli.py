@@ -83,6 +83,18 @@ def _build_parser() -> argparse.ArgumentParser:
     health.add_argument("--state-dir", metavar="DIR", help="the daemon's state directory")
     health.add_argument("--max-age", type=float, help="seconds (default: 3 heartbeat intervals)")
 
+    from edge_runtime.subscriber import SUBSCRIBE_EXAMPLES, add_subscribe_arguments
+
+    subscribe = sub.add_parser(
+        "subscribe",
+        help="receive, decode and de-duplicate results from MQTT (cloud side)",
+        description="Subscribe to device results, decode them and write one line per result; "
+        "prints counters and gaps per (device, epoch) to stderr on Ctrl-C / SIGTERM.",
+        epilog=SUBSCRIBE_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_subscribe_arguments(subscribe)
+
     inspect_cmd = sub.add_parser(
         "inspect",
         help="verify a bundle's checksums and show its trunk, heads and artifacts",
@@ -148,6 +160,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run(args)
         if args.command == "health":
             return _health(args)
+        if args.command == "subscribe":
+            from edge_runtime.subscriber import run_subscribe
+
+            return run_subscribe(args)
         from edge_runtime.bundle import load_bundle
         from edge_runtime.bundle_summary import format_bundle
 

@@ -3,6 +3,10 @@ gapless and continues across restarts, and results survive a broker that is down
 
 from __future__ import annotations
 
+import json
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -81,3 +85,35 @@ def test_broker_down_results_wait_in_the_spool(demo_bundle: Path, frames_dir: Pa
 
 def _seq(message: Any) -> int:
     return int(decode_payload(bytes(message.payload))["seq"])
+
+
+def test_daemon_to_subscribe_command(demo_bundle: Path, frames_dir: Path, tmp_path: Path) -> None:
+    """`edge-runtime run --broker` on one side, `edge-runtime subscribe` on the other."""
+    out = tmp_path / "received.jsonl"
+    with MosquittoBroker(workdir=tmp_path / "broker") as broker:
+        sub = subprocess.Popen(
+            [
+                sys.executable, "-m", "edge_runtime.cli", "subscribe", "--broker", f"mqtt://{HOST}:{broker.port}",
+                "--topic", "edge/+/results", "--output", str(out),
+            ],
+            stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        try:
+            deadline = time.monotonic() + 20
+            assert sub.stderr is not None
+            first = ""
+            while "subscribed to" not in first and time.monotonic() < deadline:
+                first += sub.stderr.readline()  # printed once the broker granted the subscription
+            assert "subscribed to" in first, first
+            config = _config(demo_bundle, frames_dir, tmp_path, broker.port)
+            assert Daemon(config).run(install_signals=False) == 0
+            while time.monotonic() < deadline and len(out.read_text().splitlines()) < 6:
+                time.sleep(0.05)
+        finally:
+            sub.send_signal(signal.SIGTERM)
+            _, stderr = sub.communicate(timeout=30)
+    assert sub.returncode == 0, stderr
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [line["seq"] for line in lines] == list(range(6))
+    assert {line["device"] for line in lines} == {"cam-9"}
+    assert "6 results" in first + stderr and "Traceback" not in stderr
