@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import onnx
 import pytest
 
@@ -40,3 +41,12 @@ def demo_split(tmp_path_factory: pytest.TempPathFactory) -> SplitResult:
 def demo_bundle(demo_split: SplitResult) -> Path:
     """The directory of the demo bundle (read-only: copy it before changing anything)."""
     return demo_split.bundle_dir
+
+
+def write_npy_frames(folder: Path, count: int, height: int, width: int, seed: int) -> Path:
+    """``count`` random RGB frames as ``.npy`` files (a folder source readable without OpenCV)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for i in range(count):
+        np.save(folder / f"{i:03d}.npy", rng.integers(0, 256, (height, width, 3), dtype=np.uint8))
+    return folder

@@ -13,12 +13,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 
 from edge_runtime.config import RuntimeConfig
 from edge_runtime.daemon import Daemon
 from edge_runtime.errors import ConfigError
+from tests.conftest import write_npy_frames
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
@@ -33,12 +33,7 @@ def bundle(demo_bundle: Path) -> Path:
 @pytest.fixture
 def frames_dir(tmp_path: Path) -> Path:
     """Seven RGB frames as .npy files (readable without OpenCV)."""
-    folder = tmp_path / "frames"
-    folder.mkdir()
-    rng = np.random.default_rng(3)
-    for i in range(7):
-        np.save(folder / f"{i:03d}.npy", rng.integers(0, 256, (120, 160, 3), dtype=np.uint8))
-    return folder
+    return write_npy_frames(tmp_path / "frames", 7, 120, 160, seed=3)
 
 
 def _config(bundle: Path, tmp_path: Path, **kw: Any) -> RuntimeConfig:

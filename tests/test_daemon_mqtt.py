@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 
 from edge_runtime.codec import decode_payload
@@ -19,6 +18,7 @@ from edge_runtime.config import RuntimeConfig
 from edge_runtime.daemon import Daemon
 from edge_runtime.spool import Spool
 from tests.broker import HOST, MosquittoBroker, find_mosquitto, free_port
+from tests.conftest import write_npy_frames
 from tests.test_mqtt import Subscriber
 
 pytestmark = pytest.mark.skipif(find_mosquitto() is None, reason="mosquitto is not installed")
@@ -27,12 +27,7 @@ TOPIC = "edge/cam-9/results"
 
 @pytest.fixture
 def frames_dir(tmp_path: Path) -> Path:
-    folder = tmp_path / "frames"
-    folder.mkdir()
-    rng = np.random.default_rng(4)
-    for i in range(6):
-        np.save(folder / f"{i:03d}.npy", rng.integers(0, 256, (96, 128, 3), dtype=np.uint8))
-    return folder
+    return write_npy_frames(tmp_path / "frames", 6, 96, 128, seed=4)
 
 
 def _config(bundle: Path, frames: Path, tmp_path: Path, port: int, **kw: Any) -> RuntimeConfig:
