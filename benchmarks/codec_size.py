@@ -32,14 +32,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from bench_support import ROOT, engine_all_heads, split_for_bench
 
 from edge_runtime import codec
 from edge_runtime.bench import environment, format_timings, run_interleaved, write_report
-from edge_runtime.engine import Engine, EngineOptions
 from edge_runtime.results import FrameResult
 
-ROOT = Path(__file__).resolve().parent.parent
-EXAMPLES = ROOT / "examples"
 DEVICE, EPOCH = "pi-01", "9f2c4e1ab07d3356"
 
 logger = logging.getLogger("codec_size")
@@ -102,16 +100,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
 
     with tempfile.TemporaryDirectory() as tmp:
-        bundle = args.bundle
-        if bundle is None:
-            from exporter.pipeline import SplitOptions, split_model
-
-            bundle = Path(tmp) / "bundle"
-            options = SplitOptions(input_spec=EXAMPLES / "demo_input.toml", head_spec=EXAMPLES / "demo_heads.toml")
-            split_model(EXAMPLES / "demo_multitask.onnx", bundle, options)
-        with Engine.from_bundle(bundle, EngineOptions(threads=1)) as engine:
-            for name in engine.head_names:
-                engine.scheduler.set_every_n_frames(name, 1)
+        bundle = args.bundle or split_for_bench(Path(tmp) / "bundle")
+        with engine_all_heads(bundle, threads=1) as engine:
             results = [
                 engine.infer(stretch(image), frame_id=i, timestamp=1764000000.0 + i / 30)
                 for i, image in enumerate(demo_images(args.frames))

@@ -31,15 +31,11 @@ from pathlib import Path
 import numpy as np
 import onnx
 import onnxruntime as ort
+from bench_support import EXAMPLES, ROOT, engine_all_heads, split_for_bench
 
 from edge_runtime.bench import environment, format_timings, run_interleaved, write_report
-from edge_runtime.engine import Engine, EngineOptions
 from exporter.graph import GraphIndex
-from exporter.pipeline import SplitOptions, split_model
 from exporter.split import extract_graph, tensor_types
-
-ROOT = Path(__file__).resolve().parent.parent
-EXAMPLES = ROOT / "examples"
 
 
 def _session(model: onnx.ModelProto | str, threads: int) -> ort.InferenceSession:
@@ -65,16 +61,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
 
     with tempfile.TemporaryDirectory() as tmp:
-        bundle = args.bundle
-        if bundle is None:
-            bundle = Path(tmp) / "bundle"
-            demo = args.model.resolve() == (EXAMPLES / "demo_multitask.onnx").resolve()
-            input_spec = args.input_spec or (EXAMPLES / "demo_input.toml" if demo else None)
-            head_spec = args.head_spec or (EXAMPLES / "demo_heads.toml" if demo else None)
-            split_model(args.model, bundle, SplitOptions(input_spec=input_spec, head_spec=head_spec))
-        engine = Engine.from_bundle(bundle, EngineOptions(threads=args.threads))
-        for name in engine.head_names:
-            engine.scheduler.set_every_n_frames(name, 1)
+        bundle = args.bundle or split_for_bench(Path(tmp) / "bundle", args.model, args.input_spec, args.head_spec)
+        engine = engine_all_heads(bundle, args.threads)
         frame = np.random.default_rng(0).integers(0, 256, (480, 640, 3), dtype=np.uint8)
         x = engine.preprocess(frame)
         input_name = engine.manifest.input.name

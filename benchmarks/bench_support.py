@@ -1,0 +1,33 @@
+"""Shared set-up for the benchmark scripts: a bundle to measure and an engine that runs
+every head on every frame (so that each iteration costs the same)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from edge_runtime.engine import Engine, EngineOptions
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples"
+DEMO_MODEL = EXAMPLES / "demo_multitask.onnx"
+
+
+def split_for_bench(
+    out: Path, model: Path = DEMO_MODEL, input_spec: Path | None = None, head_spec: Path | None = None
+) -> Path:
+    """Split ``model`` into ``out``; the demo model gets its own input and head specs by default."""
+    from exporter.pipeline import SplitOptions, split_model
+
+    demo = model.resolve() == DEMO_MODEL.resolve()
+    input_spec = input_spec or (EXAMPLES / "demo_input.toml" if demo else None)
+    head_spec = head_spec or (EXAMPLES / "demo_heads.toml" if demo else None)
+    split_model(model, out, SplitOptions(input_spec=input_spec, head_spec=head_spec))
+    return out
+
+
+def engine_all_heads(bundle: Path, threads: int) -> Engine:
+    """An engine whose heads all run on every frame."""
+    engine = Engine.from_bundle(bundle, EngineOptions(threads=threads))
+    for name in engine.head_names:
+        engine.scheduler.set_every_n_frames(name, 1)
+    return engine
