@@ -11,8 +11,13 @@ Example config (``edge-runtime.toml``)::
     device_id = "cam-entrance"
     broker = "mqtts://cam-entrance:secret@broker.example:8883"
     threads = 4
+    rbe_heartbeat_s = 30
     [heads.mask]
     every_n_frames = 4
+    [heads.shape]
+    deadband = 0.05      # report by exception: publish only when a value moved by more than 0.05
+    qos = 1
+    expiry_s = 300
 
 Example::
 
@@ -33,7 +38,14 @@ from edge_runtime.manifest import PRECISIONS
 from edge_runtime.specfiles import load_mapping_file
 
 ENV_PREFIX = "EDGE_RUNTIME_"
-HEAD_OVERRIDE_KEYS = ("enabled", "every_n_frames")
+#: Environment variables of ``edge-runtime subscribe`` (its own settings, not ``run``'s).
+SUBSCRIBE_ENV_PREFIX = ENV_PREFIX + "SUBSCRIBE_"
+HEAD_OVERRIDE_KEYS = ("enabled", "every_n_frames", "qos", "expiry_s", "deadband", "float32")
+CODEC_MODES = ("msgpack", "json")
+COMPRESSIONS = ("none", "zstd")
+SPOOL_SYNC_MODES = ("normal", "full")
+_INT_KEYS = ("threads", "max_frames", "queue_size", "spool_max_rows", "spool_max_bytes")
+_FLOAT_KEYS = ("fps", "status_interval_s", "heartbeat_interval_s", "rbe_heartbeat_s")
 
 
 def default_state_dir() -> Path:
@@ -46,10 +58,19 @@ def default_state_dir() -> Path:
 
 @dataclass(frozen=True)
 class HeadOverride:
-    """Per-head settings from the config that override the bundle's schedule."""
+    """Per-head settings from the config: they override the bundle's schedule and publishing.
+
+    ``qos`` / ``expiry_s`` override the manifest's; ``deadband`` turns on report-by-exception
+    for the head (its result is published only when a value moved by more than this, or a
+    label / count changed); ``float32`` sends its float arrays as float32 instead of float16.
+    """
 
     enabled: bool | None = None
     every_n_frames: int | None = None
+    qos: int | None = None
+    expiry_s: float | None = None
+    deadband: float | None = None
+    float32: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -74,6 +95,12 @@ class RuntimeConfig:
     broker: str | None = None
     topic_prefix: str = "edge"
     spool: Path | None = None
+    spool_max_rows: int | None = 100_000
+    spool_max_bytes: int | None = 256 * 1024 * 1024
+    spool_synchronous: str = "normal"
+    codec: str = "msgpack"
+    compression: str = "none"
+    rbe_heartbeat_s: float = 30.0
 
     @classmethod
     def keys(cls) -> tuple[str, ...]:
@@ -105,13 +132,13 @@ class RuntimeConfig:
                     f"{close_matches(precision, PRECISIONS)}"
                 )
             values["precision"] = precision
-        for key in ("threads", "max_frames", "queue_size"):
+        for key in _INT_KEYS:
             if data.get(key) is not None:
                 value = _typed(data, key, int, where)
                 if value < 1:
                     raise ConfigError(f"{where}: {key!r} must be >= 1, got {value}")
                 values[key] = value
-        for key in ("fps", "status_interval_s", "heartbeat_interval_s"):
+        for key in _FLOAT_KEYS:
             if data.get(key) is not None:
                 number = float(_typed(data, key, (int, float), where))
                 if number <= 0:
@@ -120,6 +147,18 @@ class RuntimeConfig:
         for key in ("device_id", "output", "broker", "topic_prefix"):
             if data.get(key) is not None:
                 values[key] = _typed(data, key, str, where)
+        for key, choices in (
+            ("spool_synchronous", SPOOL_SYNC_MODES),
+            ("codec", CODEC_MODES),
+            ("compression", COMPRESSIONS),
+        ):
+            if data.get(key) is not None:
+                choice = _typed(data, key, str, where)
+                if choice not in choices:
+                    raise ConfigError(
+                        f"{where}: {key} {choice!r} is not one of {', '.join(choices)}{close_matches(choice, choices)}"
+                    )
+                values[key] = choice
         device_id = values.get("device_id")
         if device_id is not None and (not device_id or any(c in device_id for c in "/+#")):
             raise ConfigError(f"{where}: device_id {device_id!r} must be non-empty and free of '/', '+', '#'")
@@ -159,7 +198,7 @@ def environment_settings(environ: Mapping[str, str]) -> dict[str, Any]:
     keys = [k for k in RuntimeConfig.keys() if k != "heads"]
     settings: dict[str, Any] = {}
     for name, raw in environ.items():
-        if not name.startswith(ENV_PREFIX):
+        if not name.startswith(ENV_PREFIX) or name.startswith(SUBSCRIBE_ENV_PREFIX):
             continue
         key = name[len(ENV_PREFIX) :].lower()
         if key not in keys:
@@ -170,12 +209,12 @@ def environment_settings(environ: Mapping[str, str]) -> dict[str, Any]:
 
 
 def _parse_env(key: str, raw: str, name: str) -> Any:
-    if key in ("threads", "max_frames", "queue_size"):
+    if key in _INT_KEYS:
         try:
             return int(raw)
         except ValueError:
             raise ConfigError(f"{name}={raw!r}: expected an integer") from None
-    if key in ("fps", "status_interval_s", "heartbeat_interval_s"):
+    if key in _FLOAT_KEYS:
         try:
             return float(raw)
         except ValueError:
@@ -216,5 +255,26 @@ def _head_overrides(value: Any, where: str) -> dict[str, HeadOverride]:
         every = entry.get("every_n_frames")
         if every is not None and (not isinstance(every, int) or isinstance(every, bool) or every < 1):
             raise ConfigError(f"{at}: 'every_n_frames' must be an integer >= 1")
-        result[str(name)] = HeadOverride(enabled=enabled, every_n_frames=every)
+        qos = entry.get("qos")
+        if qos is not None and (isinstance(qos, bool) or qos not in (0, 1, 2)):
+            raise ConfigError(f"{at}: 'qos' must be 0, 1 or 2, got {qos!r}")
+        numbers: dict[str, float | None] = {}
+        for key, low in (("expiry_s", 1.0), ("deadband", 0.0)):
+            value = entry.get(key)
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= low
+            ):
+                raise ConfigError(f"{at}: {key!r} must be a number >= {low:g}, got {value!r}")
+            numbers[key] = None if value is None else float(value)
+        float32 = entry.get("float32")
+        if float32 is not None and not isinstance(float32, bool):
+            raise ConfigError(f"{at}: 'float32' must be true or false")
+        result[str(name)] = HeadOverride(
+            enabled=enabled,
+            every_n_frames=every,
+            qos=qos,
+            expiry_s=numbers["expiry_s"],
+            deadband=numbers["deadband"],
+            float32=float32,
+        )
     return result

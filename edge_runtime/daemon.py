@@ -4,14 +4,18 @@
   synthetic) it keeps only the newest frame when inference falls behind and counts the
   frames it dropped; for a file or folder every frame is processed (the reader waits).
 * **inference** runs the engine (trunk once, due heads, decode).
-* **output** numbers each result (``seq``, persisted in the state directory) and hands
-  it to every sink (JSON lines now; MQTT joins behind the same interface). The result
-  queue is bounded and blocking: results are never dropped.
+* **output** applies the per-head publishing policy (:mod:`edge_runtime.reporting`:
+  report-by-exception, heartbeats, QoS and expiry per message), numbers each message
+  (``seq``: the spool's when publishing to MQTT, else persisted in the state directory) and
+  hands it to every sink (JSON lines, the MQTT publisher's spool). The result queue is
+  bounded and blocking: results are never dropped.
 
 SIGINT/SIGTERM stop the capture, let inference finish the frame it holds, drain the result
 queue, save ``seq`` and exit 0. A heartbeat file and systemd notifications (READY,
 WATCHDOG, STATUS; pure Python, only under systemd) tell supervisors it is alive; a status
-line (fps, dropped frames, per-stage p50) goes to the log every ``status_interval_s``.
+line (fps, dropped frames, per-stage p50) goes to the log every ``status_interval_s``, and with
+a broker the retained status message (``<prefix>/<device>/status``) carries the same counters
+plus the spool's (depth, dropped by overflow, expired).
 
 Example::
 
@@ -45,6 +49,7 @@ from edge_runtime.config import RuntimeConfig
 from edge_runtime.engine import Engine, EngineOptions
 from edge_runtime.errors import ConfigError, EdgeRuntimeError, close_matches
 from edge_runtime.frames import Frame
+from edge_runtime.reporting import HeadPolicy, Reporter
 from edge_runtime.results import FrameResult
 from edge_runtime.sources import FrameSource, open_source
 from edge_runtime.state import StateDir
@@ -169,11 +174,13 @@ class Daemon:
         self.stop = threading.Event()
         self.results_written = 0
         self.frames_in = 0
+        self.frames_processed = 0
         self._errors: list[BaseException] = []
         self._stages = StageStats()
         self._started = time.monotonic()
         self._seq = 0
         self._publisher: Any = None
+        self.reporter: Reporter | None = None
 
     # -- building --------------------------------------------------------------------------
     def build_engine(self) -> Engine:
@@ -196,6 +203,22 @@ class Daemon:
                 engine.scheduler.set_every_n_frames(name, override.every_n_frames)
         return engine
 
+    def build_reporter(self, engine: Engine) -> Reporter:
+        """Each head's publishing policy: the manifest's QoS / expiry, overridden by the config."""
+        policies: dict[str, HeadPolicy] = {}
+        for name in engine.head_names:
+            entry = engine.manifest.heads[name]
+            override = self.config.heads.get(name)
+            qos = override.qos if override is not None and override.qos is not None else entry.qos
+            expiry = override.expiry_s if override is not None and override.expiry_s is not None else entry.expiry_s
+            policies[name] = HeadPolicy(
+                qos=1 if qos is None else qos,
+                expiry_s=expiry,
+                deadband=override.deadband if override is not None else None,
+                float32=bool(override is not None and override.float32),
+            )
+        return Reporter(policies, heartbeat_s=self.config.rbe_heartbeat_s)
+
     # -- running ---------------------------------------------------------------------------
     def run(self, install_signals: bool = True) -> int:
         """Run to the end; return the process exit code (0 after a clean stop)."""
@@ -203,6 +226,7 @@ class Daemon:
         sinks: list[ResultSink] = list(self._extra_sinks)
         self._publisher = None
         try:
+            self.reporter = self.build_reporter(engine)
             if self.config.broker is not None:
                 self._publisher = self._open_publisher()
             if self.config.output is not None or (not sinks and self._publisher is None):
@@ -245,6 +269,8 @@ class Daemon:
             engine.close()
             for sink in sinks:
                 sink.close()
+            if self._publisher is not None:  # the final counters go into the offline status
+                self._publisher.publish_status(self.status_counters(slot))
             self._close_publisher()
             self.state.save_seq(self._seq)
             self._write_heartbeat(slot, final=True)
@@ -318,14 +344,28 @@ class Daemon:
     def _open_publisher(self) -> Any:
         """The spool and the MQTT publisher draining it; the spool's seq continues the state's."""
         from edge_runtime.mqtt import MqttConfig, MqttPublisher
-        from edge_runtime.spool import Spool
+        from edge_runtime.spool import Spool, SpoolOptions
 
-        assert self.config.broker is not None
-        mqtt_config = MqttConfig.from_url(self.config.broker, topic_prefix=self.config.topic_prefix)
-        spool = Spool.open(self.config.spool or self.state.path / "spool.sqlite")
+        config = self.config
+        assert config.broker is not None
+        mqtt_config = MqttConfig.from_url(config.broker, topic_prefix=config.topic_prefix)
+        options = SpoolOptions(
+            max_rows=config.spool_max_rows,
+            max_bytes=config.spool_max_bytes,
+            synchronous="full" if config.spool_synchronous == "full" else "normal",
+        )
+        spool = Spool.open(config.spool or self.state.path / "spool.sqlite", options)
         try:
             spool.raise_next_seq(self.state.load_seq())
-            return MqttPublisher(mqtt_config, self.config.device_id, spool).start()
+            publisher = MqttPublisher(
+                mqtt_config,
+                config.device_id,
+                spool,
+                mode=config.codec,
+                compression=config.compression,
+                epoch=self.state.epoch,
+            )
+            return publisher.start()
         except BaseException:
             spool.close()
             raise
@@ -346,21 +386,48 @@ class Daemon:
 
     def _output(self, results: queue.Queue[FrameResult | None], sinks: list[ResultSink], seq: int) -> None:
         self._seq = seq
+        reporter = self.reporter or Reporter({})
+        float32_heads = reporter.float32_heads()
         while True:
-            result = results.get()
-            if result is None:
-                break
-            line = result.to_dict(device=self.config.device_id, seq=self._seq)
-            line["epoch"] = self.state.epoch
-            if self._publisher is not None:
-                # In the spool before anything else: the spool numbers published messages.
-                line["seq"] = self._seq = self._publisher.publish_line(line).seq
-            for sink in sinks:
-                sink.write(line)
-            self._seq += 1
-            self.results_written += 1
-            if self._seq % SEQ_SAVE_EVERY == 0:
-                self.state.save_seq(self._seq)
+            try:
+                result = results.get(timeout=0.5)
+            except queue.Empty:
+                result = None
+            else:
+                if result is None:
+                    break
+            if result is not None:
+                self.frames_processed += 1
+                line = result.to_dict(device=self.config.device_id, seq=self._seq)
+                line["epoch"] = self.state.epoch
+                filtered = reporter.filter(line)
+                if filtered is not None:
+                    heads = filtered["results"].keys()
+                    self._emit(filtered, sinks, reporter.qos(heads), reporter.expiry_s(heads), float32_heads)
+                    self.results_written += 1
+            beat = reporter.heartbeat_due(device=self.config.device_id, epoch=self.state.epoch)
+            if beat is not None:
+                self._emit(beat, sinks, reporter.default.qos, None, ())
+
+    def _emit(
+        self,
+        line: dict[str, Any],
+        sinks: list[ResultSink],
+        qos: int,
+        expiry_s: float | None,
+        float32_heads: Any,
+    ) -> None:
+        """Number one message and hand it to the spool (first: it numbers published messages)
+        and every sink."""
+        line["seq"] = self._seq
+        if self._publisher is not None:
+            msg = self._publisher.publish_line(line, qos=qos, expiry_s=expiry_s, float32_heads=float32_heads)
+            line["seq"] = self._seq = msg.seq
+        for sink in sinks:
+            sink.write(line)
+        self._seq += 1
+        if self._seq % SEQ_SAVE_EVERY == 0:
+            self.state.save_seq(self._seq)
 
     def _supervise(self, output: threading.Thread, slot: LatestFrameSlot, source: FrameSource) -> None:
         next_status = time.monotonic() + self.config.status_interval_s
@@ -383,14 +450,32 @@ class Daemon:
                 line = self.status_line(slot)
                 logger.info("%s", line)
                 notify_systemd("STATUS=" + line)
+                if self._publisher is not None:
+                    self._publisher.publish_status(self.status_counters(slot))
                 next_status = now + self.config.status_interval_s
+
+    def status_counters(self, slot: LatestFrameSlot) -> dict[str, Any]:
+        """The pipeline's counters for the MQTT status message."""
+        elapsed = max(time.monotonic() - self._started, 1e-9)
+        reporter = self.reporter
+        return {
+            "fps": round(self.results_written / elapsed, 2)
+            if reporter is None or not reporter.by_exception
+            else round(self.frames_in / elapsed, 2),
+            "frames": self.frames_in,
+            "dropped_frames": slot.dropped,
+            "results": self.results_written,
+            "suppressed_frames": 0 if reporter is None else reporter.suppressed_frames,
+            "heartbeats": 0 if reporter is None else reporter.heartbeats,
+            "uptime_s": round(elapsed, 1),
+        }
 
     def status_line(self, slot: LatestFrameSlot) -> str:
         """``12.5 fps, 250 frames, 3 dropped, 250 results; p50 ms: preprocess 0.4, trunk 2.1, …``."""
         elapsed = max(time.monotonic() - self._started, 1e-9)
         p50 = ", ".join(f"{k} {v:.2f}" for k, v in self._stages.p50().items() if k != "total")
         return (
-            f"{self.results_written / elapsed:.1f} fps, {self.frames_in} frames, {slot.dropped} dropped, "
+            f"{self.frames_processed / elapsed:.1f} fps, {self.frames_in} frames, {slot.dropped} dropped, "
             f"{self.results_written} results; p50 ms: {p50}"
         )
 

@@ -14,20 +14,29 @@ Example::
             MqttPublisher(config, "cam1", spool) as publisher:
         publisher.publish_line(line)     # line: a §7 result line with "epoch"; "seq" is set here
 
-Topics: ``<prefix>/<device>/results`` (the payloads) and ``<prefix>/<device>/status`` (retained
-``online`` on connect, ``offline`` on close and as the last will).
+Topics: ``<prefix>/<device>/results`` (the payloads) and ``<prefix>/<device>/status``: a retained
+JSON object, ``{"state": "online", ...counters}`` on connect and every status interval
+(:meth:`MqttPublisher.publish_status`), ``{"state": "offline", ...}`` on close and as the last
+will (see ``docs/protocol.md``; :func:`parse_status` reads it).
+
+A refused or failed connection is retried with backoff; its reason (bad password, TLS
+verification, connection refused…) is logged once per distinct reason and kept in
+:attr:`MqttPublisher.last_error`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import math
+import socket
+import ssl
 import threading
 import time
 import urllib.parse
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, fields
 from types import TracebackType
 from typing import Any, cast
@@ -46,8 +55,9 @@ logger = logging.getLogger(__name__)
 
 PROTOCOLS = ("5", "3.1.1")
 SCHEMES = {"mqtt": 1883, "mqtts": 8883}
-ONLINE = b"online"
-OFFLINE = b"offline"
+ONLINE = "online"
+OFFLINE = "offline"
+STATUS_CONTENT_TYPE = "application/json"
 _QUERY_KEYS = ("client_id", "topic_prefix", "protocol", "qos", "keepalive", "session_expiry_s")
 _RETRY_REJECTED_S = 5.0
 
@@ -152,13 +162,68 @@ class MqttConfig:
             raise ConfigError(f"broker URL {url!r}: {exc}") from None
 
 
+def describe_refusal(reason_code: ReasonCode | int | str) -> str:
+    """A CONNACK refusal in words, with a hint for the usual user mistakes."""
+    text = str(reason_code)
+    lowered = text.lower()
+    if "user name or password" in lowered or "not authori" in lowered:
+        return f"{text} (check the user and password in the broker URL)"
+    if "client identifier" in lowered:
+        return f"{text} (check the client id)"
+    return text
+
+
+def describe_connect_error(exc: BaseException) -> str:
+    """Why a connection attempt failed, in words (TLS verification, refused, name lookup…)."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return f"TLS certificate verification failed: {exc.verify_message or exc} (check tls_ca and the host name)"
+    if isinstance(exc, ssl.SSLError):
+        return f"TLS handshake failed: {exc.reason or exc} (is this a TLS port? check the client certificate)"
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused (is the broker running and listening on that port?)"
+    if isinstance(exc, socket.gaierror):
+        return f"cannot resolve the host name: {exc.strerror or exc}"
+    if isinstance(exc, (TimeoutError, socket.timeout)):
+        return "connection timed out"
+    return f"{type(exc).__name__}: {exc}"
+
+
+class _Client(paho.Client):
+    """paho's client, keeping the exception of the last failed connection attempt (paho
+    retries silently and tells ``on_connect_fail`` only that it failed)."""
+
+    last_connect_exception: BaseException | None = None
+
+    def reconnect(self) -> MQTTErrorCode:
+        try:
+            return super().reconnect()
+        except OSError as exc:
+            self.last_connect_exception = exc
+            raise
+
+
+def status_payload(state: str, fields: Mapping[str, Any] | None = None) -> bytes:
+    """The JSON status message: ``{"state": ..., **fields}``."""
+    return json.dumps({"state": state, **(fields or {})}, separators=(",", ":")).encode()
+
+
+def parse_status(payload: bytes) -> dict[str, Any]:
+    """A status message as a dict (``state`` always present; ``ValueError`` if it is not one)."""
+    data = json.loads(payload)
+    if not isinstance(data, dict) or not isinstance(data.get("state"), str):
+        raise ValueError(f"not a status message: {payload[:80]!r}")
+    return data
+
+
 class MqttPublisher:
     """Publishes the spool's messages; a context manager (``start`` / ``close``).
 
     ``publish_line`` / ``write`` append to the spool (the seq in the payload is the spool's seq);
     counters ``published`` (PUBLISH calls, re-sends by paho not counted), ``acked`` (PUBACKs that
     removed a message from the spool), ``reconnects`` and ``rejected`` (PUBACKs with an error
-    reason code: the message stays in the spool and is tried again later).
+    reason code: the message stays in the spool and is tried again later); ``last_error``: why
+    the last connection attempt failed (None once connected). ``epoch`` goes into the status
+    messages; ``compression``: ``"zstd"`` compresses payloads (see :mod:`edge_runtime.codec`).
     """
 
     def __init__(
@@ -168,8 +233,10 @@ class MqttPublisher:
         spool: Spool,
         *,
         mode: str = "msgpack",
+        compression: str | None = None,
         max_inflight: int = 100,
         expiry_s: float | None = None,
+        epoch: str | None = None,
     ) -> None:
         if not device_id or any(c in device_id for c in "/+#\0"):
             raise ConfigError(f"device id {device_id!r}: must be non-empty, without / + # or NUL")
@@ -179,6 +246,8 @@ class MqttPublisher:
         self.device_id = device_id
         self.spool = spool
         self.mode = mode
+        self.compression = compression
+        self.epoch = epoch
         self.content_type = content_type(mode)
         self.max_inflight = max_inflight
         self.expiry_s = expiry_s
@@ -188,6 +257,9 @@ class MqttPublisher:
         self.acked = 0
         self.reconnects = 0
         self.rejected = 0
+        self.last_error: str | None = None
+        self._logged_error: str | None = None
+        self._status_fields: dict[str, Any] = {}
         self._v5 = config.protocol == "5"
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -206,9 +278,9 @@ class MqttPublisher:
         cfg = self.config
         client_id = cfg.client_id or f"edge-runtime-{self.device_id}"
         if self._v5:
-            client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=MQTTProtocolVersion.MQTTv5)
+            client = _Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=MQTTProtocolVersion.MQTTv5)
         else:
-            client = paho.Client(
+            client = _Client(
                 CallbackAPIVersion.VERSION2,
                 client_id=client_id,
                 protocol=MQTTProtocolVersion.MQTTv311,
@@ -221,14 +293,34 @@ class MqttPublisher:
                 client.tls_set(ca_certs=cfg.tls_ca, certfile=cfg.tls_cert, keyfile=cfg.tls_key)
             except (OSError, ValueError) as exc:
                 raise ConfigError(f"MQTT TLS setup failed: {exc}") from None
-        client.will_set(self.status_topic, OFFLINE, qos=1, retain=True)
+        client.will_set(
+            self.status_topic,
+            status_payload(OFFLINE, self._identity()),
+            qos=1,
+            retain=True,
+            properties=self._status_properties(will=True),
+        )
         client.reconnect_delay_set(cast(int, cfg.reconnect_min_s), cast(int, cfg.reconnect_max_s))
         client.max_inflight_messages_set(self.max_inflight + 2)  # + birth / offline status
         client.max_queued_messages_set(0)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
+        client.on_connect_fail = self._on_connect_fail
         return client
+
+    def _identity(self) -> dict[str, Any]:
+        fields: dict[str, Any] = {"device": self.device_id}
+        if self.epoch is not None:
+            fields["epoch"] = self.epoch
+        return fields
+
+    def _status_properties(self, will: bool = False) -> Properties | None:
+        if not self._v5:
+            return None
+        props = Properties(PacketTypes.WILLMESSAGE if will else PacketTypes.PUBLISH)
+        props.ContentType = STATUS_CONTENT_TYPE
+        return props
 
     def start(self) -> MqttPublisher:
         """Connect in the background (retrying until the broker is there) and start sending."""
@@ -261,19 +353,31 @@ class MqttPublisher:
         self, client: paho.Client, userdata: Any, flags: Any, reason_code: ReasonCode, properties: Any
     ) -> None:
         if reason_code.is_failure:
-            logger.warning(
-                "MQTT broker %s:%s refused the connection: %s", self.config.host, self.config.port, reason_code
-            )
+            self._set_error(f"refused the connection: {describe_refusal(reason_code)}")
             return
+        self.last_error = self._logged_error = None
         if self._ever_connected:
             self.reconnects += 1
             logger.info("MQTT reconnected to %s:%s", self.config.host, self.config.port)
         self._ever_connected = True
         with contextlib.suppress(Exception):
             self._live_after_id = self.spool.last_id
-        client.publish(self.status_topic, ONLINE, qos=1, retain=True)
+        client.publish(
+            self.status_topic, self._status(ONLINE), qos=1, retain=True, properties=self._status_properties()
+        )
         self._connected.set()
         self._wake.set()
+
+    def _on_connect_fail(self, client: paho.Client, userdata: Any) -> None:
+        exc = getattr(client, "last_connect_exception", None)
+        self._set_error(describe_connect_error(exc) if exc is not None else "connection failed")
+
+    def _set_error(self, reason: str) -> None:
+        message = f"MQTT broker {self.config.host}:{self.config.port}: {reason}; retrying"
+        self.last_error = message
+        if message != self._logged_error:  # once per distinct reason, not on every retry
+            self._logged_error = message
+            logger.error("%s", message)
 
     def _on_disconnect(
         self, client: paho.Client, userdata: Any, flags: Any, reason_code: ReasonCode, properties: Any
@@ -356,19 +460,66 @@ class MqttPublisher:
             self._wake.wait(timeout)
 
     # -- the sink API -----------------------------------------------------------------------
-    def publish_line(self, line: Mapping[str, Any]) -> SpooledMessage:
-        """Append one result line (its ``seq`` set to the spool's seq) for publishing."""
+    def publish_line(
+        self,
+        line: Mapping[str, Any],
+        *,
+        qos: int | None = None,
+        expiry_s: float | None = None,
+        float32_heads: Collection[str] = (),
+    ) -> SpooledMessage:
+        """Append one result (or heartbeat) line, its ``seq`` set to the spool's seq, for
+        publishing; ``qos`` / ``expiry_s`` default to the publisher's."""
         if self._closed:
             raise TransportError("the MQTT publisher is closed")
-        mode = self.mode
+        mode, compression = self.mode, self.compression
         msg = self.spool.append_with(
             self.results_topic,
-            lambda seq: encode_line({**line, "seq": seq}, mode=mode),
-            qos=self.config.qos,
-            expiry_s=self.expiry_s,
+            lambda seq: encode_line(
+                {**line, "seq": seq}, mode=mode, compression=compression, float32_heads=float32_heads
+            ),
+            qos=self.config.qos if qos is None else qos,
+            expiry_s=self.expiry_s if expiry_s is None else expiry_s,
         )
         self._wake.set()
         return msg
+
+    def status_fields(self) -> dict[str, Any]:
+        """The counters of the status message: the caller's (:meth:`publish_status`) and the
+        spool's and the publisher's own."""
+        fields: dict[str, Any] = {**self._identity(), "ts": round(time.time(), 3), **self._status_fields}
+        with contextlib.suppress(Exception):
+            stats = self.spool.stats()
+            fields["spool"] = {
+                "depth": stats.depth,
+                "bytes": stats.bytes,
+                "dropped_overflow": stats.dropped_overflow,
+                "expired": stats.expired,
+                "oldest_age_s": None if stats.oldest_age_s is None else round(stats.oldest_age_s, 3),
+            }
+        fields["mqtt"] = {
+            "published": self.published,
+            "acked": self.acked,
+            "reconnects": self.reconnects,
+            "rejected": self.rejected,
+        }
+        return fields
+
+    def _status(self, state: str) -> bytes:
+        return status_payload(state, self.status_fields())
+
+    def publish_status(self, fields: Mapping[str, Any] | None = None) -> bool:
+        """Publish the retained ``online`` status with ``fields`` (e.g. fps, dropped frames)
+        added to the counters; they are kept for the next birth message too. False when not
+        connected (nothing is queued: a status is only worth its latest value)."""
+        if fields is not None:
+            self._status_fields = dict(fields)
+        if self._closed or not self._connected.is_set():
+            return False
+        info = self._client.publish(
+            self.status_topic, self._status(ONLINE), qos=1, retain=True, properties=self._status_properties()
+        )
+        return info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS
 
     def write(self, line: dict[str, Any]) -> None:
         """``ResultSink.write``."""
@@ -399,7 +550,9 @@ class MqttPublisher:
             with contextlib.suppress(Exception):
                 self._apply_acks()
         if self._connected.is_set():
-            info = self._client.publish(self.status_topic, OFFLINE, qos=1, retain=True)
+            info = self._client.publish(
+                self.status_topic, self._status(OFFLINE), qos=1, retain=True, properties=self._status_properties()
+            )
             with contextlib.suppress(Exception):
                 info.wait_for_publish(max(0.5, min(2.0, deadline - time.monotonic())))
         with contextlib.suppress(Exception):
@@ -416,4 +569,11 @@ class MqttPublisher:
         self.close()
 
 
-__all__ = ["MqttConfig", "MqttPublisher"]
+__all__ = [
+    "MqttConfig",
+    "MqttPublisher",
+    "describe_connect_error",
+    "describe_refusal",
+    "parse_status",
+    "status_payload",
+]

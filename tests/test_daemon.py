@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from edge_runtime.config import RuntimeConfig
+from edge_runtime.config import HeadOverride, RuntimeConfig
 from edge_runtime.daemon import Daemon
 from edge_runtime.errors import ConfigError
 from tests.conftest import write_npy_frames
@@ -125,8 +125,29 @@ def test_sigterm_drains_and_exits_zero(bundle: Path, tmp_path: Path) -> None:
         ('bundle = "b"\nsource = "synthetic"\n', {"EDGE_RUNTIME_MAX_FRAMS": "3"}, "EDGE_RUNTIME_MAX_FRAMES"),
         ('bundle = "b"\nsource = "synthetic"\n', {"EDGE_RUNTIME_THREADS": "two"}, "expected an integer"),
         ('bundle = "b"\nsource = "synthetic"\ndevice_id = "a/b"\n', {}, "device_id 'a/b'"),
+        ('bundle = "b"\nsource = "synthetic"\n[heads.mask]\nqos = 3\n', {}, "heads.mask: 'qos' must be 0, 1 or 2"),
+        ('bundle = "b"\nsource = "synthetic"\n[heads.box]\ndeadband = -1\n', {}, "'deadband' must be a number >= 0"),
+        ('bundle = "b"\nsource = "synthetic"\n[heads.box]\nexpiry_s = 0\n', {}, "'expiry_s' must be a number >= 1"),
+        ('bundle = "b"\nsource = "synthetic"\ncodec = "protobuf"\n', {}, "codec 'protobuf' is not one of"),
+        ('bundle = "b"\nsource = "synthetic"\n', {"EDGE_RUNTIME_SPOOL_SYNCHRONOUS": "ful"}, "(did you mean 'full'?)"),
+        ('bundle = "b"\nsource = "synthetic"\n', {"EDGE_RUNTIME_SPOOL_MAX_ROWS": "lots"}, "expected an integer"),
     ],
-    ids=["unknown-key", "missing-bundle", "bad-threads", "bad-precision", "head-key", "env-name", "env-value", "id"],
+    ids=[
+        "unknown-key",
+        "missing-bundle",
+        "bad-threads",
+        "bad-precision",
+        "head-key",
+        "env-name",
+        "env-value",
+        "id",
+        "head-qos",
+        "deadband",
+        "expiry",
+        "codec",
+        "env-choice",
+        "env-int",
+    ],
 )
 def test_config_errors(tmp_path: Path, config_text: str, environ: dict[str, str], message: str) -> None:
     path = tmp_path / "config.toml"
@@ -134,6 +155,18 @@ def test_config_errors(tmp_path: Path, config_text: str, environ: dict[str, str]
     with pytest.raises(ConfigError) as caught:
         RuntimeConfig.load(config_file=path, environ=environ)
     assert message in str(caught.value)
+
+
+def test_publishing_settings(tmp_path: Path) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text(
+        'bundle = "b"\nsource = "synthetic"\nrbe_heartbeat_s = 12\ncompression = "zstd"\n'
+        "[heads.box]\ndeadband = 0.02\nqos = 2\nexpiry_s = 60\nfloat32 = true\n"
+    )
+    environ = {"EDGE_RUNTIME_SPOOL_SYNCHRONOUS": "full", "EDGE_RUNTIME_SUBSCRIBE_BROKER": "mqtt://x:1"}
+    config = RuntimeConfig.load(config_file=path, environ=environ)  # subscribe's variables are not run's
+    assert config.heads["box"] == HeadOverride(deadband=0.02, qos=2, expiry_s=60.0, float32=True)
+    assert (config.rbe_heartbeat_s, config.compression, config.spool_synchronous) == (12.0, "zstd", "full")
 
 
 def test_precedence_flags_over_env_over_file(tmp_path: Path) -> None:
