@@ -384,6 +384,7 @@ class MqttPublisher:
     ) -> None:
         self._connected.clear()
         if not self._closed:
+            self.last_error = f"MQTT broker {self.config.host}:{self.config.port}: connection lost: {reason_code}"
             logger.warning("MQTT connection to %s:%s lost: %s", self.config.host, self.config.port, reason_code)
 
     def _on_publish(
@@ -529,8 +530,9 @@ class MqttPublisher:
         return len(self._inflight)
 
     def close(self, timeout: float = 5.0) -> None:
-        """Flush the spool, wait (at most ``timeout``) until it is drained and acked, publish the
-        retained ``offline`` status and disconnect. What is not acked stays in the spool."""
+        """Flush the spool, wait (at most ``timeout``, and only while connected) until it is
+        drained and acked, publish the retained ``offline`` status and disconnect. What is not
+        acked stays in the spool."""
         if self._closed:
             return
         deadline = time.monotonic() + timeout
@@ -540,6 +542,8 @@ class MqttPublisher:
             while time.monotonic() < deadline:
                 if self.spool.stats().depth == 0 and not self._inflight:
                     break
+                if not self._connected.is_set() and self.last_error is not None:
+                    break  # the broker is away: what is left stays in the spool for the next start
                 self._wake.set()
                 time.sleep(0.02)
         self._closed = True
