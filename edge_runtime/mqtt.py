@@ -58,7 +58,24 @@ SCHEMES = {"mqtt": 1883, "mqtts": 8883}
 ONLINE = "online"
 OFFLINE = "offline"
 STATUS_CONTENT_TYPE = "application/json"
-_QUERY_KEYS = ("client_id", "topic_prefix", "protocol", "qos", "keepalive", "session_expiry_s")
+_QUERY_KEYS = (
+    "client_id", "topic_prefix", "protocol", "qos", "keepalive", "session_expiry_s", "tls_ca", "tls_cert", "tls_key",
+)  # fmt: skip
+
+
+def redact_url(url: str) -> str:
+    """``url`` with the password replaced by ``***`` (for logs and error messages)."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        if parts.password is None:
+            return url
+        user = parts.username or ""
+        netloc = f"{user}:***@{parts.netloc.rpartition('@')[2]}"
+        return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+    except ValueError:
+        return "<unparseable URL>"
+
+
 _RETRY_REJECTED_S = 5.0
 
 
@@ -116,21 +133,25 @@ class MqttConfig:
     @classmethod
     def from_url(cls, url: str, **overrides: Any) -> MqttConfig:
         """``mqtt://[user[:pass]@]host[:port][?client_id=..&topic_prefix=..&protocol=..&qos=..]``
-        or ``mqtts://`` (TLS, port 8883 by default); ``overrides`` set any other field."""
+        or ``mqtts://`` (TLS, port 8883 by default; ``?tls_ca=PATH`` trusts that CA instead of the
+        system's, ``&tls_cert=PATH&tls_key=PATH`` is a client certificate); ``overrides`` set any
+        other field. Errors never show the password."""
         if not isinstance(url, str):
-            raise ConfigError(f"broker URL must be a string, got {url!r}")
+            raise ConfigError(f"broker URL must be a string, got {type(url).__name__}")
+        shown = redact_url(url)
         try:
             parts = urllib.parse.urlsplit(url)
             port = parts.port
         except ValueError as exc:
-            raise ConfigError(f"broker URL {url!r}: {exc}") from None
+            raise ConfigError(f"broker URL {shown!r}: {exc}") from None
         scheme = parts.scheme.lower()
         if scheme not in SCHEMES:
-            raise ConfigError(f"broker URL {url!r}: scheme must be mqtt:// or mqtts://{close_matches(scheme, SCHEMES)}")
+            hint = close_matches(scheme, SCHEMES)
+            raise ConfigError(f"broker URL {shown!r}: scheme must be mqtt:// or mqtts://{hint}")
         if not parts.hostname:
-            raise ConfigError(f"broker URL {url!r}: no host")
+            raise ConfigError(f"broker URL {shown!r}: no host")
         if parts.path not in ("", "/") or parts.fragment:
-            raise ConfigError(f"broker URL {url!r}: unexpected path or fragment")
+            raise ConfigError(f"broker URL {shown!r}: unexpected path or fragment")
         values: dict[str, Any] = {
             "host": parts.hostname,
             "port": port if port is not None else SCHEMES[scheme],
@@ -141,14 +162,14 @@ class MqttConfig:
         for key, value in urllib.parse.parse_qsl(parts.query, keep_blank_values=True):
             if key not in _QUERY_KEYS:
                 raise ConfigError(
-                    f"broker URL {url!r}: unknown parameter {key!r}{close_matches(key, _QUERY_KEYS)}"
+                    f"broker URL {shown!r}: unknown parameter {key!r}{close_matches(key, _QUERY_KEYS)}"
                     f" (known: {', '.join(_QUERY_KEYS)})"
                 )
             if key in ("qos", "keepalive", "session_expiry_s"):
                 try:
                     values[key] = int(value)
                 except ValueError:
-                    raise ConfigError(f"broker URL {url!r}: {key} must be an integer, got {value!r}") from None
+                    raise ConfigError(f"broker URL {shown!r}: {key} must be an integer, got {value!r}") from None
             else:
                 values[key] = value
         known = {f.name for f in fields(cls)}
@@ -159,7 +180,7 @@ class MqttConfig:
         try:
             return cls(**values)
         except ConfigError as exc:
-            raise ConfigError(f"broker URL {url!r}: {exc}") from None
+            raise ConfigError(f"broker URL {shown!r}: {exc}") from None
 
 
 def describe_refusal(reason_code: ReasonCode | int | str) -> str:
@@ -327,6 +348,9 @@ class MqttPublisher:
         if self._sender is not None:
             return self
         cfg = self.config
+        # the spool's content at start is backlog; results appended from now on are live, even
+        # those appended before the first connection is up
+        self._live_after_id = self.spool.last_id
         try:
             if self._v5:
                 props = Properties(PacketTypes.CONNECT)
@@ -359,9 +383,10 @@ class MqttPublisher:
         if self._ever_connected:
             self.reconnects += 1
             logger.info("MQTT reconnected to %s:%s", self.config.host, self.config.port)
+            # what piled up during the outage is backlog; what comes from now on is live
+            with contextlib.suppress(Exception):
+                self._live_after_id = self.spool.last_id
         self._ever_connected = True
-        with contextlib.suppress(Exception):
-            self._live_after_id = self.spool.last_id
         client.publish(
             self.status_topic, self._status(ONLINE), qos=1, retain=True, properties=self._status_properties()
         )
@@ -382,10 +407,14 @@ class MqttPublisher:
     def _on_disconnect(
         self, client: paho.Client, userdata: Any, flags: Any, reason_code: ReasonCode, properties: Any
     ) -> None:
+        was_connected = self._connected.is_set()
         self._connected.clear()
-        if not self._closed:
+        if not self._closed and was_connected:  # not after a refused CONNACK: keep its reason
             self.last_error = f"MQTT broker {self.config.host}:{self.config.port}: connection lost: {reason_code}"
             logger.warning("MQTT connection to %s:%s lost: %s", self.config.host, self.config.port, reason_code)
+        elif not self._closed and self.last_error is None:  # e.g. TLS: the broker hung up during the handshake
+            hint = " (does it require a client certificate? set tls_cert and tls_key)" if self.config.uses_tls else ""
+            self._set_error(f"closed the connection before it was established: {reason_code}{hint}")
 
     def _on_publish(
         self, client: paho.Client, userdata: Any, mid: int, reason_code: ReasonCode, properties: Any
@@ -579,5 +608,6 @@ __all__ = [
     "describe_connect_error",
     "describe_refusal",
     "parse_status",
+    "redact_url",
     "status_payload",
 ]

@@ -1,9 +1,10 @@
-"""Shared fixtures: ONNX model files written under ``tmp_path``, and the demo bundle
-(split once per test session from the committed demo model and its specs)."""
+"""Shared fixtures: ONNX model files written under ``tmp_path``, the demo bundle (split once
+per test session from the committed demo model and its specs), and ``broker``: a started MQTT
+broker (mosquitto, else the amqtt fallback; see ``tests/broker.py``)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -11,8 +12,23 @@ import onnx
 import pytest
 
 from exporter.pipeline import SplitOptions, SplitResult, split_model
+from tests.broker import BrokerProcess, started_broker
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "mqtt5: needs an MQTT 5 broker; the broker fixture skips it on amqtt (3.1.1 only)"
+    )
+
+
+@pytest.fixture
+def broker(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[BrokerProcess]:
+    """A started broker on a free 127.0.0.1 port (``.port``, ``.url``, ``.stop()``, ``.start()``,
+    ``.kill()``): mosquitto when installed, else amqtt, else skipped. ``EDGE_TEST_BROKER=amqtt``
+    forces the fallback; tests marked ``mqtt5`` are skipped on a broker without MQTT 5."""
+    yield from started_broker(tmp_path, mqtt5=request.node.get_closest_marker("mqtt5") is not None)
 
 
 @pytest.fixture

@@ -17,11 +17,11 @@ from edge_runtime.codec import decode_payload
 from edge_runtime.config import RuntimeConfig
 from edge_runtime.daemon import Daemon
 from edge_runtime.spool import Spool
-from tests.broker import HOST, MosquittoBroker, find_mosquitto, free_port
+from tests.broker import HOST, BrokerProcess
 from tests.conftest import write_npy_frames
 from tests.test_mqtt import Subscriber
 
-pytestmark = pytest.mark.skipif(find_mosquitto() is None, reason="mosquitto is not installed")
+pytestmark = pytest.mark.mqtt5  # the daemon and the subscribers speak MQTT 5
 TOPIC = "edge/cam-9/results"
 
 
@@ -39,18 +39,17 @@ def _config(bundle: Path, frames: Path, tmp_path: Path, port: int, **kw: Any) ->
 
 
 def test_results_reach_the_broker_with_gapless_seq_across_restarts(
-    demo_bundle: Path, frames_dir: Path, tmp_path: Path
+    broker: BrokerProcess, demo_bundle: Path, frames_dir: Path, tmp_path: Path
 ) -> None:
-    with MosquittoBroker(workdir=tmp_path / "broker") as broker:
-        subscriber = Subscriber(broker.port, [TOPIC], name="daemon-sub")
-        try:
-            config = _config(demo_bundle, frames_dir, tmp_path, broker.port)
-            assert Daemon(config).run(install_signals=False) == 0
-            assert Daemon(config).run(install_signals=False) == 0
-            assert subscriber.wait_for(lambda: len(subscriber.on(TOPIC)) >= 12)
-            lines = [decode_payload(bytes(m.payload)) for m in subscriber.on(TOPIC)]
-        finally:
-            subscriber.close()
+    subscriber = Subscriber(broker.port, [TOPIC], name="daemon-sub")
+    try:
+        config = _config(demo_bundle, frames_dir, tmp_path, broker.port)
+        assert Daemon(config).run(install_signals=False) == 0
+        assert Daemon(config).run(install_signals=False) == 0
+        assert subscriber.wait_for(lambda: len(subscriber.on(TOPIC)) >= 12)
+        lines = [decode_payload(bytes(m.payload)) for m in subscriber.on(TOPIC)]
+    finally:
+        subscriber.close()
     assert [line["seq"] for line in lines] == list(range(12))
     assert [line["frame_id"] for line in lines] == [*range(6), *range(6)]
     assert {line["device"] for line in lines} == {"cam-9"}
@@ -59,22 +58,25 @@ def test_results_reach_the_broker_with_gapless_seq_across_restarts(
         assert spool.stats().depth == 0 and spool.next_seq == 12
 
 
-def test_broker_down_results_wait_in_the_spool(demo_bundle: Path, frames_dir: Path, tmp_path: Path) -> None:
-    port = free_port()
+def test_broker_down_results_wait_in_the_spool(
+    broker: BrokerProcess, demo_bundle: Path, frames_dir: Path, tmp_path: Path
+) -> None:
+    broker.stop()
+    port = broker.port
     config = _config(demo_bundle, frames_dir, tmp_path, port)
     started = time.monotonic()
     assert Daemon(config).run(install_signals=False) == 0  # no broker: waits its close timeout, keeps all
     assert time.monotonic() - started < 60
     with Spool.open(tmp_path / "state" / "spool.sqlite") as spool:
         assert spool.stats().depth == 6
-    with MosquittoBroker(port=port, workdir=tmp_path / "broker") as _broker:
-        subscriber = Subscriber(port, [TOPIC], name="late-sub")
-        try:
-            assert Daemon(config).run(install_signals=False) == 0
-            assert subscriber.wait_for(lambda: len({*map(_seq, subscriber.on(TOPIC))}) >= 12)
-            seqs = sorted({_seq(m) for m in subscriber.on(TOPIC)})
-        finally:
-            subscriber.close()
+    broker.start()
+    subscriber = Subscriber(port, [TOPIC], name="late-sub")
+    try:
+        assert Daemon(config).run(install_signals=False) == 0
+        assert subscriber.wait_for(lambda: len({*map(_seq, subscriber.on(TOPIC))}) >= 12)
+        seqs = sorted({_seq(m) for m in subscriber.on(TOPIC)})
+    finally:
+        subscriber.close()
     assert seqs == list(range(12))
 
 
@@ -82,31 +84,32 @@ def _seq(message: Any) -> int:
     return int(decode_payload(bytes(message.payload))["seq"])
 
 
-def test_daemon_to_subscribe_command(demo_bundle: Path, frames_dir: Path, tmp_path: Path) -> None:
+def test_daemon_to_subscribe_command(
+    broker: BrokerProcess, demo_bundle: Path, frames_dir: Path, tmp_path: Path
+) -> None:
     """`edge-runtime run --broker` on one side, `edge-runtime subscribe` on the other."""
     out = tmp_path / "received.jsonl"
-    with MosquittoBroker(workdir=tmp_path / "broker") as broker:
-        sub = subprocess.Popen(
-            [
-                sys.executable, "-m", "edge_runtime.cli", "subscribe", "--broker", f"mqtt://{HOST}:{broker.port}",
-                "--topic", "edge/+/results", "--output", str(out),
-            ],
-            stderr=subprocess.PIPE, text=True,
-        )  # fmt: skip
-        try:
-            deadline = time.monotonic() + 20
-            assert sub.stderr is not None
-            first = ""
-            while "subscribed to" not in first and time.monotonic() < deadline:
-                first += sub.stderr.readline()  # printed once the broker granted the subscription
-            assert "subscribed to" in first, first
-            config = _config(demo_bundle, frames_dir, tmp_path, broker.port)
-            assert Daemon(config).run(install_signals=False) == 0
-            while time.monotonic() < deadline and len(out.read_text().splitlines()) < 6:
-                time.sleep(0.05)
-        finally:
-            sub.send_signal(signal.SIGTERM)
-            _, stderr = sub.communicate(timeout=30)
+    sub = subprocess.Popen(
+        [
+            sys.executable, "-m", "edge_runtime.cli", "subscribe", "--broker", f"mqtt://{HOST}:{broker.port}",
+            "--topic", "edge/+/results", "--output", str(out),
+        ],
+        stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 20
+        assert sub.stderr is not None
+        first = ""
+        while "subscribed to" not in first and time.monotonic() < deadline:
+            first += sub.stderr.readline()  # printed once the broker granted the subscription
+        assert "subscribed to" in first, first
+        config = _config(demo_bundle, frames_dir, tmp_path, broker.port)
+        assert Daemon(config).run(install_signals=False) == 0
+        while time.monotonic() < deadline and len(out.read_text().splitlines()) < 6:
+            time.sleep(0.05)
+    finally:
+        sub.send_signal(signal.SIGTERM)
+        _, stderr = sub.communicate(timeout=30)
     assert sub.returncode == 0, stderr
     lines = [json.loads(line) for line in out.read_text().splitlines()]
     assert [line["seq"] for line in lines] == list(range(6))

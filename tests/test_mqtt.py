@@ -21,11 +21,9 @@ from paho.mqtt.properties import Properties
 
 from edge_runtime.codec import CONTENT_TYPE, decode_payload
 from edge_runtime.errors import ConfigError
-from edge_runtime.mqtt import MqttConfig, MqttPublisher
+from edge_runtime.mqtt import MqttConfig, MqttPublisher, parse_status
 from edge_runtime.spool import Spool, SpoolOptions
-from tests.broker import HOST, MosquittoBroker, find_mosquitto, mosquitto_broker
-
-broker = pytest.fixture(mosquitto_broker)
+from tests.broker import HOST, MosquittoBroker, find_mosquitto
 
 needs_mosquitto = pytest.mark.skipif(find_mosquitto() is None, reason="mosquitto is not installed")
 DEVICE = "cam1"
@@ -50,8 +48,11 @@ class Subscriber:
     ``persistent=True``: clean_start False with a session expiry, so a broker with persistence
     keeps queuing for it while it (or the broker) is away."""
 
-    def __init__(self, port: int, topics: list[str], *, persistent: bool = False, name: str = "sub") -> None:
+    def __init__(
+        self, port: int, topics: list[str], *, persistent: bool = False, name: str = "sub", qos: int = 1
+    ) -> None:
         self.topics = topics
+        self.qos = qos
         self.messages: list[paho.MQTTMessage] = []
         self.lock = threading.Lock()
         self.subscribed = threading.Event()
@@ -69,7 +70,7 @@ class Subscriber:
         assert self.subscribed.wait(10), "the subscriber did not subscribe"
 
     def _on_connect(self, client: paho.Client, userdata: Any, flags: Any, rc: Any, props: Any) -> None:
-        client.subscribe([(t, 1) for t in self.topics])
+        client.subscribe([(t, self.qos) for t in self.topics])
 
     def _on_message(self, client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:
         with self.lock:
@@ -101,6 +102,11 @@ def spool(tmp_path: Path) -> Iterator[Spool]:
         yield s
 
 
+def state(msg: paho.MQTTMessage) -> str:
+    """The ``state`` of a status message (a JSON object)."""
+    return str(parse_status(bytes(msg.payload))["state"])
+
+
 def config(port: int, **kw: Any) -> MqttConfig:
     return MqttConfig.from_url(f"mqtt://{HOST}:{port}", client_id="pub-" + DEVICE, **kw)
 
@@ -123,7 +129,7 @@ def test_from_url() -> None:
 # -- against mosquitto ---------------------------------------------------------------------------
 
 
-@needs_mosquitto
+@pytest.mark.mqtt5
 def test_round_trip_200_in_order_with_birth_and_properties(broker: MosquittoBroker, spool: Spool) -> None:
     sub = Subscriber(broker.port, [f"edge/{DEVICE}/#"])
     try:
@@ -134,12 +140,15 @@ def test_round_trip_200_in_order_with_birth_and_properties(broker: MosquittoBrok
             assert sub.wait_for(lambda: len(sub.seqs()) >= 200), sub.seqs()[-5:]
             assert sub.wait_for(lambda: spool.stats().depth == 0)
             status = sub.on(f"edge/{DEVICE}/status")
-            assert status and status[0].payload == b"online"
+            assert status and state(status[0]) == "online"
         assert sub.seqs() == list(range(200))
         first = sub.on(f"edge/{DEVICE}/results")[0]
         assert getattr(first.properties, "ContentType", None) == CONTENT_TYPE
         assert pub.acked == 200 and pub.published == 200
-        assert sub.wait_for(lambda: sub.on(f"edge/{DEVICE}/status")[-1].payload == b"offline", 5)
+        assert sub.wait_for(lambda: state(sub.on(f"edge/{DEVICE}/status")[-1]) == "offline", 5)
+        final = parse_status(bytes(sub.on(f"edge/{DEVICE}/status")[-1].payload))
+        assert final["device"] == DEVICE and final["spool"]["depth"] == 0
+        assert final["mqtt"]["acked"] == 200 and final["mqtt"]["published"] == 200
     finally:
         sub.close()
     # the birth message is retained: a late subscriber sees the last status (offline after close)
@@ -147,7 +156,7 @@ def test_round_trip_200_in_order_with_birth_and_properties(broker: MosquittoBrok
     try:
         assert late.wait_for(lambda: bool(late.on(f"edge/{DEVICE}/status")), 5)
         msg = late.on(f"edge/{DEVICE}/status")[0]
-        assert msg.retain and msg.payload == b"offline"
+        assert msg.retain and state(msg) == "offline"
     finally:
         late.close()
 
@@ -205,7 +214,7 @@ def test_broker_down_at_start(tmp_path: Path, spool: Spool) -> None:
 PUBLISHER_SCRIPT = textwrap.dedent(
     """
     import sys, time
-    from edge_runtime.mqtt import MqttConfig, MqttPublisher
+    from edge_runtime.mqtt import MqttConfig, MqttPublisher, parse_status
     from edge_runtime.spool import Spool
     spool = Spool.open(sys.argv[2])
     pub = MqttPublisher(MqttConfig.from_url(sys.argv[1], client_id="lwt-pub"), "cam9", spool).start()
@@ -217,7 +226,7 @@ PUBLISHER_SCRIPT = textwrap.dedent(
 )
 
 
-@needs_mosquitto
+@pytest.mark.mqtt5
 def test_last_will_offline_after_sigkill(broker: MosquittoBroker, tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen(
@@ -233,10 +242,10 @@ def test_last_will_offline_after_sigkill(broker: MosquittoBroker, tmp_path: Path
         sub = Subscriber(broker.port, ["edge/cam9/status"], name="lwt-sub")
         assert sub.wait_for(lambda: bool(sub.on("edge/cam9/status")), 5)
         birth = sub.on("edge/cam9/status")[0]
-        assert birth.retain and birth.payload == b"online"
+        assert birth.retain and state(birth) == "online"
         proc.send_signal(signal.SIGKILL)
         proc.wait(5)
-        assert sub.wait_for(lambda: sub.on("edge/cam9/status")[-1].payload == b"offline", 5)
+        assert sub.wait_for(lambda: state(sub.on("edge/cam9/status")[-1]) == "offline", 5)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -246,6 +255,23 @@ def test_last_will_offline_after_sigkill(broker: MosquittoBroker, tmp_path: Path
     late = Subscriber(broker.port, ["edge/cam9/status"], name="lwt-late")
     try:
         assert late.wait_for(lambda: bool(late.on("edge/cam9/status")), 5)
-        assert late.on("edge/cam9/status")[0].retain and late.on("edge/cam9/status")[0].payload == b"offline"
+        assert late.on("edge/cam9/status")[0].retain and state(late.on("edge/cam9/status")[0]) == "offline"
     finally:
         late.close()
+
+
+def test_url_errors_hide_the_password_and_tls_files_come_from_the_url() -> None:
+    with pytest.raises(ConfigError) as caught:
+        MqttConfig.from_url("mqtt://cam:s3cret@broker:1883?qso=1")
+    assert "s3cret" not in str(caught.value) and "cam:***@broker" in str(caught.value)
+    assert "did you mean 'qos'" in str(caught.value)
+    cfg = MqttConfig.from_url("mqtts://cam:pw@broker?tls_ca=/etc/ca.pem&tls_cert=/etc/c.pem&tls_key=/etc/c.key")
+    assert (cfg.tls_ca, cfg.tls_cert, cfg.tls_key, cfg.port, cfg.uses_tls) == (
+        "/etc/ca.pem",
+        "/etc/c.pem",
+        "/etc/c.key",
+        8883,
+        True,
+    )
+    with pytest.raises(ConfigError, match="both tls_cert and tls_key"):
+        MqttConfig.from_url("mqtts://broker?tls_cert=/etc/c.pem")
