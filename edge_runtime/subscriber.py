@@ -16,6 +16,10 @@ CLI::
 
     edge-runtime subscribe --broker mqtt://broker.local:1883
     edge-runtime subscribe --broker mqtt://broker.local --share workers --format csv --output results.csv
+    edge-runtime subscribe --broker mqtt://broker.local --client-id cloud-1 --session-expiry 3600
+
+Options come from flags > ``EDGE_RUNTIME_SUBSCRIBE_<KEY>`` environment variables > a
+``--config`` file (TOML/YAML/JSON, the keys of :class:`SubscribeOptions`) > defaults.
 """
 
 from __future__ import annotations
@@ -31,18 +35,23 @@ import signal
 import sys
 import threading
 import time
+import urllib.parse
 import uuid
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import IO, Any, cast
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from edge_runtime.codec import CodecError, decode_payload
 from edge_runtime.errors import ConfigError, TransportError, close_matches
-from edge_runtime.mqtt import MqttConfig
+from edge_runtime.mqtt import MqttConfig, describe_connect_error, describe_refusal
+from edge_runtime.specfiles import load_mapping_file
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +65,10 @@ MALFORMED_LOG_INTERVAL_S = 10.0
 #: oldest gap is given up (reported as lost, a later arrival in it counts as a duplicate).
 MAX_PENDING = 10_000
 CONNECT_TIMEOUT_S = 10.0
+#: ``EDGE_RUNTIME_SUBSCRIBE_<KEY>``: apart from ``run``'s ``EDGE_RUNTIME_<KEY>`` settings.
+ENV_PREFIX = "EDGE_RUNTIME_SUBSCRIBE_"
+#: The largest MQTT v5 Session Expiry Interval (0xFFFFFFFF: the session never expires).
+MAX_SESSION_EXPIRY_S = 0xFFFFFFFF
 
 Key = tuple[str, str]
 
@@ -64,7 +77,7 @@ def _check_topic_filter(topic: str) -> None:
     if not isinstance(topic, str) or not topic or "\0" in topic:
         raise ConfigError(f"subscribe topic must be a non-empty string without NUL, got {topic!r}")
     if topic.startswith("$share/"):
-        raise ConfigError(f"subscribe topic {topic!r}: give the group with share=, not a $share/ prefix")
+        raise ConfigError(f"subscribe topic {topic!r}: give the group with --share (share=), not a $share/ prefix")
     levels = topic.split("/")
     for i, level in enumerate(levels):
         if "#" in level and (level != "#" or i != len(levels) - 1):
@@ -73,12 +86,98 @@ def _check_topic_filter(topic: str) -> None:
             raise ConfigError(f"subscribe topic {topic!r}: '+' must be a whole level")
 
 
+def _check_broker(url: Any) -> None:
+    if not isinstance(url, str) or not url:
+        raise ConfigError(f"broker must be a broker URL (mqtt://host:port), got {url!r}")
+    MqttConfig.from_url(url)  # ConfigError naming the URL
+    for key in ("qos", "session_expiry_s"):  # the publisher's; a subscriber has its own options
+        # (the message leaves the URL out: it may hold a password)
+        if key in urllib.parse.parse_qs(urllib.parse.urlsplit(url).query, keep_blank_values=True):
+            raise ConfigError(
+                f"broker URL: {key}= is a publisher setting; for subscribe use {FLAGS[key]} "
+                f"(config key {key}, {ENV_PREFIX}{key.upper()})"
+            )
+
+
+def _check_share(share: Any) -> None:
+    if not isinstance(share, str) or not share or any(c in share for c in "/+#\0"):
+        raise ConfigError(f"share group must be a non-empty name without / + # or NUL, got {share!r}")
+
+
+def _check_output(output: Any) -> None:
+    if not isinstance(output, str) or not output:
+        raise ConfigError(f"output must be '-' (stdout) or a file path, got {output!r}")
+
+
+def _check_format(fmt: Any) -> None:
+    if fmt not in FORMATS:
+        raise ConfigError(f"format {fmt!r} is not one of {', '.join(FORMATS)}{close_matches(str(fmt), FORMATS)}")
+
+
+def _check_client_id(client_id: Any) -> None:
+    if not isinstance(client_id, str) or not client_id:
+        raise ConfigError(f"client_id must be a non-empty string, got {client_id!r}")
+
+
+def _check_qos(qos: Any) -> None:
+    if isinstance(qos, bool) or qos not in (0, 1, 2):
+        raise ConfigError(f"qos must be 0, 1 or 2, got {qos!r}")
+
+
+def _check_heartbeats(heartbeats: Any) -> None:
+    if not isinstance(heartbeats, bool):
+        raise ConfigError(f"heartbeats must be true or false, got {heartbeats!r}")
+
+
+def _check_session_expiry(seconds: Any) -> None:
+    if isinstance(seconds, bool) or not isinstance(seconds, int) or not 0 <= seconds <= MAX_SESSION_EXPIRY_S:
+        raise ConfigError(f"session_expiry_s must be whole seconds, 0..{MAX_SESSION_EXPIRY_S}, got {seconds!r}")
+
+
+#: Per option: its validator (``None`` is always valid for the optional ones: not given).
+_CHECKS: dict[str, Callable[[Any], None]] = {
+    "broker": _check_broker,
+    "topic": _check_topic_filter,
+    "share": _check_share,
+    "output": _check_output,
+    "format": _check_format,
+    "client_id": _check_client_id,
+    "qos": _check_qos,
+    "heartbeats": _check_heartbeats,
+    "session_expiry_s": _check_session_expiry,
+}
+#: The command-line flag of each option (the environment variable is ENV_PREFIX + KEY).
+FLAGS = {
+    "broker": "--broker",
+    "topic": "--topic",
+    "share": "--share",
+    "output": "--output",
+    "format": "--format",
+    "client_id": "--client-id",
+    "qos": "--qos",
+    "heartbeats": "--heartbeats",
+    "session_expiry_s": "--session-expiry",
+}
+_INT_KEYS = ("qos", "session_expiry_s")
+_BOOL_KEYS = ("heartbeats",)
+
+
+def _ways(key: str) -> str:
+    """``--client-id, EDGE_RUNTIME_SUBSCRIBE_CLIENT_ID or the config key client_id``."""
+    return f"{FLAGS[key]}, {ENV_PREFIX}{key.upper()} or the config key {key!r}"
+
+
 @dataclass(frozen=True)
 class SubscribeOptions:
     """What ``edge-runtime subscribe`` does. ``broker``: ``mqtt://[user:pass@]host:port`` or
-    ``mqtts://...`` (see :meth:`MqttConfig.from_url`); ``share``: a shared-subscription group
-    (``$share/<share>/<topic>``); ``output``: ``-`` (stdout) or a file; ``heartbeats``: yield
-    heartbeat lines too (they are always counted)."""
+    ``mqtts://...`` (see :meth:`MqttConfig.from_url`; ``?protocol=3.1.1`` for MQTT 3.1.1);
+    ``share``: a shared-subscription group (``$share/<share>/<topic>``); ``output``: ``-``
+    (stdout) or a file; ``client_id``: fixed MQTT client id (default: the URL's
+    ``client_id=``, else random); ``heartbeats``: yield heartbeat lines too (they are always
+    counted); ``session_expiry_s``: > 0 keeps the broker session (and the QoS >= 1 messages
+    queued in it) this long after a disconnect; needs a client id. 0: a clean start each time.
+
+    :meth:`load` merges a config file, ``EDGE_RUNTIME_SUBSCRIBE_*`` variables and flags."""
 
     broker: str
     topic: str = "edge/+/results"
@@ -88,26 +187,18 @@ class SubscribeOptions:
     client_id: str | None = None
     qos: int = 1
     heartbeats: bool = False
+    session_expiry_s: int = 0
 
     def __post_init__(self) -> None:
-        if not isinstance(self.broker, str) or not self.broker:
-            raise ConfigError(f"broker must be a broker URL (mqtt://host:port), got {self.broker!r}")
-        MqttConfig.from_url(self.broker)  # ConfigError naming the URL
-        _check_topic_filter(self.topic)
-        if self.share is not None and (
-            not isinstance(self.share, str) or not self.share or any(c in self.share for c in "/+#\0")
-        ):
-            raise ConfigError(f"share group must be a non-empty name without / + # or NUL, got {self.share!r}")
-        if not isinstance(self.output, str) or not self.output:
-            raise ConfigError(f"output must be '-' (stdout) or a file path, got {self.output!r}")
-        if self.format not in FORMATS:
+        for key, check in _CHECKS.items():
+            value = getattr(self, key)
+            if value is not None or key not in ("share", "client_id"):
+                check(value)
+        if self.session_expiry_s and self.mqtt_client_id is None:
             raise ConfigError(
-                f"format {self.format!r} is not one of {', '.join(FORMATS)}{close_matches(str(self.format), FORMATS)}"
+                f"session_expiry_s {self.session_expiry_s} needs a fixed client id ({_ways('client_id')}): "
+                "the broker keeps the session, and the messages queued in it, under that id"
             )
-        if self.client_id is not None and (not isinstance(self.client_id, str) or not self.client_id):
-            raise ConfigError(f"client_id must be a non-empty string or None, got {self.client_id!r}")
-        if isinstance(self.qos, bool) or self.qos not in (0, 1, 2):
-            raise ConfigError(f"qos must be 0, 1 or 2, got {self.qos!r}")
 
     @property
     def subscription(self) -> str:
@@ -117,6 +208,95 @@ class SubscribeOptions:
     @property
     def mqtt(self) -> MqttConfig:
         return MqttConfig.from_url(self.broker)
+
+    @property
+    def mqtt_client_id(self) -> str | None:
+        """The fixed client id: ``client_id``, else the broker URL's ``client_id=``, else ``None``."""
+        return self.client_id or self.mqtt.client_id or None
+
+    @classmethod
+    def keys(cls) -> tuple[str, ...]:
+        """Every option (= config key; environment variable ``EDGE_RUNTIME_SUBSCRIBE_<KEY>``)."""
+        return tuple(f.name for f in fields(cls))
+
+    @classmethod
+    def from_mapping(
+        cls, data: Mapping[str, Any], where: str = "configuration", origins: Mapping[str, str] | None = None
+    ) -> SubscribeOptions:
+        """Validate merged settings; errors name the key's origin (``origins[key]``, else
+        ``where``). ``None`` values count as not given."""
+        keys = cls.keys()
+        origins = origins or {}
+        for key in data:
+            if key not in keys:
+                raise ConfigError(
+                    f"{origins.get(key, where)}: unknown key {key!r}{close_matches(str(key), keys)}; "
+                    f"valid keys: {', '.join(keys)}"
+                )
+        if data.get("broker") in (None, ""):
+            raise ConfigError(f"no MQTT broker given: use {_ways('broker')} (e.g. mqtt://broker.local:1883)")
+        values = {key: value for key, value in data.items() if value is not None}
+        for key, value in values.items():
+            try:
+                _CHECKS[key](value)
+            except ConfigError as exc:
+                raise ConfigError(f"{origins.get(key, where)}: {exc}") from None
+        return cls(**values)
+
+    @classmethod
+    def load(
+        cls,
+        config_file: str | Path | None = None,
+        flags: Mapping[str, Any] | None = None,
+        environ: Mapping[str, str] | None = None,
+    ) -> SubscribeOptions:
+        """Merge defaults, the file, ``EDGE_RUNTIME_SUBSCRIBE_*`` variables and flags
+        (``None`` = not given), in rising precedence."""
+        merged: dict[str, Any] = {}
+        origins: dict[str, str] = {}
+        if config_file is not None:
+            for key, value in load_mapping_file(config_file).items():
+                merged[key], origins[key] = value, str(config_file)
+        for key, value in environment_settings(os.environ if environ is None else environ).items():
+            merged[key], origins[key] = value, ENV_PREFIX + key.upper()
+        for key, value in (flags or {}).items():
+            if value is not None:
+                merged[key], origins[key] = value, FLAGS.get(key, key)
+        return cls.from_mapping(merged, str(config_file) if config_file is not None else "configuration", origins)
+
+
+def environment_settings(environ: Mapping[str, str]) -> dict[str, Any]:
+    """``EDGE_RUNTIME_SUBSCRIBE_QOS=0`` → ``{"qos": 0}``; unknown ``EDGE_RUNTIME_SUBSCRIBE_*``
+    names are errors (other ``EDGE_RUNTIME_*`` names belong to ``run`` and are ignored)."""
+    keys = SubscribeOptions.keys()
+    settings: dict[str, Any] = {}
+    for name, raw in environ.items():
+        if not name.startswith(ENV_PREFIX):
+            continue
+        key = name[len(ENV_PREFIX) :].lower()
+        if key not in keys:
+            env_names = [ENV_PREFIX + k.upper() for k in keys]
+            raise ConfigError(
+                f"environment variable {name} is not a subscribe setting{close_matches(name, env_names)}; "
+                f"known: {', '.join(env_names)}"
+            )
+        settings[key] = _parse_env(key, raw, name)
+    return settings
+
+
+def _parse_env(key: str, raw: str, name: str) -> Any:
+    if key in _INT_KEYS:
+        try:
+            return int(raw)
+        except ValueError:
+            raise ConfigError(f"{name}={raw!r}: expected an integer") from None
+    if key in _BOOL_KEYS:
+        if raw.lower() in ("1", "true", "yes", "on"):
+            return True
+        if raw.lower() in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(f"{name}={raw!r}: expected true or false")
+    return raw
 
 
 # -- de-duplication and gaps -------------------------------------------------------------------
@@ -279,23 +459,40 @@ class ResultStream:
     """A connected, subscribed MQTT client whose messages :meth:`lines` decodes.
 
     ``start()`` returns once the broker has granted the subscription (so a test can publish
-    right after), or raises :class:`TransportError`. Use as a context manager."""
+    right after), or raises :class:`TransportError` with one line naming the broker and why
+    (refused: bad user or password, not authorized...; unreachable; TLS verification).
+    With ``session_expiry_s`` > 0 the client connects with clean start off (MQTT 3.1.1:
+    clean session off) under its fixed client id, so the broker keeps the subscription and
+    queues QoS >= 1 messages while the subscriber is away; they arrive right after the next
+    ``start()`` (``session_present`` tells whether the broker still had the session).
+    Use as a context manager."""
 
     def __init__(self, options: SubscribeOptions, tracker: StreamTracker | None = None) -> None:
         self.options = options
         self.config = options.mqtt
         self.tracker = tracker or StreamTracker(gap_reports=options.share is None)
+        self.session_present = False
         self._queue: queue.Queue[tuple[str, bytes]] = queue.Queue()
         self._subscribed = threading.Event()
         self._connect_result: ReasonCode | None = None
         self._connected = threading.Event()
+        self._started = False  # start() succeeded: from then on, connection trouble is logged
         self._closed = False
         self._log_malformed = _MalformedLog()
         cfg = self.config
-        client_id = options.client_id or f"edge-sub-{uuid.uuid4().hex[:12]}"
-        self._client = paho.Client(
-            CallbackAPIVersion.VERSION2, client_id=client_id, protocol=MQTTProtocolVersion.MQTTv5
-        )
+        self.client_id = options.mqtt_client_id or f"edge-sub-{uuid.uuid4().hex[:12]}"
+        persistent = options.session_expiry_s > 0
+        if cfg.protocol == "3.1.1":
+            self._client = paho.Client(
+                CallbackAPIVersion.VERSION2,
+                client_id=self.client_id,
+                protocol=MQTTProtocolVersion.MQTTv311,
+                clean_session=not persistent,
+            )
+        else:
+            self._client = paho.Client(
+                CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=MQTTProtocolVersion.MQTTv5
+            )
         if cfg.username is not None:
             self._client.username_pw_set(cfg.username, cfg.password)
         if cfg.uses_tls:
@@ -311,41 +508,72 @@ class ResultStream:
 
     @property
     def where(self) -> str:
-        return f"{self.config.host}:{self.config.port}"
+        host = self.config.host
+        return f"[{host}]:{self.config.port}" if ":" in host else f"{host}:{self.config.port}"
 
     def start(self, timeout: float = CONNECT_TIMEOUT_S) -> ResultStream:
+        cfg = self.config
         try:
-            self._client.connect(self.config.host, self.config.port, self.config.keepalive, clean_start=True)
-        except (OSError, ValueError) as exc:
-            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc) or type(exc).__name__
+            if cfg.protocol == "3.1.1":
+                self._client.connect(cfg.host, cfg.port, cfg.keepalive)
+            else:
+                props = Properties(PacketTypes.CONNECT)
+                props.SessionExpiryInterval = self.options.session_expiry_s
+                clean_start = self.options.session_expiry_s == 0
+                self._client.connect(cfg.host, cfg.port, cfg.keepalive, clean_start=clean_start, properties=props)
+        except (OSError, ValueError) as exc:  # ssl.SSLError and socket.gaierror are OSErrors
+            self.close()
+            reason = describe_connect_error(exc)
+            if cfg.uses_tls and isinstance(exc, ConnectionResetError):
+                reason += " (a port without TLS? mqtts:// needs a TLS listener)"
             raise TransportError(f"cannot connect to MQTT broker {self.where}: {reason}") from None
         self._client.loop_start()
         if not self._connected.wait(timeout):
             self.close()
-            raise TransportError(f"MQTT broker {self.where} did not answer the connection in {timeout:g} s")
+            raise TransportError(
+                f"MQTT broker {self.where} did not answer the connection in {timeout:g} s"
+                + ("" if cfg.uses_tls else " (a TLS port? use mqtts://)")
+            )
         rc = self._connect_result
         if rc is not None and rc.is_failure:
             self.close()
-            raise TransportError(f"MQTT broker {self.where} refused the connection: {rc}")
+            raise TransportError(f"MQTT broker {self.where} refused the connection: {describe_refusal(rc)}")
         if not self._subscribed.wait(timeout):
             self.close()
             raise TransportError(
                 f"MQTT broker {self.where} did not grant the subscription {self.options.subscription!r} "
                 f"in {timeout:g} s"
             )
+        self._started = True
         return self
 
     # paho callbacks (network thread)
     def _on_connect(self, client: paho.Client, userdata: Any, flags: Any, rc: ReasonCode, props: Any) -> None:
+        if rc.is_failure:
+            if self._started:  # a later reconnect refused (start() reports the first one itself)
+                logger.warning("MQTT broker %s refused the connection: %s; retrying", self.where, describe_refusal(rc))
+            else:
+                self._connect_result = rc
+                self._connected.set()
+            return
+        self.session_present = bool(getattr(flags, "session_present", False))
+        if self.session_present:
+            logger.debug("MQTT broker %s resumed the session of client id %s", self.where, self.client_id)
         self._connect_result = rc
         self._connected.set()
-        if rc.is_failure:
-            logger.warning("MQTT broker %s refused the connection: %s", self.where, rc)
-            return
         client.subscribe(self.options.subscription, qos=self.options.qos)
 
     def _on_disconnect(self, client: paho.Client, userdata: Any, flags: Any, rc: ReasonCode, props: Any) -> None:
-        if not self._closed:
+        if self._closed or not self._started:
+            return
+        if rc.getName() == "Session taken over":
+            logger.warning(
+                "MQTT broker %s: another client connected with client id %s and took the session over "
+                "(reconnecting; give each subscriber its own --client-id)",
+                self.where,
+                self.client_id,
+            )
+        else:
             logger.warning("MQTT connection to %s lost: %s (reconnecting)", self.where, rc)
 
     def _on_subscribe(self, client: paho.Client, userdata: Any, mid: int, rcs: list[ReasonCode], props: Any) -> None:
@@ -403,7 +631,20 @@ class ResultStream:
                 yielded += 1
                 yield line
 
+    def drain(self) -> Iterator[dict[str, Any]]:
+        """The lines still queued, without waiting: after :meth:`close`, what the broker
+        delivered (and was acknowledged) before the disconnect."""
+        while True:
+            try:
+                topic, payload = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            line = self._decode(topic, payload)
+            if line is not None:
+                yield line
+
     def close(self) -> None:
+        """Disconnect (a persistent session stays on the broker for ``session_expiry_s``)."""
         if self._closed:
             return
         self._closed = True
@@ -459,11 +700,12 @@ class CsvWriter:
     """``device, epoch, seq, frame_id, ts, latency_total_ms, results`` (compact JSON); a header
     first; flushed after each row. Heartbeats get an empty frame_id and latency."""
 
-    def __init__(self, stream: IO[str]) -> None:
+    def __init__(self, stream: IO[str], *, header: bool = True) -> None:
         self.stream = stream
         self._csv = csv.writer(stream, lineterminator="\n")
-        self._csv.writerow(CSV_COLUMNS)
-        self.stream.flush()
+        if header:
+            self._csv.writerow(CSV_COLUMNS)
+            self.stream.flush()
 
     def write(self, line: dict[str, Any]) -> None:
         latency = line.get("latency_ms")
@@ -481,35 +723,36 @@ Writer = JsonLinesWriter | CsvWriter
 
 @contextlib.contextmanager
 def open_writer(output: str = "-", fmt: str = "jsonl") -> Iterator[Writer]:
-    """A writer of ``fmt`` on stdout (``-``) or a new file ``output``."""
+    """A writer of ``fmt`` on stdout (``-``) or appending to the file ``output`` (a CSV header
+    only when the file is new or empty), like ``run --output``."""
     if fmt not in FORMATS:
         raise ConfigError(f"format {fmt!r} is not one of {', '.join(FORMATS)}{close_matches(str(fmt), FORMATS)}")
     if output == "-":
         yield (CsvWriter if fmt == "csv" else JsonLinesWriter)(sys.stdout)
         return
     try:
-        fh = open(output, "w", encoding="utf-8", newline="")
+        fh = open(output, "a", encoding="utf-8", newline="")
     except OSError as exc:
         raise ConfigError(f"cannot open output {output!r}: {exc.strerror or exc}") from None
     with fh:
-        yield (CsvWriter if fmt == "csv" else JsonLinesWriter)(fh)
+        yield CsvWriter(fh, header=fh.tell() == 0) if fmt == "csv" else JsonLinesWriter(fh)
 
 
 # -- CLI -------------------------------------------------------------------------------------
 
 
-def options_from_args(args: argparse.Namespace) -> SubscribeOptions:
-    values = {
-        key: getattr(args, key)
-        for key in ("broker", "topic", "share", "output", "format", "client_id", "qos", "heartbeats")
-        if getattr(args, key, None) is not None
-    }
-    return SubscribeOptions(**values)
+def options_from_args(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> SubscribeOptions:
+    """The options of ``edge-runtime subscribe``: flags > ``EDGE_RUNTIME_SUBSCRIBE_*``
+    (``environ``, default ``os.environ``) > the ``--config`` file > defaults."""
+    flags = {key: getattr(args, key, None) for key in SubscribeOptions.keys()}
+    return SubscribeOptions.load(config_file=getattr(args, "config", None), flags=flags, environ=environ)
 
 
 def run_subscribe(args: argparse.Namespace, *, stop: threading.Event | None = None) -> int:
-    """``edge-runtime subscribe``: write results until SIGINT/SIGTERM (or ``stop``), then print
-    the summary to stderr and return 0."""
+    """``edge-runtime subscribe``: write results until SIGINT/SIGTERM (or ``stop``), then the
+    lines already received, then print the summary to stderr and return 0.
+    :class:`ConfigError` / :class:`TransportError` (one line each) when the options are wrong
+    or the broker cannot be reached or refuses the connection."""
     options = options_from_args(args)
     stop = stop or threading.Event()
     tracker = StreamTracker(gap_reports=options.share is None)
@@ -522,9 +765,14 @@ def run_subscribe(args: argparse.Namespace, *, stop: threading.Event | None = No
         for sig in (signal.SIGINT, signal.SIGTERM):
             previous[sig] = signal.signal(sig, handler)
     try:
-        with ResultStream(options, tracker) as stream, open_writer(options.output, options.format) as writer:
-            print(f"subscribed to {options.subscription!r} on {stream.where}", file=sys.stderr)
+        # The output first: a persistent session hands over its queued messages on connect.
+        with open_writer(options.output, options.format) as writer, ResultStream(options, tracker) as stream:
+            resumed = " (session resumed)" if stream.session_present else ""
+            print(f"subscribed to {options.subscription!r} on {stream.where}{resumed}", file=sys.stderr)
             for line in stream.lines(stop=stop):
+                writer.write(line)
+            stream.close()  # nothing more arrives; write what was received (and acknowledged)
+            for line in stream.drain():
                 writer.write(line)
     except BrokenPipeError:  # stdout closed (| head): a clean stop
         with contextlib.suppress(Exception):
@@ -537,24 +785,55 @@ def run_subscribe(args: argparse.Namespace, *, stop: threading.Event | None = No
 
 
 def add_subscribe_arguments(parser: argparse.ArgumentParser) -> None:
-    """The ``subscribe`` flags (DESIGN §7), for ``edge_runtime.cli``."""
-    parser.add_argument("--broker", required=True, metavar="URL", help="mqtt://[user:pass@]host:port or mqtts://...")
+    """The ``subscribe`` flags (DESIGN §7), for ``edge_runtime.cli``. None is required here:
+    each one can also come from ``--config`` or ``EDGE_RUNTIME_SUBSCRIBE_*``."""
+    parser.add_argument("--config", metavar="FILE", help="TOML/YAML/JSON file with the keys below (e.g. broker)")
+    parser.add_argument(
+        "--broker", metavar="URL", help="mqtt://[user:pass@]host:port or mqtts://... (?protocol=3.1.1 for MQTT 3.1.1)"
+    )
     parser.add_argument("--topic", help="topic filter (default: edge/+/results)")
     parser.add_argument("--share", metavar="GROUP", help="shared subscription group (gap reports off)")
-    parser.add_argument("--output", metavar="-|FILE", help="stdout (-, default) or a file")
+    parser.add_argument("--output", metavar="-|FILE", help="stdout (-, default) or a file (appended to)")
     parser.add_argument("--format", choices=FORMATS, help="jsonl (default) or csv")
-    parser.add_argument("--client-id", dest="client_id", help="MQTT client id (default: random)")
+    parser.add_argument(
+        "--client-id", dest="client_id", help="fixed MQTT client id, one per subscriber (default: random)"
+    )
     parser.add_argument("--qos", type=int, choices=(0, 1, 2), help="subscription QoS (default: 1)")
-    parser.add_argument("--heartbeats", action="store_true", default=None, help="write heartbeat lines too")
+    parser.add_argument(
+        "--session-expiry",
+        dest="session_expiry_s",
+        type=int,
+        metavar="SECONDS",
+        help="keep the broker session this long after a disconnect, so QoS 1 results queue while "
+        "away (needs --client-id; default 0: clean start)",
+    )
+    parser.add_argument(
+        "--heartbeats",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="write heartbeat lines too (default: no; they are always counted)",
+    )
 
 
 SUBSCRIBE_EXAMPLES = """examples:
   edge-runtime subscribe --broker mqtt://broker.local:1883
   edge-runtime subscribe --broker mqtt://127.0.0.1:1883 --topic 'edge/cam1/results' --format csv --output r.csv
   edge-runtime subscribe --broker mqtts://user:pass@broker.example.com --share workers
+  edge-runtime subscribe --broker mqtt://broker.local --client-id cloud-1 --session-expiry 3600 --output r.jsonl
+  edge-runtime subscribe --config subscribe.toml --heartbeats
+  EDGE_RUNTIME_SUBSCRIBE_BROKER=mqtt://broker.local EDGE_RUNTIME_SUBSCRIBE_FORMAT=csv edge-runtime subscribe
 
 De-duplicates on (device, epoch, seq) and reports gaps per (device, epoch) at exit (Ctrl-C);
-under --share each subscriber sees part of every stream, so gap reports are off.
+heartbeats take a seq too, so they fill the sequence whether written or not. Under --share
+each subscriber sees part of every stream, so gap reports are off.
+
+Every flag is also a config-file key (broker, topic, share, output, format, client_id, qos,
+heartbeats, session_expiry_s) and an EDGE_RUNTIME_SUBSCRIBE_<KEY> environment variable
+(EDGE_RUNTIME_SUBSCRIBE_SESSION_EXPIRY_S=3600); flags win over the environment, which wins
+over the file. With --session-expiry the broker keeps the subscription and queues QoS 1
+results while the subscriber is away (up to its max_queued_messages); they arrive on the
+next start with the same --client-id. MQTT 3.1.1 has no expiry: the session is kept
+(clean session off) as long as the broker's persistent_client_expiration allows.
 """
 
 __all__ = [
