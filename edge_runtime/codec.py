@@ -253,6 +253,29 @@ def _uints(values: np.ndarray, *, checked: bool = False) -> msgpack.ExtType:
     return _ext(code, arr.astype(EXT_DTYPES[code]).tobytes())
 
 
+_UINT_FORMATS = {3: "B", 4: "H", 5: "I"}
+
+
+def _ext_len(ext: msgpack.ExtType) -> int:
+    """The element count of a typed-array extension."""
+    return len(ext.data) // EXT_DTYPES[ext.code].itemsize
+
+
+def _uints_from_list(values: Any, what: str) -> msgpack.ExtType:
+    """:func:`_uints` of a JSON list of integers, without numpy (3-4x quicker on RLE lists)."""
+    if type(values) is not list or not values:
+        return _uints(_int_array(values, what))
+    try:
+        low, top = min(values), max(values)
+        if low < 0 or top > 0xFFFFFFFF:
+            raise OverflowError
+        code = 3 if top <= 0xFF else 4 if top <= 0xFFFF else 5
+        # struct refuses floats and strings (struct.error / TypeError): numpy then names the problem
+        return _ext(code, struct.pack(f"<{len(values)}{_UINT_FORMATS[code]}", *values))
+    except (TypeError, OverflowError, struct.error):
+        return _uints(_int_array(values, what))
+
+
 def _ext_hook(code: int, data: bytes) -> np.ndarray:
     """A typed array from a msgpack extension (read-only, a view of the payload)."""
     try:
@@ -329,8 +352,8 @@ def _enc_segmentation(
     frame_size: Sequence[int],
     region: Any,
     shape: Sequence[int],
-    values: np.ndarray,
-    counts: np.ndarray,
+    values: np.ndarray | msgpack.ExtType,
+    counts: np.ndarray | msgpack.ExtType,
     f32: bool,
     checked: bool = False,
 ) -> dict:
@@ -349,10 +372,10 @@ def _enc_segmentation(
     }
     if region is not None:
         out["g"] = _floats(np.asarray(region, dtype=np.float64).reshape(4), f32)
-    _same_len("rle values / counts", len(values), len(counts))
     out["h"] = [int(shape[0]), int(shape[1])]
-    out["v"] = _uints(values, checked=checked)
-    out["k"] = _uints(counts, checked=checked)
+    out["v"] = values if isinstance(values, msgpack.ExtType) else _uints(values, checked=checked)
+    out["k"] = counts if isinstance(counts, msgpack.ExtType) else _uints(counts, checked=checked)
+    _same_len("rle values / counts", _ext_len(out["v"]), _ext_len(out["k"]))
     return out
 
 
@@ -465,8 +488,8 @@ def _encode_head_dict(name: str, head: Mapping[str, Any], f32: bool) -> dict:
             head["frame_size"],
             None if head.get("region") is None else _f32_array(head["region"], "region"),
             rle["shape"],
-            _int_array(rle["values"], "rle values"),
-            _int_array(rle["counts"], "rle counts"),
+            _uints_from_list(rle["values"], "rle values"),
+            _uints_from_list(rle["counts"], "rle counts"),
             f32,
         )
     if keys in ({"names", "points"}, {"names", "points", "scores"}):

@@ -77,6 +77,9 @@ def redact_url(url: str) -> str:
 
 
 _RETRY_REJECTED_S = 5.0
+_IDLE_WAIT_S = 0.5  # the sender's wait with nothing in flight and nothing uncommitted
+_ACK_WAIT_S = 0.005  # at most this long between applying PUBACKs while messages are in flight
+_PROPERTIES_CACHE = 256  # PUBLISH properties kept for reuse, one per distinct expiry interval
 
 
 @dataclass(frozen=True)
@@ -223,6 +226,13 @@ class _Client(paho.Client):
             raise
 
 
+def _no_delay(client: paho.Client, userdata: Any, sock: Any) -> None:
+    """TCP_NODELAY on the broker connection (paho leaves Nagle's algorithm on): a result is a
+    small packet that should leave now, not wait for the ACK of the previous one."""
+    with contextlib.suppress(OSError, AttributeError):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
 def status_payload(state: str, fields: Mapping[str, Any] | None = None) -> bytes:
     """The JSON status message: ``{"state": ..., **fields}``."""
     return json.dumps({"state": state, **(fields or {})}, separators=(",", ":")).encode()
@@ -290,8 +300,16 @@ class MqttPublisher:
         self._acks: deque[tuple[int, bool]] = deque()  # (mid, ok) from the network thread
         self._inflight: dict[int, int] = {}  # mid -> spool id; owned by the sender thread
         self._held: dict[int, float] = {}  # spool id -> monotonic time it may be re-sent (rejected)
+        self._batch = max(1, max_inflight // 4)  # spool writes (acks, attempts) per batch; read-ahead
+        self._ready: deque[SpooledMessage] = deque()  # read from the spool, not yet published
+        self._acked_ids: list[int] = []  # PUBACKed, to delete from the spool
+        self._attempted: list[int] = []  # published, attempt not yet counted in the spool
+        self._writes_since: float | None = None
+        self._wake_every = self._batch  # PUBACKs that wake the sender (else its timer does)
+        self._idle = True  # the sender waits long: an append must wake it
         self._sender: threading.Thread | None = None
         self._closed = False
+        self._publish_properties: dict[int | None, Properties] = {}  # by message expiry interval (s)
         self._client = self._make_client()
 
     # -- setup -----------------------------------------------------------------------------
@@ -328,6 +346,7 @@ class MqttPublisher:
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
         client.on_connect_fail = self._on_connect_fail
+        client.on_socket_open = _no_delay
         return client
 
     def _identity(self) -> dict[str, Any]:
@@ -421,59 +440,87 @@ class MqttPublisher:
     ) -> None:
         # Called under paho's message lock: only queue the ack; the sender thread applies it.
         self._acks.append((mid, not reason_code.is_failure))
-        self._wake.set()
+        if len(self._acks) >= self._wake_every:
+            self._wake.set()
 
     # -- the sender thread ------------------------------------------------------------------
-    def _apply_acks(self) -> None:
-        done: list[int] = []
+    def _apply_acks(self, force: bool = False) -> None:
+        """Free the slots of the PUBACKed messages now; delete them from the spool (and count
+        the attempts of the sent ones) in batches: when ``force``, when a batch is full or
+        when the oldest pending write waited ``_ACK_WAIT_S``."""
         while self._acks:
             mid, ok = self._acks.popleft()
             msg_id = self._inflight.pop(mid, None)
             if msg_id is None:
                 continue  # the birth / offline status message, or a mid we did not send
             if ok:
-                done.append(msg_id)
+                self._acked_ids.append(msg_id)
             else:
                 self.rejected += 1
                 self._held[msg_id] = time.monotonic() + _RETRY_REJECTED_S
-        if done:
-            self.spool.ack(done)
-            self.acked += len(done)
+        pending = len(self._acked_ids) + len(self._attempted)
+        if not pending:
+            return
+        now = time.monotonic()
+        if self._writes_since is None:
+            self._writes_since = now
+        if force or pending >= self._batch or now - self._writes_since >= _ACK_WAIT_S:
+            if self._attempted:
+                self.spool.mark_attempt(self._attempted)
+                self._attempted = []
+            if self._acked_ids:
+                done, self._acked_ids = self._acked_ids, []
+                self.spool.ack(done)
+                self.acked += len(done)
+            self._writes_since = None
 
     def _properties(self, msg: SpooledMessage) -> Properties | None:
+        """PUBLISH properties, one object per expiry interval, reused: building one costs
+        ~50 µs of the sender thread (measured), and paho only packs them."""
         if not self._v5:
             return None
-        props = Properties(PacketTypes.PUBLISH)
-        props.ContentType = self.content_type
         remaining = msg.remaining_expiry_s()
-        if remaining is not None:
-            props.MessageExpiryInterval = max(1, math.ceil(remaining))
+        interval = None if remaining is None else max(1, math.ceil(remaining))
+        props = self._publish_properties.get(interval)
+        if props is None:
+            props = Properties(PacketTypes.PUBLISH)
+            props.ContentType = self.content_type
+            if interval is not None:
+                props.MessageExpiryInterval = interval
+            if len(self._publish_properties) >= _PROPERTIES_CACHE:
+                self._publish_properties.clear()
+            self._publish_properties[interval] = props
         return props
 
     def _send_batch(self) -> None:
+        """Fill every free in-flight slot from the ready buffer, which is refilled from the spool
+        in batches (live and backlog interleaved). Refilling only once a quarter of the slots
+        was free measured 911 results/s at max_inflight 20 (the client went quiet while the
+        broker's Nagle algorithm held PUBACKs for delayed ACKs); every free slot: ~3,700/s."""
         room = self.max_inflight - len(self._inflight)
         if room <= 0 or not self._connected.is_set():
             return
-        now = time.monotonic()
-        for msg_id, until in list(self._held.items()):
-            if until <= now:
-                del self._held[msg_id]
-        exclude = set(self._inflight.values()) | set(self._held)
-        batch = self.spool.interleaved(room, self._live_after_id, exclude=exclude)
-        sent: list[int] = []
-        for msg in batch:
+        if len(self._ready) < room:
+            now = time.monotonic()
+            for msg_id, until in list(self._held.items()):
+                if until <= now:
+                    del self._held[msg_id]
+            exclude = {*self._inflight.values(), *self._held, *self._acked_ids, *(m.id for m in self._ready)}
+            self._ready.extend(self.spool.interleaved(room + self._batch, self._live_after_id, exclude=exclude))
+        while room > 0 and self._ready:
+            msg = self._ready.popleft()
             info = self._client.publish(msg.topic, msg.payload, qos=msg.qos, properties=self._properties(msg))
             if info.rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):
                 logger.warning("MQTT publish failed: %s", paho.error_string(info.rc))
+                self._ready.appendleft(msg)
                 break
             # NO_CONN: paho queued it and sends it after the reconnect.
             self.published += 1
-            sent.append(msg.id)
+            room -= 1
+            self._attempted.append(msg.id)
             if msg.qos == 0:
                 self._acks.append((info.mid, True))
             self._inflight[info.mid] = msg.id
-        if sent:
-            self.spool.mark_attempt(sent)
 
     def _send_loop(self) -> None:
         while not self._stop.is_set():
@@ -486,8 +533,12 @@ class MqttPublisher:
                 logger.exception("MQTT sender: unexpected error")
                 self._stop.wait(0.5)
             due = self.spool.seconds_until_commit()
-            timeout = 0.5 if due is None else max(due, 0.001)
+            timeout = _IDLE_WAIT_S if due is None else max(due, 0.001)
+            if self._inflight or self._acks or self._acked_ids or self._attempted:
+                timeout = min(timeout, _ACK_WAIT_S)
+            self._idle = timeout >= _IDLE_WAIT_S
             self._wake.wait(timeout)
+            self._idle = False
 
     # -- the sink API -----------------------------------------------------------------------
     def publish_line(
@@ -511,7 +562,8 @@ class MqttPublisher:
             qos=self.config.qos if qos is None else qos,
             expiry_s=self.expiry_s if expiry_s is None else expiry_s,
         )
-        self._wake.set()
+        if self._idle:  # otherwise the sender looks when the spool's batch is committed
+            self._wake.set()
         return msg
 
     def status_fields(self) -> dict[str, Any]:
@@ -581,7 +633,7 @@ class MqttPublisher:
         if self._sender is not None:
             self._sender.join(max(1.0, deadline - time.monotonic()))
             with contextlib.suppress(Exception):
-                self._apply_acks()
+                self._apply_acks(force=True)
         if self._connected.is_set():
             info = self._client.publish(
                 self.status_topic, self._status(OFFLINE), qos=1, retain=True, properties=self._status_properties()

@@ -77,6 +77,8 @@ SCHEMA_VERSION = 1
 APPLICATION_ID = 0x45445350  # "EDSP": marks the file as an edge-runtime spool
 SYNCHRONOUS_MODES = ("normal", "full")
 LOSS_REPORT_INTERVAL_S = 60.0
+#: How often the readers delete expired messages (each check scans the table).
+EXPIRE_CHECK_INTERVAL_S = 1.0
 _CHUNK = 500  # ids per IN (...) statement: below SQLite's oldest variable limit (999)
 
 _COLUMNS = "id, topic, payload, qos, expiry_s, created, seq, attempts"
@@ -205,6 +207,7 @@ class Spool:
         self._unreported_dropped = 0
         self._unreported_expired = 0
         self._last_report = -math.inf
+        self._last_expire = -math.inf
         self._load_state()
 
     # -- opening ---------------------------------------------------------------------------
@@ -518,7 +521,10 @@ class Spool:
         return False
 
     def _prepare_read(self) -> int:
-        self.expire()
+        now = time.monotonic()
+        if now - self._last_expire >= EXPIRE_CHECK_INTERVAL_S:  # a scan of the table: not per batch
+            self._last_expire = now
+            self.expire()
         self._commit_if_due()
         return self._committed_max_id
 
