@@ -31,3 +31,13 @@ def engine_all_heads(bundle: Path, threads: int) -> Engine:
     for name in engine.head_names:
         engine.scheduler.set_every_n_frames(name, 1)
     return engine
+
+
+def package_version(package: str) -> str | None:
+    """The installed version of ``package``, or None."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return None

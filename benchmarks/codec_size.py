@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from bench_support import ROOT, engine_all_heads, split_for_bench
+from bench_support import ROOT, engine_all_heads, package_version, split_for_bench
 
 from edge_runtime import codec
 from edge_runtime.bench import environment, format_timings, run_interleaved, write_report
@@ -235,19 +235,14 @@ def main(argv: list[str] | None = None) -> int:
             "sizes_bytes_frame0": per_frame[0],
             "sizes_bytes_per_frame": per_frame,
             "targets": targets,
-            "environment": {**environment(), "msgpack": _version("msgpack"), "zstandard": _version("zstandard")},
+            "environment": {
+                **environment(),
+                "msgpack": package_version("msgpack"),
+                "zstandard": package_version("zstandard"),
+            },
         }
         print(f"wrote {write_report(args.json, timings, ratios, meta)}")
     return 0
-
-
-def _version(package: str) -> str | None:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version(package)
-    except PackageNotFoundError:
-        return None
 
 
 if __name__ == "__main__":

@@ -82,7 +82,7 @@ from typing import Any, Literal
 import msgpack
 import numpy as np
 import paho.mqtt.client as paho
-from bench_support import split_for_bench
+from bench_support import package_version, split_for_bench
 from codec_size import DEVICE, EPOCH, demo_images, stretch
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
@@ -815,8 +815,8 @@ def main(argv: list[str] | None = None) -> int:
             "paced_runs": paced,
             "environment": {
                 **environment(),
-                "paho-mqtt": _version("paho-mqtt"),
-                "msgpack": _version("msgpack"),
+                "paho-mqtt": package_version("paho-mqtt"),
+                "msgpack": package_version("msgpack"),
                 "sqlite": sqlite3.sqlite_version,
             },
         }
@@ -832,15 +832,6 @@ def _filesystem_of(path: Path) -> str:
             if len(fields) > 2 and str(path).startswith(fields[1]) and len(fields[1]) > len(best):
                 best, kind = fields[1], fields[2]
     return f"{kind} on {best or '?'}"
-
-
-def _version(package: str) -> str | None:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version(package)
-    except PackageNotFoundError:
-        return None
 
 
 if __name__ == "__main__":

@@ -209,22 +209,24 @@ def environment_settings(environ: Mapping[str, str]) -> dict[str, Any]:
 
 
 def _parse_env(key: str, raw: str, name: str) -> Any:
-    if key in _INT_KEYS:
-        try:
-            return int(raw)
-        except ValueError:
-            raise ConfigError(f"{name}={raw!r}: expected an integer") from None
-    if key in _FLOAT_KEYS:
-        try:
-            return float(raw)
-        except ValueError:
-            raise ConfigError(f"{name}={raw!r}: expected a number") from None
-    if key == "loop":
+    kind = int if key in _INT_KEYS else float if key in _FLOAT_KEYS else bool if key == "loop" else str
+    return parse_env_value(raw, name, kind)
+
+
+def parse_env_value(raw: str, name: str, kind: type) -> Any:
+    """The text of environment variable ``name`` as ``kind`` (int, float, bool or str); a
+    ConfigError naming the variable when it is not one."""
+    if kind is bool:
         if raw.lower() in ("1", "true", "yes", "on"):
             return True
         if raw.lower() in ("0", "false", "no", "off"):
             return False
         raise ConfigError(f"{name}={raw!r}: expected true or false")
+    if kind in (int, float):
+        try:
+            return kind(raw)
+        except ValueError:
+            raise ConfigError(f"{name}={raw!r}: expected {'an integer' if kind is int else 'a number'}") from None
     return raw
 
 

@@ -49,6 +49,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from edge_runtime.codec import CodecError, decode_payload
+from edge_runtime.config import parse_env_value
 from edge_runtime.errors import ConfigError, TransportError, close_matches
 from edge_runtime.mqtt import MqttConfig, describe_connect_error, describe_refusal
 from edge_runtime.specfiles import load_mapping_file
@@ -285,18 +286,7 @@ def environment_settings(environ: Mapping[str, str]) -> dict[str, Any]:
 
 
 def _parse_env(key: str, raw: str, name: str) -> Any:
-    if key in _INT_KEYS:
-        try:
-            return int(raw)
-        except ValueError:
-            raise ConfigError(f"{name}={raw!r}: expected an integer") from None
-    if key in _BOOL_KEYS:
-        if raw.lower() in ("1", "true", "yes", "on"):
-            return True
-        if raw.lower() in ("0", "false", "no", "off"):
-            return False
-        raise ConfigError(f"{name}={raw!r}: expected true or false")
-    return raw
+    return parse_env_value(raw, name, int if key in _INT_KEYS else bool if key in _BOOL_KEYS else str)
 
 
 # -- de-duplication and gaps -------------------------------------------------------------------

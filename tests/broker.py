@@ -38,7 +38,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -449,3 +449,13 @@ def make_test_pki(folder: Path) -> Pki:
     client = _make_leaf(folder, "client", ca, ["extendedKeyUsage=clientAuth"])
     other_ca, _ = _make_ca(folder, "other-ca")
     return Pki(server=server, client=client, other_ca=other_ca)
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 10.0, interval: float = 0.02) -> bool:
+    """Poll ``predicate`` until it is true or ``timeout`` seconds passed; its last value."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return bool(predicate())

@@ -14,7 +14,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -22,7 +21,7 @@ import pytest
 from edge_runtime.codec import decode_payload, encode_line
 from edge_runtime.mqtt import parse_status
 from edge_runtime.spool import Spool
-from tests.broker import HOST, MosquittoBroker, find_mosquitto
+from tests.broker import HOST, MosquittoBroker, find_mosquitto, wait_for
 from tests.test_mqtt import Subscriber
 
 pytestmark = pytest.mark.skipif(find_mosquitto() is None, reason="mosquitto is not installed")
@@ -42,15 +41,6 @@ def start_daemon(bundle: Path, state: Path, port: int, *extra: str) -> subproces
     return subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env, cwd=ROOT)
 
 
-def wait_for(predicate: Callable[[], bool], timeout: float = 30.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return predicate()
-
-
 def seqs(sub: Subscriber) -> list[int]:
     return [int(decode_payload(bytes(m.payload))["seq"]) for m in sub.on(RESULTS)]
 
@@ -61,7 +51,7 @@ def test_broker_stopped_for_seconds_mid_stream(demo_bundle: Path, tmp_path: Path
         sub = Subscriber(broker.port, [RESULTS], persistent=True, name="dur-sub-1")
         daemon = start_daemon(demo_bundle, state, broker.port, "--max-frames", "150")
         try:
-            assert wait_for(lambda: len(seqs(sub)) >= 20), daemon.stderr and daemon.poll()
+            assert wait_for(lambda: len(seqs(sub)) >= 20, 30), daemon.stderr and daemon.poll()
             broker.stop()
             time.sleep(3.0)  # the outage: the daemon keeps producing into its spool
             broker.start()
@@ -69,7 +59,7 @@ def test_broker_stopped_for_seconds_mid_stream(demo_bundle: Path, tmp_path: Path
             assert daemon.returncode == 0, stderr
             total = int((state / "seq").read_text())
             assert total >= 140  # 150 frames at 25 fps; a live source may drop a few
-            assert wait_for(lambda: set(seqs(sub)) >= set(range(total))), sorted(set(range(total)) - set(seqs(sub)))
+            assert wait_for(lambda: set(seqs(sub)) >= set(range(total)), 30), sorted(set(range(total)) - set(seqs(sub)))
         finally:
             if daemon.poll() is None:
                 daemon.kill()
@@ -87,7 +77,7 @@ def test_daemon_sigkill_and_restart(demo_bundle: Path, tmp_path: Path) -> None:
         first = start_daemon(demo_bundle, state, broker.port)
         second = None
         try:
-            assert wait_for(lambda: len(seqs(sub)) >= 10)
+            assert wait_for(lambda: len(seqs(sub)) >= 10, 30)
             broker.stop()  # so that results pile up in the spool when the daemon dies
             time.sleep(1.0)  # ~25 results go into the spool with nowhere to go
             first.send_signal(signal.SIGKILL)
@@ -103,7 +93,7 @@ def test_daemon_sigkill_and_restart(demo_bundle: Path, tmp_path: Path) -> None:
             assert second.returncode == 0, stderr
             total = int((state / "seq").read_text())
             assert total == stats.next_seq + 10  # seq goes on where the spool stood: no reuse, no gap
-            assert wait_for(lambda: set(seqs(sub)) >= set(range(total))), sorted(set(range(total)) - set(seqs(sub)))
+            assert wait_for(lambda: set(seqs(sub)) >= set(range(total)), 30), sorted(set(range(total)) - set(seqs(sub)))
         finally:
             for proc in (first, second):
                 if proc is not None and proc.poll() is None:
@@ -120,7 +110,7 @@ def test_last_will_after_daemon_sigkill(broker: MosquittoBroker, demo_bundle: Pa
     sub = Subscriber(broker.port, [STATUS], name="dur-lwt")
     daemon = start_daemon(demo_bundle, tmp_path / "state", broker.port)
     try:
-        assert wait_for(lambda: any(parse_status(bytes(m.payload))["state"] == "online" for m in sub.on(STATUS)))
+        assert wait_for(lambda: any(parse_status(bytes(m.payload))["state"] == "online" for m in sub.on(STATUS)), 30)
         daemon.send_signal(signal.SIGKILL)
         daemon.wait(10)
         assert wait_for(lambda: parse_status(bytes(sub.on(STATUS)[-1].payload))["state"] == "offline", 10)
@@ -147,7 +137,7 @@ def test_a_large_backlog_does_not_hold_back_live_results(
     try:
         _, stderr = daemon.communicate(timeout=60)
         assert daemon.returncode == 0, stderr
-        assert wait_for(lambda: len(set(seqs(sub))) >= backlog + 5)
+        assert wait_for(lambda: len(set(seqs(sub))) >= backlog + 5, 30)
     finally:
         if daemon.poll() is None:
             daemon.kill()

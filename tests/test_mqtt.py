@@ -23,7 +23,7 @@ from edge_runtime.codec import CONTENT_TYPE, decode_payload
 from edge_runtime.errors import ConfigError
 from edge_runtime.mqtt import MqttConfig, MqttPublisher, parse_status
 from edge_runtime.spool import Spool, SpoolOptions
-from tests.broker import HOST, MosquittoBroker, find_mosquitto
+from tests.broker import HOST, MosquittoBroker, find_mosquitto, wait_for
 
 needs_mosquitto = pytest.mark.skipif(find_mosquitto() is None, reason="mosquitto is not installed")
 DEVICE = "cam1"
@@ -84,12 +84,7 @@ class Subscriber:
         return [decode_payload(bytes(m.payload))["seq"] for m in self.on(topic)]
 
     def wait_for(self, predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if predicate():
-                return True
-            time.sleep(0.02)
-        return predicate()
+        return wait_for(predicate, timeout)
 
     def close(self) -> None:
         self.client.disconnect()

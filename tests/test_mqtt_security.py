@@ -15,9 +15,8 @@ import shutil
 import subprocess
 import sys
 import threading
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +36,7 @@ from tests.broker import (
     find_mosquitto,
     find_mosquitto_passwd,
     make_test_pki,
+    wait_for,
 )
 from tests.test_mqtt import DEVICE, line
 
@@ -45,15 +45,6 @@ USER, PASSWORD = "edge", "s3cret-pw"
 RESULTS = f"edge/{DEVICE}/results"
 PASSWORD_REFUSED = re.compile(r"bad user name or password|not authori[sz]ed", re.IGNORECASE)
 CERTIFICATE_FAILED = re.compile(r"certificate verif", re.IGNORECASE)
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return predicate()
 
 
 class Listener:
