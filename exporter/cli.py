@@ -7,6 +7,8 @@ Examples::
     edge-export split model.onnx -o bundle --task det=boxes,scores --task seg=mask
     edge-export split model.onnx -o bundle --boundary p3,p4 --force
     edge-export split mypkg.models:build_model -o bundle --input-spec input.toml
+    edge-export split model.onnx -o bundle --calib frames/ --precision int8
+    edge-export quantize build/demo_bundle --calib frames/ --precision mixed
     edge-export inspect build/demo_bundle
 """
 
@@ -19,6 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from edge_runtime.errors import EdgeRuntimeError, ModelError
+from exporter.quantize_options import DEFAULT_MIN_AGREEMENT, PRECISION_CHOICES, QuantizeOptions
 
 logger = logging.getLogger("exporter")
 
@@ -29,9 +32,20 @@ SPLIT_EXAMPLES = """examples:
   edge-export split model.onnx -o bundle --boundary p3,p4 --force
   edge-export split model.pt -o bundle --input-spec input.toml       (PyTorch, needs [torch])
   edge-export split mypkg.models:build_model -o bundle --input-spec input.toml
+  edge-export split model.onnx -o bundle --calib frames/ --precision int8   (split, then quantize)
 
 MODEL is an .onnx file with several outputs, a PyTorch .pt/.pth file (a saved nn.Module or
 TorchScript), or 'module:callable' returning an nn.Module (with the [torch] extra).
+"""
+
+
+QUANTIZE_EXAMPLES = """examples:
+  edge-export quantize build/demo_bundle --calib frames/ --precision int8
+  edge-export quantize bundle --calib calib.npy --precision mixed --min-agreement 0.98
+  edge-export quantize bundle --calib frames/ -o bundle-int8
+
+--precision int8 adds INT8 graphs, fp16 FP16 graphs, mixed both; a graph below the gate is not
+added and stays float (the runtime takes the next best precision per graph).
 """
 
 
@@ -72,7 +86,20 @@ def _build_parser() -> argparse.ArgumentParser:
     split.add_argument(
         "--calib",
         metavar="PATH",
-        help="real preprocessed inputs (.npy, shape (N, ...input shape)) to verify the split on too",
+        help="real frames: a folder of images or a .npy array (raw frames or preprocessed inputs); "
+        "verification runs on them too, and --precision calibrates with them",
+    )
+    split.add_argument(
+        "--precision",
+        choices=("fp32", *PRECISION_CHOICES),
+        default="fp32",
+        help="also quantize after splitting: int8, fp16 or mixed (default: fp32 only); see 'quantize'",
+    )
+    split.add_argument(
+        "--min-agreement",
+        type=float,
+        default=DEFAULT_MIN_AGREEMENT,
+        help=f"fidelity gate per task for quantized graphs (default: {DEFAULT_MIN_AGREEMENT})",
     )
     split.add_argument("--name", help="bundle name (default: the model file name)")
     split.add_argument("--version", default="1", dest="bundle_version", help="bundle version (default: 1)")
@@ -80,6 +107,38 @@ def _build_parser() -> argparse.ArgumentParser:
         "--tolerance", type=float, default=1e-5, help="max abs error allowed by verification (default: 1e-5)"
     )
     split.add_argument("--force", action="store_true", help="replace BUNDLE_DIR if it exists and is not empty")
+
+    quantize = sub.add_parser(
+        "quantize",
+        help="add INT8 / FP16 graphs that pass a per-task fidelity gate to a bundle",
+        description="Quantize the trunk and each head of BUNDLE_DIR (INT8: ONNX Runtime static QDQ, "
+        "per-channel; FP16: float16 with float32 inputs/outputs), measure every task against the float "
+        "model on frames held back from calibration, and keep only graphs whose agreement reaches "
+        "--min-agreement; the others stay float (the runtime falls back per graph). Writes the fidelity "
+        "into the manifest and quantization.json, and replaces the bundle atomically (or writes -o).",
+        epilog=QUANTIZE_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    quantize.add_argument("bundle", metavar="BUNDLE_DIR")
+    quantize.add_argument(
+        "--calib",
+        metavar="PATH",
+        help="a folder of images or a .npy array (raw frames or preprocessed inputs); "
+        "without it, generated frames (real frames calibrate better)",
+    )
+    quantize.add_argument("--precision", choices=PRECISION_CHOICES, default="int8", help="default: int8")
+    quantize.add_argument(
+        "--min-agreement",
+        type=float,
+        default=DEFAULT_MIN_AGREEMENT,
+        help=f"fidelity gate per task (default: {DEFAULT_MIN_AGREEMENT})",
+    )
+    quantize.add_argument("--limit", type=int, metavar="N", help="use at most N calibration frames")
+    quantize.add_argument(
+        "--held-out", type=float, default=0.25, metavar="F", help="share of frames kept to measure (default: 0.25)"
+    )
+    quantize.add_argument("-o", "--output", metavar="DIR", help="write a new bundle there instead of replacing")
+    quantize.add_argument("--force", action="store_true", help="replace -o DIR if it exists and is not empty")
 
     inspect_cmd = sub.add_parser(
         "inspect",
@@ -113,6 +172,9 @@ def _run_split(args: argparse.Namespace) -> int:
         name=args.name,
         version=args.bundle_version,
     )
+    quantize = None
+    if args.precision != "fp32":
+        quantize = QuantizeOptions(calib=args.calib, precision=args.precision, min_agreement=args.min_agreement)
     model_arg = args.model
     if ":" not in model_arg:
         path = Path(model_arg)
@@ -131,6 +193,27 @@ def _run_split(args: argparse.Namespace) -> int:
     print(f"  boundary: {', '.join(result.manifest.trunk.outputs)}")
     print(f"  heads:    {heads}")
     print(f"  verified: max abs error {result.report.max_abs_error:.3g} over {result.report.samples} inputs")
+    if quantize is not None:
+        from exporter.quantize import format_report, quantize_bundle
+
+        print(format_report(quantize_bundle(result.bundle_dir, options=quantize)))
+    return 0
+
+
+def _run_quantize(args: argparse.Namespace) -> int:
+    from exporter.quantize import format_report, quantize_bundle
+
+    options = QuantizeOptions(
+        calib=args.calib,
+        precision=args.precision,
+        min_agreement=args.min_agreement,
+        held_out=args.held_out,
+        limit=args.limit,
+        force=args.force,
+    )
+    result = quantize_bundle(args.bundle, args.output, options)
+    print(format_report(result))
+    print(f"wrote {result.bundle_dir}")
     return 0
 
 
@@ -150,6 +233,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "split":
             return _run_split(args)
+        if args.command == "quantize":
+            return _run_quantize(args)
         return _run_inspect(args)
     except EdgeRuntimeError as exc:
         print(f"edge-export: error: {exc}", file=sys.stderr)

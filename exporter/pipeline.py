@@ -91,26 +91,10 @@ def _check_definitions_used(plan: SplitPlan, definitions: Mapping[str, HeadDefin
 
 
 def _load_calibration(path: str | Path, spec: InputSpec) -> np.ndarray:
-    path = Path(path)
-    if path.suffix.lower() != ".npy":
-        raise ConfigError(
-            f"--calib {path}: split verification reads a .npy array of preprocessed model inputs "
-            f"shaped (N, {', '.join(map(str, spec.shape[1:]))})"
-        )
-    try:
-        frames = np.load(path, allow_pickle=False)
-    except FileNotFoundError:
-        raise ConfigError(f"--calib {path}: no such file") from None
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"--calib {path}: not a readable .npy array: {exc}") from None
-    if frames.ndim != len(spec.shape) or tuple(frames.shape[1:]) != tuple(spec.shape[1:]):
-        raise ConfigError(
-            f"--calib {path}: shape {list(frames.shape)} does not match the model input "
-            f"(N, {', '.join(map(str, spec.shape[1:]))})"
-        )
-    if not np.isfinite(frames).all():
-        raise ConfigError(f"--calib {path}: contains NaN or infinite values")
-    return frames
+    """Real frames for verification: what ``--calib`` holds, through the input spec."""
+    from exporter.calibration import load_calibration
+
+    return load_calibration(path, spec).inputs
 
 
 def _serialise(model: onnx.ModelProto, what: str) -> bytes:

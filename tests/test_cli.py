@@ -64,7 +64,7 @@ SPLIT_ERRORS = [
         "--boundary names tensor 'feet', which the model does not have (did you mean 'feat'",
         id="boundary-names-missing-tensor",
     ),
-    pytest.param(["model.onnx", "--calib", "small.npy"], "does not match the model input", id="calib-shape"),
+    pytest.param(["model.onnx", "--calib", "small.npy"], "is neither preprocessed model inputs", id="calib-shape"),
     pytest.param(
         ["model.onnx", "--input-spec", "input.toml"],
         "input.toml: unknown key 'layuot' (did you mean 'layout'?)",

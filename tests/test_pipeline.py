@@ -489,14 +489,22 @@ def test_calibration_frames_are_verified_too(tmp_path: Path) -> None:
         pytest.param(
             "calib.npy",
             np.zeros((5, 3, 8, 8), np.float32),
-            "shape [5, 3, 8, 8] does not match the model input (N, 3, 16, 16)",
+            "shape (5, 3, 8, 8) float32 is neither preprocessed model inputs (N, 3, 16, 16)",
             id="wrong-shape",
         ),
         pytest.param(
-            "calib.npy", np.zeros((3, 16, 16), np.float32), "does not match the model input", id="missing-batch-axis"
+            "calib.npy",
+            np.zeros((3, 16, 16), np.float32),
+            "is neither preprocessed model inputs",
+            id="missing-batch-axis",
         ),
         pytest.param("calib.npy", np.full((2, 3, 16, 16), np.nan, np.float32), "NaN", id="nan"),
-        pytest.param("calib.npz", np.zeros((2, 3, 16, 16), np.float32), "reads a .npy array", id="not-npy"),
+        pytest.param(
+            "calib.npz",
+            np.zeros((2, 3, 16, 16), np.float32),
+            "neither a folder of images nor a .npy array",
+            id="not-npy",
+        ),
         pytest.param("missing.npy", None, "no such file", id="missing"),
         pytest.param("calib.npy", b"not numpy at all", "not a readable .npy array", id="garbage"),
     ],
