@@ -181,11 +181,12 @@ class Engine:
             decoder = build_decoder(name, entry.decoder or _raw_decoder(), entry.outputs)
             heads[name] = _Head(name, entry, session, decoder)
         logger.info(
-            "engine: %s v%s, trunk -> %s, heads %s; %s",
+            "engine: %s v%s, trunk -> %s, heads %s; artifacts %s; %s",
             manifest.name,
             manifest.version,
             ", ".join(manifest.trunk.outputs),
             ", ".join(heads),
+            ", ".join(f"{graph} {a.precision}" for graph, a in artifacts.items()),
             backend.describe(),
         )
         return cls(bundle, trunk, heads, Preprocessor(manifest.input), backend.describe(), artifacts)
