@@ -4,9 +4,11 @@ the fidelity gate and its fallbacks, the CLI."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -204,3 +206,35 @@ def test_quantize_cli_errors_are_one_line(demo_bundle: Path, tmp_path: Path) -> 
     )  # fmt: skip
     assert done.returncode == 2
     assert str(empty) in done.stderr and "Traceback" not in done.stderr
+
+
+def test_quantized_graphs_load_on_onnxruntime_1_23(int8_bundle: Path) -> None:
+    """The oldest device runtime (Python 3.10 aarch64 resolves onnxruntime 1.23) loads and runs
+    every INT8 and FP16 graph written."""
+    side_python = os.environ.get("EDGE_ORT_OLD_PYTHON")
+    if not side_python:
+        pytest.skip("EDGE_ORT_OLD_PYTHON is not set: run through `make test`, which builds .venv-ort123")
+    script = textwrap.dedent(
+        """
+        import json, sys
+        import numpy as np, onnxruntime as ort
+        bundle = sys.argv[1]
+        manifest = json.load(open(bundle + "/manifest.json"))
+        loaded = []
+        for entry in [manifest["trunk"], *manifest["heads"].values()]:
+            for artifact in entry["artifacts"]:
+                session = ort.InferenceSession(bundle + "/" + artifact["path"], providers=["CPUExecutionProvider"])
+                feeds = {}
+                for i in session.get_inputs():
+                    shape = [d if isinstance(d, int) else 1 for d in i.shape]
+                    feeds[i.name] = np.random.default_rng(0).random(shape, dtype=np.float32)
+                session.run(None, feeds)
+                loaded.append(artifact["precision"])
+        print(json.dumps({"version": ort.__version__, "loaded": loaded}))
+        """
+    )
+    done = subprocess.run([side_python, "-c", script, str(int8_bundle)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["version"].startswith("1.23."), result
+    assert result["loaded"].count("int8") >= 1 and result["loaded"].count("fp16") >= 1
