@@ -394,6 +394,16 @@ class _Quantizer:
         return decisions, blobs
 
 
+def _every_quarter(what: str) -> Callable[[int, int], None]:
+    """A progress callback that logs ``what`` done/total at each quarter of a long run."""
+
+    def report(done: int, total: int) -> None:
+        if total >= 40 and done in {total // 4, total // 2, 3 * total // 4}:
+            logger.info("      %s: %d/%d", what, done, total)
+
+    return report
+
+
 def _input_size(manifest: Manifest) -> tuple[int, int]:
     """(width, height) of the model input from its shape and layout."""
     shape = manifest.input.shape
@@ -464,7 +474,7 @@ def quantize_bundle(
             options.calib,
             bundle.manifest.input,
             limit=options.limit,
-            progress=lambda i, n: logger.debug("calibration frame %d/%d", i, n),
+            progress=_every_quarter("calibration frames"),
         )
         calib_frames, held_frames = calib.split(options.held_out)
         step.detail = f"{calib.source}; {len(calib_frames)} to calibrate, {len(held_frames)} held back"

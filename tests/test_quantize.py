@@ -17,7 +17,7 @@ import pytest
 
 from edge_runtime.bundle import load_bundle
 from edge_runtime.engine import Engine, EngineOptions
-from edge_runtime.errors import ConfigError
+from edge_runtime.errors import ConfigError, ModelError
 from exporter.quantize import QuantizeOptions, compute_nodes, int8_graph, quantize_bundle
 from exporter.verify import make_session
 from tests import onnx_models as m
@@ -238,3 +238,18 @@ def test_quantized_graphs_load_on_onnxruntime_1_23(int8_bundle: Path) -> None:
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["version"].startswith("1.23."), result
     assert result["loaded"].count("int8") >= 1 and result["loaded"].count("fp16") >= 1
+
+
+def test_a_graph_that_cannot_be_quantized_names_the_op() -> None:
+    graph = onnx.helper.make_graph(
+        [onnx.helper.make_node("Mystery", ["x"], ["y"], domain="com.example", name="odd")],
+        "custom",
+        [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 4])],
+        [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 4])],
+    )
+    model = onnx.helper.make_model(
+        graph, opset_imports=[onnx.helper.make_opsetid("", 17), onnx.helper.make_opsetid("com.example", 1)]
+    )
+    with pytest.raises(ModelError) as caught:
+        int8_graph(model, {"x": np.ones((4, 4), np.float32)}, "head 'odd'")
+    assert "head 'odd': INT8 quantization failed" in str(caught.value) and "Mystery" in str(caught.value)
