@@ -20,7 +20,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from edge_runtime.errors import EdgeRuntimeError, ModelError
+from edge_runtime.errors import ConfigError, EdgeRuntimeError, ModelError
 from exporter.quantize_options import DEFAULT_MIN_AGREEMENT, PRECISION_CHOICES, QuantizeOptions
 
 logger = logging.getLogger("exporter")
@@ -96,6 +96,12 @@ def _build_parser() -> argparse.ArgumentParser:
         help="also quantize after splitting: int8, fp16 or mixed (default: fp32 only); see 'quantize'",
     )
     split.add_argument(
+        "--formats",
+        default="onnx",
+        metavar="onnx[,tflite]",
+        help="artifact formats to write (default: onnx); tflite converts with onnx2tf after splitting",
+    )
+    split.add_argument(
         "--min-agreement",
         type=float,
         default=DEFAULT_MIN_AGREEMENT,
@@ -140,6 +146,30 @@ def _build_parser() -> argparse.ArgumentParser:
     quantize.add_argument("-o", "--output", metavar="DIR", help="write a new bundle there instead of replacing")
     quantize.add_argument("--force", action="store_true", help="replace -o DIR if it exists and is not empty")
 
+    convert = sub.add_parser(
+        "convert",
+        help="add TFLite graphs (onnx2tf, FP32 and INT8 behind the fidelity gate) to a bundle",
+        description="Convert the trunk and each head of BUNDLE_DIR to TFLite with onnx2tf (run in its own "
+        "virtualenv, created on first use), FP32 and full INT8 calibrated on --calib, measure every task "
+        "against the float ONNX model on held-back frames and keep only graphs that pass --min-agreement. "
+        "The manifest records each TFLite tensor's name, layout permutation and quantization.",
+        epilog="examples:\n  edge-export convert build/demo_bundle --to tflite --calib frames/\n"
+        "  edge-export convert bundle --to tflite --precision fp32 -o bundle-tflite",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    convert.add_argument("bundle", metavar="BUNDLE_DIR")
+    convert.add_argument("--to", choices=("tflite",), default="tflite", help="target format (default: tflite)")
+    convert.add_argument("--calib", metavar="PATH", help="a folder of images or a .npy array (see quantize)")
+    convert.add_argument(
+        "--precision", choices=("fp32", "int8", "both"), default="both", help="TFLite precisions (default: both)"
+    )
+    convert.add_argument(
+        "--min-agreement", type=float, default=DEFAULT_MIN_AGREEMENT, help="fidelity gate per task (default: 0.99)"
+    )
+    convert.add_argument("--limit", type=int, metavar="N", help="use at most N calibration frames")
+    convert.add_argument("-o", "--output", metavar="DIR", help="write a new bundle there instead of replacing")
+    convert.add_argument("--force", action="store_true", help="replace -o DIR if it exists and is not empty")
+
     inspect_cmd = sub.add_parser(
         "inspect",
         help="show a bundle's trunk, heads, boundary, artifacts and sizes",
@@ -172,6 +202,9 @@ def _run_split(args: argparse.Namespace) -> int:
         name=args.name,
         version=args.bundle_version,
     )
+    formats = [f.strip() for f in args.formats.split(",") if f.strip()]
+    if [f for f in formats if f not in ("onnx", "tflite")] or "onnx" not in formats:
+        raise ConfigError(f"--formats {args.formats!r}: give onnx, or onnx,tflite (ONNX is what the split writes)")
     quantize = None
     if args.precision != "fp32":
         quantize = QuantizeOptions(calib=args.calib, precision=args.precision, min_agreement=args.min_agreement)
@@ -197,6 +230,32 @@ def _run_split(args: argparse.Namespace) -> int:
         from exporter.quantize import format_report, quantize_bundle
 
         print(format_report(quantize_bundle(result.bundle_dir, options=quantize)))
+    if "tflite" in formats:
+        from exporter.tflite import TfliteOptions, convert_bundle, format_tflite_report
+
+        tflite = TfliteOptions(
+            calib=args.calib,
+            precisions=("fp32", "int8") if args.precision in ("int8", "mixed") else ("fp32",),
+            min_agreement=args.min_agreement,
+        )
+        print(format_tflite_report(convert_bundle(result.bundle_dir, options=tflite)))
+    return 0
+
+
+def _run_convert(args: argparse.Namespace) -> int:
+    from exporter.tflite import TfliteOptions, convert_bundle, format_tflite_report
+
+    precisions = ("fp32", "int8") if args.precision == "both" else (args.precision,)
+    options = TfliteOptions(
+        calib=args.calib,
+        precisions=precisions,
+        min_agreement=args.min_agreement,
+        limit=args.limit,
+        force=args.force,
+    )
+    result = convert_bundle(args.bundle, args.output, options)
+    print(format_tflite_report(result))
+    print(f"wrote {result.bundle_dir}")
     return 0
 
 
@@ -235,6 +294,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run_split(args)
         if args.command == "quantize":
             return _run_quantize(args)
+        if args.command == "convert":
+            return _run_convert(args)
         return _run_inspect(args)
     except EdgeRuntimeError as exc:
         print(f"edge-export: error: {exc}", file=sys.stderr)
