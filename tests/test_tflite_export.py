@@ -1,0 +1,90 @@
+"""ONNX -> TFLite through onnx2tf in its own virtualenv (built on first use: minutes on a fresh
+machine, cached after), on the trained demo bundle: FP32 and INT8 graphs, the tensor map
+that the runtime relies on, fidelity per task, and onnx2tf failures."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edge_runtime.bundle import load_bundle
+from exporter.tflite import TfliteOptions, convert_bundle, run_onnx2tf
+from exporter.toolenv import ToolEnv, ToolEnvError, ensure_env
+
+pytest.importorskip("ai_edge_litert", reason="LiteRT is not installed (pip install 'edge-runtime[tflite]')")
+
+
+@pytest.fixture(scope="session")
+def onnx2tf_env() -> ToolEnv:
+    try:
+        return ensure_env("onnx2tf")
+    except ToolEnvError as exc:  # no PyPI: say why, loudly
+        pytest.fail(f"the onnx2tf environment could not be built: {exc}")
+
+
+@pytest.fixture(scope="session")
+def tflite_bundle(demo_bundle: Path, onnx2tf_env: ToolEnv, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    rng = np.random.default_rng(5)
+    frames = rng.integers(0, 60, (16, 96, 128, 3), dtype=np.uint8)
+    for i, frame in enumerate(frames):
+        y, x, size = int(rng.integers(5, 40)), int(rng.integers(5, 70)), int(rng.integers(20, 45))
+        frame[y : y + size, x : x + size] = (220, 40 * (i % 5), 255 - 25 * (i % 7))
+    root = tmp_path_factory.mktemp("tflite")
+    np.save(root / "frames.npy", frames)
+    convert_bundle(demo_bundle, root / "bundle", TfliteOptions(calib=root / "frames.npy"))
+    return root / "bundle"
+
+
+def test_every_graph_has_tflite_artifacts_with_a_tensor_map(tflite_bundle: Path) -> None:
+    bundle = load_bundle(tflite_bundle)  # sha256 of every file
+    manifest = bundle.manifest
+    report = json.loads((tflite_bundle / "tflite.json").read_text())
+    decided = {(d["graph"], d["precision"]): d for d in report["decisions"]}
+    for graph, entry in [("trunk", manifest.trunk), *manifest.heads.items()]:
+        fp32 = entry.artifact("tflite", "fp32")
+        assert fp32 is not None, decided[(graph, "fp32")]["reason"]
+        assert fp32.fidelity is not None and fp32.fidelity["agreement"] >= 0.999  # conversion keeps the numbers
+        names = {*entry.inputs, *entry.outputs} if graph != "trunk" else {manifest.input.name, *entry.outputs}
+        for artifact in filter(None, [fp32, entry.artifact("tflite", "int8")]):
+            tensors = artifact.extra["tensors"]
+            assert set(tensors) == names  # every logical tensor is mapped, by name
+            assert artifact.extra["signature"] == "serving_default"
+            for logical, info in tensors.items():
+                assert set(info) == {"name", "perm", "dtype", "quantization"}
+                if logical in ("image", "features", "mask_logits"):
+                    assert info["perm"] == [0, 2, 3, 1], (logical, info)  # NCHW -> NHWC
+        assert entry.artifact("onnx", "fp32") is not None  # the ONNX graphs stay
+
+
+def test_int8_graphs_are_quantized_and_measured(tflite_bundle: Path) -> None:
+    manifest = load_bundle(tflite_bundle).manifest
+    trunk8 = manifest.trunk.artifact("tflite", "int8")
+    assert trunk8 is not None and trunk8.fidelity is not None
+    assert set(trunk8.fidelity["tasks"]) == {"shape", "box", "mask"}
+    features = trunk8.extra["tensors"]["features"]
+    assert features["dtype"] == "int8" and features["quantization"] is not None
+    scale, zero = features["quantization"]
+    assert scale > 0 and -128 <= zero <= 127
+    for entry in manifest.heads.values():
+        artifact = entry.artifact("tflite", "int8")
+        if artifact is None:
+            continue  # below the gate: recorded in tflite.json
+        assert artifact.fidelity is not None and artifact.fidelity["agreement"] >= 0.99
+        # onnx2tf names quantized outputs output_0...: the map points at them, keyed by the ONNX name
+        assert set(entry.outputs) <= set(artifact.extra["tensors"])
+    assert (tflite_bundle / "tflite" / "trunk.int8.tflite").stat().st_size < 0.5 * (
+        tflite_bundle / "tflite" / "trunk.fp32.tflite"
+    ).stat().st_size
+
+
+def test_onnx2tf_failure_shows_its_last_lines(onnx2tf_env: ToolEnv, tmp_path: Path) -> None:
+    broken = tmp_path / "broken.onnx"
+    broken.write_bytes(b"this is not an onnx model")
+    with pytest.raises(ToolEnvError) as caught:
+        run_onnx2tf(onnx2tf_env, broken, tmp_path, None)
+    message = str(caught.value)
+    assert "onnx2tf on broken.onnx failed" in message and "last lines" in message
+    assert len(message.splitlines()) > 2
