@@ -165,7 +165,7 @@ class Engine:
         artifacts: dict[str, Artifact] = {}
         artifact = choose_artifact(manifest.trunk, "trunk", backend.artifact_format, options.precision)
         artifacts["trunk"] = artifact
-        trunk = backend.load(bundle.path_of(artifact), backend_options, "trunk")
+        trunk = backend.load(bundle.path_of(artifact), backend_options, "trunk", artifact=artifact)
         heads: dict[str, _Head] = {}
         for name in names:
             entry = manifest.heads[name]
@@ -177,7 +177,7 @@ class Engine:
             what = f"head {name!r}"
             artifact = choose_artifact(entry, what, backend.artifact_format, options.precision)
             artifacts[name] = artifact
-            session = backend.load(bundle.path_of(artifact), head_options, what)
+            session = backend.load(bundle.path_of(artifact), head_options, what, artifact=artifact)
             decoder = build_decoder(name, entry.decoder or _raw_decoder(), entry.outputs)
             heads[name] = _Head(name, entry, session, decoder)
         logger.info(

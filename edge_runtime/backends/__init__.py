@@ -19,6 +19,7 @@ from edge_runtime.errors import BackendUnavailableError, ConfigError, close_matc
 #: backend name -> (module, class, pip extra that provides its runtime)
 BACKENDS: dict[str, tuple[str, str, str]] = {
     "onnxruntime": ("edge_runtime.backends.onnxruntime", "OnnxRuntimeBackend", "edge-runtime"),
+    "tflite": ("edge_runtime.backends.tflite", "TfliteBackend", "edge-runtime[tflite]"),
 }
 
 

@@ -2,8 +2,8 @@
 
 A backend loads one graph file of its format into a :class:`GraphSession`; the engine
 feeds sessions by tensor *name* and passes the values one session returns straight into
-the next (values of the backend's choosing: numpy arrays for ONNX Runtime), so the trunk's
-features reach every head without another copy.
+the next (values of the backend's choosing: numpy arrays for ONNX Runtime, ``TfliteValue``
+for TFLite), so the trunk's features reach every head without another copy.
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
+
+from edge_runtime.manifest import Artifact
 
 
 @dataclass(frozen=True)
@@ -51,8 +53,11 @@ class Backend(Protocol):
     name: str
     artifact_format: str
 
-    def load(self, path: Path, options: BackendOptions, what: str) -> GraphSession:
-        """Load ``path``; ``what`` names the graph in errors and logs (e.g. "head 'mask'")."""
+    def load(self, path: Path, options: BackendOptions, what: str, artifact: Artifact | None = None) -> GraphSession:
+        """Load ``path``; ``what`` names the graph in errors and logs (e.g. "head 'mask'").
+        ``artifact`` is the manifest entry the file belongs to, for backends whose files need its
+        extra keys (TFLite: the ``signature`` and the logical-name ``tensors`` map); None when
+        loading a bare file, and a backend that needs nothing from it ignores it."""
         ...
 
     def describe(self) -> str:

@@ -28,6 +28,7 @@ import onnxruntime as ort
 
 from edge_runtime.backends.base import BackendOptions
 from edge_runtime.errors import BackendUnavailableError, ModelError
+from edge_runtime.manifest import Artifact
 
 logger = logging.getLogger(__name__)
 
@@ -86,7 +87,10 @@ class OnnxRuntimeBackend:
         self.threads: dict[str, int] = {}
         self._announced = False
 
-    def load(self, path: Path, options: BackendOptions, what: str) -> OnnxRuntimeSession:
+    def load(
+        self, path: Path, options: BackendOptions, what: str, artifact: Artifact | None = None
+    ) -> OnnxRuntimeSession:
+        # ``artifact``: an ONNX file needs nothing from its manifest entry.
         providers = choose_providers(options.providers, self.available)
         session_options = ort.SessionOptions()
         session_options.add_session_config_entry("session.intra_op.allow_spinning", "0")
