@@ -268,6 +268,11 @@ class Engine:
             outputs.update(head.session.run({i: values[i] for i in head.inputs}, head.outputs))
         return outputs
 
+    def to_numpy(self, value: Any) -> np.ndarray:
+        """A value from :meth:`run_graphs` as a numpy array in the manifest's layout (float for
+        quantized TFLite outputs)."""
+        return self._trunk.to_numpy(value)
+
     def preprocess(self, frame: Frame | np.ndarray) -> np.ndarray:
         """The model input for a frame, as :meth:`infer` computes it."""
         return self._preprocess(frame)[0]

@@ -17,6 +17,17 @@ from exporter.toolenv import ToolEnv, ToolEnvError, ensure_env
 pytest.importorskip("ai_edge_litert", reason="LiteRT is not installed (pip install 'edge-runtime[tflite]')")
 
 
+def demo_like_frames(count: int, seed: int) -> np.ndarray:
+    """Frames of the demo's kind: a coloured square on a dark noisy background (the quantized
+    graphs are calibrated for this distribution; parity is judged on it too)."""
+    rng = np.random.default_rng(seed)
+    frames = rng.integers(0, 60, (count, 96, 128, 3), dtype=np.uint8)
+    for i, frame in enumerate(frames):
+        y, x, size = int(rng.integers(5, 40)), int(rng.integers(5, 70)), int(rng.integers(20, 45))
+        frame[y : y + size, x : x + size] = (220, 40 * (i % 5), 255 - 25 * (i % 7))
+    return frames
+
+
 @pytest.fixture(scope="session")
 def onnx2tf_env() -> ToolEnv:
     try:
@@ -27,11 +38,7 @@ def onnx2tf_env() -> ToolEnv:
 
 @pytest.fixture(scope="session")
 def tflite_bundle(demo_bundle: Path, onnx2tf_env: ToolEnv, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    rng = np.random.default_rng(5)
-    frames = rng.integers(0, 60, (16, 96, 128, 3), dtype=np.uint8)
-    for i, frame in enumerate(frames):
-        y, x, size = int(rng.integers(5, 40)), int(rng.integers(5, 70)), int(rng.integers(20, 45))
-        frame[y : y + size, x : x + size] = (220, 40 * (i % 5), 255 - 25 * (i % 7))
+    frames = demo_like_frames(16, seed=5)
     root = tmp_path_factory.mktemp("tflite")
     np.save(root / "frames.npy", frames)
     convert_bundle(demo_bundle, root / "bundle", TfliteOptions(calib=root / "frames.npy"))
@@ -88,3 +95,35 @@ def test_onnx2tf_failure_shows_its_last_lines(onnx2tf_env: ToolEnv, tmp_path: Pa
     message = str(caught.value)
     assert "onnx2tf on broken.onnx failed" in message and "last lines" in message
     assert len(message.splitlines()) > 2
+
+
+def _raw_outputs(bundle: Path, backend: str, precision: str, frames: np.ndarray) -> tuple[dict, list[dict]]:
+    """(artifacts chosen, per-frame raw head outputs) through the engine on one backend."""
+    from edge_runtime.engine import Engine, EngineOptions
+
+    with Engine.from_bundle(bundle, EngineOptions(backend=backend, precision=precision, threads=2)) as engine:
+        chosen = {name: (a.format, a.precision) for name, a in engine.artifacts.items()}
+        outputs = []
+        for frame in frames:
+            values = engine.run_graphs(engine.preprocess(frame))
+            outputs.append({name: engine.to_numpy(value) for name, value in values.items()})
+    return chosen, outputs
+
+
+@pytest.mark.parametrize(("precision", "minimum"), [("fp32", 0.999), ("int8", 0.99)])
+def test_parity_onnxruntime_and_litert(tflite_bundle: Path, precision: str, minimum: float) -> None:
+    """The same bundle through ONNX Runtime (float, the reference) and through LiteRT agree per
+    task, by the quantization issue's metrics."""
+    from exporter.fidelity import head_fidelity
+
+    frames = demo_like_frames(12, seed=9)  # not the calibration frames
+    _, reference = _raw_outputs(tflite_bundle, "onnxruntime", "fp32", frames)
+    chosen, candidate = _raw_outputs(tflite_bundle, "tflite", precision, frames)
+    assert all(fmt == "tflite" for fmt, _ in chosen.values())
+    assert chosen["trunk"] == ("tflite", precision)
+    manifest = load_bundle(tflite_bundle).manifest
+    for name, entry in manifest.heads.items():
+        ref = [{o: r[o] for o in entry.outputs} for r in reference]
+        cand = [{o: c[o] for o in entry.outputs} for c in candidate]
+        fidelity = head_fidelity(name, entry.decoder, entry.outputs, ref, cand, (128, 128))
+        assert fidelity.value >= minimum, (name, precision, fidelity)
