@@ -10,7 +10,7 @@ PY := $(VENV)/bin/python
 ORT_OLD_VENV ?= .venv-ort123
 DEMO_BUNDLE ?= build/demo_bundle
 
-.PHONY: help install install-ort-old onnx2tf-env mosquitto test lint typecheck pytest demo demo-model clean
+.PHONY: help install install-ort-old converter-envs mosquitto test lint typecheck pytest demo demo-model clean
 
 help:
 	@echo "make demo     install, export the demo model into $(DEMO_BUNDLE), inspect it, run it on 5 frames"
@@ -35,12 +35,13 @@ $(ORT_OLD_VENV)/.installed:
 
 install-ort-old: $(ORT_OLD_VENV)/.installed
 
-# onnx2tf (+ TensorFlow) lives in its own virtualenv under ~/.cache/edge-runtime, made once by
-# the exporter itself (edge-export convert would make it on first use too); built here so that
-# its install shows as a step of its own.
-onnx2tf-env: install
+# onnx2tf (+ TensorFlow) and litert-torch live in virtualenvs of their own under
+# ~/.cache/edge-runtime, made once by the exporter itself (edge-export convert would make them
+# on first use too); built here so that their installs show as steps of their own.
+converter-envs: install
 	$(PY) -c "import logging; logging.basicConfig(level=logging.INFO, format='%(message)s'); \
-		from exporter.toolenv import ensure_env; print(ensure_env('onnx2tf').path)"
+		from exporter.toolenv import ensure_env; print(ensure_env('onnx2tf').path); \
+		print(ensure_env('litert-torch').path)"
 
 mosquitto:
 	@if command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ]; then \
@@ -59,7 +60,7 @@ lint: install
 typecheck: install
 	$(PY) -m mypy
 
-pytest: install install-ort-old onnx2tf-env mosquitto
+pytest: install install-ort-old converter-envs mosquitto
 	EDGE_ORT_OLD_PYTHON=$(CURDIR)/$(ORT_OLD_VENV)/bin/python $(PY) -m pytest
 
 # pytest exits 5 when it collected no test: make (and so CI) fails on that too.

@@ -31,7 +31,7 @@ from __future__ import annotations
 import json
 import logging
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -336,6 +336,36 @@ class TfliteDecision:
 
 
 @dataclass(frozen=True)
+class ConversionInputs:
+    """What a converter gets: the bundle's graphs (``("trunk", entry)`` first, then the heads),
+    their float ONNX files and models, the model input's name, the float values (model input +
+    trunk outputs, logical names, NCHW, one frame each) of the calibration and held-back frames,
+    the precisions, and a temporary folder."""
+
+    graphs: list[tuple[str, GraphEntry]]
+    paths: dict[str, Path]
+    models: dict[str, onnx.ModelProto]
+    input_name: str
+    calib_values: list[dict[str, np.ndarray]]
+    held_values: list[dict[str, np.ndarray]]
+    precisions: tuple[str, ...]
+    workdir: Path
+
+
+@dataclass(frozen=True)
+class TfliteConverter:
+    """A way to make TFLite graphs for :func:`convert_bundle`: ``prepare`` returns the converter's
+    environment (created on first use); ``convert`` returns the converted graphs by
+    ``(graph, precision)``, each mapped to the logical tensor names. ``layout`` is written on the
+    artifacts."""
+
+    name: str
+    layout: str
+    prepare: Callable[[], ToolEnv]
+    convert: Callable[[ToolEnv, ConversionInputs], dict[tuple[str, str], _TfliteGraph]]
+
+
+@dataclass(frozen=True)
 class TfliteResult:
     bundle_dir: Path
     decisions: list[TfliteDecision]
@@ -350,10 +380,16 @@ def _fp32(entry: GraphEntry, what: str, bundle: Bundle) -> Path:
 
 
 def convert_bundle(
-    bundle_dir: str | Path, out_dir: str | Path | None = None, options: TfliteOptions | None = None
+    bundle_dir: str | Path,
+    out_dir: str | Path | None = None,
+    options: TfliteOptions | None = None,
+    *,
+    converter: TfliteConverter | None = None,
 ) -> TfliteResult:
-    """Add TFLite artifacts (FP32, and INT8 where it passes the gate) to a bundle."""
+    """Add TFLite artifacts (FP32, and INT8 where it passes the gate) to a bundle; ``converter``
+    defaults to onnx2tf on the bundle's ONNX graphs."""
     options = options or TfliteOptions()
+    converter = converter or ONNX2TF
     source = Path(bundle_dir)
     target = source if out_dir is None else Path(out_dir)
     in_place = target.resolve() == source.resolve()
@@ -368,9 +404,9 @@ def convert_bundle(
         calib = load_calibration(options.calib, manifest.input, limit=options.limit)
         calib_frames, held_frames = calib.split(options.held_out)
         step.detail = f"{calib.source}; {len(calib_frames)} to calibrate, {len(held_frames)} held back"
-    with steps.step("preparing the onnx2tf environment") as step:
+    with steps.step(f"preparing the {converter.name} environment") as step:
         try:
-            env = ensure_env("onnx2tf")
+            env = converter.prepare()
         except ToolEnvError as exc:
             raise ToolEnvError(f"cannot convert to TFLite: {exc}") from None
         step.detail = str(env.path)
@@ -395,31 +431,14 @@ def convert_bundle(
         ]
         for h, e in manifest.heads.items()
     }
-    converted: dict[tuple[str, str], _TfliteGraph] = {}
     blobs: dict[str, bytes] = {}
     decisions: list[TfliteDecision] = []
     with tempfile.TemporaryDirectory(prefix="edge-tflite-") as tmp:
-        with steps.step("converting with onnx2tf") as step:
-            for graph, entry in graphs:
-                workdir = Path(tmp) / graph
-                workdir.mkdir()
-                model_path = workdir / f"{graph}.onnx"
-                model_path.write_bytes(paths[graph].read_bytes())
-                inputs = [i for i in entry.inputs] if graph != "trunk" else [input_name]
-                calibration = None
-                if "int8" in options.precisions:
-                    calibration = {name: np.concatenate([v[name] for v in calib_values]) for name in inputs}
-                logger.info("      %s: onnx2tf%s", graph, " (FP32 + INT8)" if calibration else " (FP32)")
-                out = run_onnx2tf(env, model_path, workdir, calibration)
-                fp32 = load_converted(out / ONNX2TF_FILES["fp32"].format(stem=graph), models[graph], None, None)
-                converted[(graph, "fp32")] = fp32
-                if calibration:
-                    file = out / ONNX2TF_FILES["int8"].format(stem=graph)
-                    if not file.exists():
-                        logger.warning("%s: onnx2tf wrote no full-integer model; INT8 skipped", graph)
-                    else:
-                        probe = held_values[0]
-                        converted[(graph, "int8")] = load_converted(file, models[graph], fp32, probe)
+        with steps.step(f"converting with {converter.name}") as step:
+            job = ConversionInputs(
+                graphs, paths, models, input_name, calib_values, held_values, options.precisions, Path(tmp)
+            )
+            converted = converter.convert(env, job)
             step.detail = f"{len(converted)} TFLite graphs"
         with steps.step("measuring each task against the float model") as measure:
             for precision in options.precisions:
@@ -481,7 +500,7 @@ def convert_bundle(
                             format="tflite",
                             precision=precision,
                             path=d.path,
-                            layout="NHWC",
+                            layout=converter.layout,
                             fidelity={
                                 "agreement": None if d.agreement is None else round(d.agreement, 6),
                                 "min_agreement": options.min_agreement,
@@ -506,12 +525,42 @@ def convert_bundle(
         report = {
             "calibration": calib.source,
             "converter": env.spec.requirements,
+            "converter_name": converter.name,
             "decisions": [d.to_dict() for d in decisions],
         }
         files[REPORT_NAME] = (json.dumps(report, indent=2) + "\n").encode()
         written = write_bundle(target, files, new_manifest, force=True if in_place else options.force)
         step.detail = f"{written} ({format_bytes(sum(len(b) for b in blobs.values()))} of TFLite graphs)"
     return TfliteResult(written, decisions, calib.source)
+
+
+def _onnx2tf_graphs(env: ToolEnv, job: ConversionInputs) -> dict[tuple[str, str], _TfliteGraph]:
+    """Each ONNX graph through onnx2tf: FP32, and full INT8 calibrated on ``job.calib_values``."""
+    converted: dict[tuple[str, str], _TfliteGraph] = {}
+    for graph, entry in job.graphs:
+        workdir = job.workdir / graph
+        workdir.mkdir()
+        model_path = workdir / f"{graph}.onnx"
+        model_path.write_bytes(job.paths[graph].read_bytes())
+        inputs = list(entry.inputs) if graph != "trunk" else [job.input_name]
+        calibration = None
+        if "int8" in job.precisions:
+            calibration = {name: np.concatenate([v[name] for v in job.calib_values]) for name in inputs}
+        logger.info("      %s: onnx2tf%s", graph, " (FP32 + INT8)" if calibration else " (FP32)")
+        out = run_onnx2tf(env, model_path, workdir, calibration)
+        fp32 = load_converted(out / ONNX2TF_FILES["fp32"].format(stem=graph), job.models[graph], None, None)
+        converted[(graph, "fp32")] = fp32
+        if calibration:
+            file = out / ONNX2TF_FILES["int8"].format(stem=graph)
+            if not file.exists():
+                logger.warning("%s: onnx2tf wrote no full-integer model; INT8 skipped", graph)
+            else:
+                converted[(graph, "int8")] = load_converted(file, job.models[graph], fp32, job.held_values[0])
+    return converted
+
+
+#: The default converter: onnx2tf in its own virtualenv, NHWC graphs.
+ONNX2TF = TfliteConverter(name="onnx2tf", layout="NHWC", prepare=lambda: ensure_env("onnx2tf"), convert=_onnx2tf_graphs)
 
 
 def _with(
@@ -536,6 +585,16 @@ def format_tflite_report(result: TfliteResult) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["TfliteOptions", "TfliteResult", "convert_bundle", "format_tflite_report", "load_converted", "run_onnx2tf"]
+__all__ = [
+    "ONNX2TF",
+    "ConversionInputs",
+    "TfliteConverter",
+    "TfliteOptions",
+    "TfliteResult",
+    "convert_bundle",
+    "format_tflite_report",
+    "load_converted",
+    "run_onnx2tf",
+]
 
 _ = QUANT_REPORT  # the quantization report stays in the bundle untouched

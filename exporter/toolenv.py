@@ -64,6 +64,14 @@ TOOLS: dict[str, ToolSpec] = {
         check_import="onnx2tf",
         purpose="ONNX -> TFLite conversion",
     ),
+    # litert-torch 0.10 accepts torch >=2.4,<2.15 and pins ai-edge-litert <2.4, jax and
+    # transformers; torch goes first, pinned, so pip takes the CPU wheel on disk (DESIGN.md §4).
+    "litert-torch": ToolSpec(
+        name="litert-torch",
+        requirements=(("torch==2.13.0",), ("litert-torch==0.10.0",)),
+        check_import="litert_torch",
+        purpose="PyTorch -> TFLite conversion",
+    ),
 }
 
 
