@@ -175,3 +175,31 @@ def test_cli_convert_with_source_model(litert_env: ToolEnv, frames: Path, tmp_pa
     manifest = load_bundle(out).manifest
     assert manifest.trunk.artifact("tflite", "fp32") is not None
     assert manifest.heads["score"].artifact("tflite", "fp32") is not None
+
+
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_the_runtime_runs_the_converted_bundle_like_onnxruntime(converted: Path, frames: Path, precision: str) -> None:
+    """litert-torch bundles keep NCHW and name their tensors args_0 / output_0: the LiteRT backend
+    must still feed and read them by the manifest's map, and agree with ONNX Runtime."""
+    from edge_runtime.engine import Engine, EngineOptions
+
+    inputs = np.load(frames)[:6]
+
+    def outputs(backend: str, prec: str) -> list[dict[str, np.ndarray]]:
+        with Engine.from_bundle(converted, EngineOptions(backend=backend, precision=prec, threads=1)) as engine:
+            assert backend != "tflite" or engine.artifacts["trunk"].precision == prec
+            return [
+                {k: engine.to_numpy(v) for k, v in engine.run_graphs(inputs[i : i + 1]).items()}
+                for i in range(len(inputs))
+            ]
+
+    reference, candidate = outputs("onnxruntime", "fp32"), outputs("tflite", precision)
+    for ref, cand in zip(reference, candidate, strict=True):
+        assert set(ref) == set(cand)
+        for name in ref:
+            assert cand[name].shape == ref[name].shape
+            if precision == "fp32":
+                np.testing.assert_allclose(cand[name], ref[name], atol=1e-4, rtol=1e-4)
+            else:
+                x, y = cand[name].ravel(), ref[name].ravel()
+                assert float(x @ y / (np.linalg.norm(x) * np.linalg.norm(y))) > 0.99, name
