@@ -33,9 +33,11 @@ SPLIT_EXAMPLES = """examples:
   edge-export split model.pt -o bundle --input-spec input.toml       (PyTorch, needs [torch])
   edge-export split mypkg.models:build_model -o bundle --input-spec input.toml
   edge-export split model.onnx -o bundle --calib frames/ --precision int8   (split, then quantize)
+  edge-export split model.keras -o bundle --calib frames/ --precision int8  (Keras: TFLite-only bundle)
 
 MODEL is an .onnx file with several outputs, a PyTorch .pt/.pth file (a saved nn.Module or
-TorchScript), or 'module:callable' returning an nn.Module (with the [torch] extra).
+TorchScript), or 'module:callable' returning an nn.Module (with the [torch] extra), or a Keras
+.keras/.h5 model (converted with TensorFlow in its own virtualenv; --boundary names layers there).
 """
 
 
@@ -97,9 +99,10 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     split.add_argument(
         "--formats",
-        default="onnx",
+        default=None,
         metavar="onnx[,tflite]",
-        help="artifact formats to write (default: onnx); tflite converts with onnx2tf after splitting",
+        help="artifact formats to write (default: onnx); tflite converts after splitting: with onnx2tf, "
+        "or with litert-torch when MODEL is PyTorch; a Keras model gives a TFLite-only bundle",
     )
     split.add_argument(
         "--min-agreement",
@@ -154,7 +157,8 @@ def _build_parser() -> argparse.ArgumentParser:
         "against the float ONNX model on held-back frames and keep only graphs that pass --min-agreement. "
         "The manifest records each TFLite tensor's name, layout permutation and quantization.",
         epilog="examples:\n  edge-export convert build/demo_bundle --to tflite --calib frames/\n"
-        "  edge-export convert bundle --to tflite --precision fp32 -o bundle-tflite",
+        "  edge-export convert bundle --to tflite --precision fp32 -o bundle-tflite\n"
+        "  edge-export convert bundle --to tflite --source-model mypkg.models:build --calib frames/   (litert-torch)",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     convert.add_argument("bundle", metavar="BUNDLE_DIR")
@@ -167,6 +171,12 @@ def _build_parser() -> argparse.ArgumentParser:
         "--min-agreement", type=float, default=DEFAULT_MIN_AGREEMENT, help="fidelity gate per task (default: 0.99)"
     )
     convert.add_argument("--limit", type=int, metavar="N", help="use at most N calibration frames")
+    convert.add_argument(
+        "--source-model",
+        metavar="MODEL",
+        help="the PyTorch model the bundle was split from (.pt/.pth or module:callable, with 'trunk' and a "
+        "'heads' ModuleDict): convert it with litert-torch instead of the ONNX graphs with onnx2tf",
+    )
     convert.add_argument("-o", "--output", metavar="DIR", help="write a new bundle there instead of replacing")
     convert.add_argument("--force", action="store_true", help="replace -o DIR if it exists and is not empty")
 
@@ -202,8 +212,10 @@ def _run_split(args: argparse.Namespace) -> int:
         name=args.name,
         version=args.bundle_version,
     )
-    formats = [f.strip() for f in args.formats.split(",") if f.strip()]
-    if [f for f in formats if f not in ("onnx", "tflite")] or "onnx" not in formats:
+    formats = [f.strip() for f in (args.formats or "onnx").split(",") if f.strip()]
+    if Path(args.model).suffix.lower() in (".keras", ".h5", ".hdf5"):
+        formats = ["tflite"] if args.formats is None else formats  # Keras bundles are TFLite-only
+    elif [f for f in formats if f not in ("onnx", "tflite")] or "onnx" not in formats:
         raise ConfigError(f"--formats {args.formats!r}: give onnx, or onnx,tflite (ONNX is what the split writes)")
     quantize = None
     if args.precision != "fp32":
@@ -215,6 +227,10 @@ def _run_split(args: argparse.Namespace) -> int:
             raise ModelError(f"{path}: no such file")
         if not path.is_file():
             raise ModelError(f"{path}: not a file (MODEL is an .onnx or .pt/.pth file, or module:callable)")
+    from exporter.frontends.keras import is_keras_model
+
+    if is_keras_model(model_arg):
+        return _run_split_keras(args, formats)
     if Path(model_arg).suffix.lower() == ".onnx":
         result = split_model(model_arg, args.output, options)
     else:
@@ -238,7 +254,54 @@ def _run_split(args: argparse.Namespace) -> int:
             precisions=("fp32", "int8") if args.precision in ("int8", "mixed") else ("fp32",),
             min_agreement=args.min_agreement,
         )
-        print(format_tflite_report(convert_bundle(result.bundle_dir, options=tflite)))
+        if Path(model_arg).suffix.lower() == ".onnx":
+            print(format_tflite_report(convert_bundle(result.bundle_dir, options=tflite)))
+        else:  # a PyTorch model: litert-torch converts its own trunk and heads
+            from exporter.litert_torch import convert_torch_bundle
+
+            print(format_tflite_report(convert_torch_bundle(model_arg, result.bundle_dir, options=tflite)))
+    return 0
+
+
+def _run_split_keras(args: argparse.Namespace, formats: list[str]) -> int:
+    """A Keras model: trunk + heads straight to TFLite in the TensorFlow venv (DESIGN.md §8)."""
+    from exporter.frontends.keras import KerasSplitOptions, split_keras_model
+    from exporter.specs import parse_task_flags
+    from exporter.tflite import TfliteResult, format_tflite_report
+
+    if formats != ["tflite"]:
+        raise ConfigError(
+            f"--formats {args.formats!r}: Keras bundles are TFLite-only (no Keras -> ONNX path); "
+            "leave --formats out or give --formats tflite"
+        )
+    if args.precision not in ("fp32", "int8"):
+        raise ConfigError(f"--precision {args.precision}: a Keras model exports fp32, or int8 (with fp32)")
+    result = split_keras_model(
+        args.model,
+        args.output,
+        KerasSplitOptions(
+            boundary=[b.strip() for b in args.boundary.split(",") if b.strip()] if args.boundary else None,
+            tasks=parse_task_flags(args.task),
+            input_spec=args.input_spec,
+            head_spec=args.head_spec,
+            calib=args.calib,
+            int8=args.precision == "int8",
+            min_agreement=args.min_agreement,
+            tolerance=args.tolerance,
+            force=args.force,
+            name=args.name,
+            version=args.bundle_version,
+        ),
+    )
+    print(f"wrote {result.bundle_dir} (TFLite only)")
+    print(
+        f"  boundary: {', '.join(result.boundary)} ({'automatic: last shared layer' if result.automatic else 'given'})"
+    )
+    heads = ", ".join(f"{h} ({', '.join(o)})" for h, o in result.heads.items())
+    print(f"  heads:    {heads}")
+    print(f"  verified: max abs error {result.max_abs_error:.3g} against Keras over {result.samples} frames")
+    if result.decisions:
+        print(format_tflite_report(TfliteResult(result.bundle_dir, result.decisions, "held-back frames")))
     return 0
 
 
@@ -253,7 +316,12 @@ def _run_convert(args: argparse.Namespace) -> int:
         limit=args.limit,
         force=args.force,
     )
-    result = convert_bundle(args.bundle, args.output, options)
+    if args.source_model:
+        from exporter.litert_torch import convert_torch_bundle
+
+        result = convert_torch_bundle(args.source_model, args.bundle, args.output, options)
+    else:
+        result = convert_bundle(args.bundle, args.output, options)
     print(format_tflite_report(result))
     print(f"wrote {result.bundle_dir}")
     return 0
