@@ -7,6 +7,7 @@ Examples::
     edge-runtime run --bundle build/demo_bundle --source camera:0 --validate
     edge-runtime health --state-dir /var/lib/edge-runtime
     edge-runtime inspect build/demo_bundle
+    edge-runtime device --json
 """
 
 from __future__ import annotations
@@ -58,7 +59,12 @@ def _build_parser() -> argparse.ArgumentParser:
     run.add_argument("--source", metavar="SOURCE", help="frame source (see below)")
     run.add_argument("--backend", help="inference backend (default: onnxruntime)")
     run.add_argument("--precision", help="preferred precision: fp32, fp16 or int8 (per-graph fallback)")
-    run.add_argument("--threads", type=int, help="intra-op threads per session (default: all cores)")
+    run.add_argument("--threads", type=int, help="intra-op threads per session (default: the device profile's)")
+    run.add_argument(
+        "--profile",
+        metavar="NAME",
+        help="device profile, or auto to detect the board (default; see edge-runtime device)",
+    )
     run.add_argument("--device-id", help="device name in results (default: the host name)")
     run.add_argument("--max-frames", type=int, help="stop after N frames")
     run.add_argument(
@@ -102,6 +108,18 @@ def _build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     inspect_cmd.add_argument("bundle", metavar="BUNDLE_DIR")
+
+    device = sub.add_parser(
+        "device",
+        help="show the detected board, the chosen device profile and why, and the installed runtimes",
+        epilog="examples:\n  edge-runtime device\n  edge-runtime device --profile jetson-orin --json\n\n"
+        "A profile's backend, precision and threads are defaults: the config file, EDGE_RUNTIME_* and flags win.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    device.add_argument("--profile", metavar="NAME", help="show this profile instead of the detected one")
+    device.add_argument("--json", action="store_true", help="print one JSON object")
+    device.add_argument("--root", metavar="DIR", default="/", help="read the board's files under DIR (default: /)")
+    device.add_argument("--machine", help=argparse.SUPPRESS)
     return parser
 
 
@@ -115,6 +133,7 @@ def _run(args: argparse.Namespace) -> int:
         "backend": args.backend,
         "precision": args.precision,
         "threads": args.threads,
+        "profile": args.profile,
         "device_id": args.device_id,
         "max_frames": args.max_frames,
         "output": args.output,
@@ -150,6 +169,80 @@ def _health(args: argparse.Namespace) -> int:
     return 0
 
 
+def _device(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from edge_runtime.device import choose_profile, detect_board, engine_options_for, installed_runtimes
+
+    root, machine = Path(args.root), args.machine
+    board = detect_board(root, machine)
+    profile, reason = choose_profile(board, args.profile)
+    runtimes = installed_runtimes()
+    options, notes = engine_options_for(profile, backend=None, precision=None, threads=None, runtimes=runtimes)
+    effective = {
+        "backend": options.backend,
+        "providers": list(options.providers) if options.providers else None,
+        "precision": options.precision,
+        "threads": options.threads,
+        "head_threads": options.head_threads,
+    }
+    if args.json:
+        report = {
+            "board": {
+                "model": board.model,
+                "machine": board.machine,
+                "l4t_release": board.l4t_release,
+                "cpu": list(board.cpu_parts),
+                "detected_profile": board.profile,
+                "evidence": [{"source": where, "says": what} for where, what in board.evidence],
+            },
+            "profile": profile.settings(),
+            "reason": reason,
+            "effective": effective,
+            "fallbacks": notes,
+            "runtimes": runtimes,
+        }
+        print(json.dumps(report, indent=2))
+        return 0
+    lines = [f"board:    {board.describe()}"]
+    lines += [f"  {where}: {what}" for where, what in board.evidence]
+    lines.append(f"profile:  {profile.name}{'' if profile.supported else '  (UNSUPPORTED)'}: {profile.description}")
+    lines.append(f"  why: {reason}")
+    for key in ("backend", "providers", "precision", "threads", "head_threads", "camera"):
+        value = getattr(profile, key)
+        shown = (
+            ", ".join(value)
+            if isinstance(value, tuple)
+            else "all cores"
+            if value is None and key == "threads"
+            else value
+        )
+        lines.append(f"  {key}: {'-' if shown is None else shown}")
+    if profile.notes:
+        lines.append(f"  notes: {profile.notes}")
+    lines.append(
+        "effective: "
+        + ", ".join(f"{k} {', '.join(v) if isinstance(v, list) else v}" for k, v in effective.items() if v is not None)
+        + " (config, EDGE_RUNTIME_* and flags override these)"
+    )
+    lines += [f"  fallback: {note}" for note in notes]
+    ort_info, tflite_info = runtimes["onnxruntime"], runtimes["tflite"]
+    lines.append("runtimes:")
+    lines.append(
+        f"  onnxruntime {ort_info['version']}: {', '.join(ort_info['providers'])}"
+        if ort_info
+        else "  onnxruntime: missing"
+    )
+    lines.append(
+        f"  LiteRT: {tflite_info['package']} {tflite_info['version']}"
+        if tflite_info
+        else "  LiteRT: not installed (pip install 'edge-runtime[tflite]')"
+    )
+    print("\n".join(lines))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``edge-runtime``; returns the process exit code."""
     args = _build_parser().parse_args(argv)
@@ -160,6 +253,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run(args)
         if args.command == "health":
             return _health(args)
+        if args.command == "device":
+            return _device(args)
         if args.command == "subscribe":
             from edge_runtime.subscriber import run_subscribe
 

@@ -10,7 +10,8 @@ Example config (``edge-runtime.toml``)::
     source = "camera:0"
     device_id = "cam-entrance"
     broker = "mqtts://cam-entrance:secret@broker.example:8883"
-    threads = 4
+    threads = 4          # wins over the device profile's
+    profile = "auto"     # or a name from `edge-runtime device`, e.g. "raspberry-pi-5"
     rbe_heartbeat_s = 30
     [heads.mask]
     every_n_frames = 4
@@ -79,9 +80,13 @@ class RuntimeConfig:
 
     bundle: Path
     source: str
-    backend: str = "onnxruntime"
-    precision: str = "fp32"
+    #: ``backend`` / ``precision`` / ``threads``: None = not set, the device profile decides
+    #: (edge_runtime/device.py; without one: onnxruntime, fp32, all cores).
+    backend: str | None = None
+    precision: str | None = None
     threads: int | None = None
+    #: A device profile name (``edge-runtime device`` lists them) or ``auto``: detect the board.
+    profile: str = "auto"
     device_id: str = field(default_factory=socket.gethostname)
     max_frames: int | None = None
     output: str | None = None
@@ -122,9 +127,11 @@ class RuntimeConfig:
         values: dict[str, Any] = {}
         values["bundle"] = Path(_typed(data, "bundle", str, where))
         values["source"] = _typed(data, "source", str, where)
-        if "backend" in data:
+        if data.get("backend") is not None:
             values["backend"] = _typed(data, "backend", str, where)
-        if "precision" in data:
+        if data.get("profile") is not None:
+            values["profile"] = _profile_name(_typed(data, "profile", str, where), where)
+        if data.get("precision") is not None:
             precision = _typed(data, "precision", str, where)
             if precision not in PRECISIONS:
                 raise ConfigError(
@@ -191,6 +198,17 @@ class RuntimeConfig:
         merged.update(environment_settings(os.environ if environ is None else environ))
         merged.update({k: v for k, v in (flags or {}).items() if v is not None})
         return cls.from_mapping(merged, origin)
+
+
+def _profile_name(name: str, where: str) -> str:
+    from edge_runtime.device import AUTO, profile_names
+
+    names = profile_names()
+    if name != AUTO and name not in names:
+        raise ConfigError(
+            f"{where}: profile {name!r} is not {AUTO!r} or one of {', '.join(names)}{close_matches(name, names)}"
+        )
+    return name
 
 
 def environment_settings(environ: Mapping[str, str]) -> dict[str, Any]:

@@ -45,8 +45,10 @@ from typing import IO, Any, Protocol
 
 import numpy as np
 
+from edge_runtime.bundle import read_manifest
 from edge_runtime.config import RuntimeConfig
-from edge_runtime.engine import Engine, EngineOptions
+from edge_runtime.device import bundle_formats, resolve_engine_options
+from edge_runtime.engine import Engine
 from edge_runtime.errors import ConfigError, EdgeRuntimeError, close_matches
 from edge_runtime.frames import Frame
 from edge_runtime.reporting import HeadPolicy, Reporter
@@ -184,12 +186,17 @@ class Daemon:
 
     # -- building --------------------------------------------------------------------------
     def build_engine(self) -> Engine:
-        """The engine with the config's backend, precision, threads and head overrides."""
+        """The engine with the config's backend, precision, threads (over the device profile's)
+        and head overrides."""
         config = self.config
-        engine = Engine.from_bundle(
-            config.bundle,
-            EngineOptions(backend=config.backend, precision=config.precision, threads=config.threads),
+        options, _ = resolve_engine_options(
+            config.profile,
+            backend=config.backend,
+            precision=config.precision,
+            threads=config.threads,
+            bundle_formats=bundle_formats(read_manifest(config.bundle)),
         )
+        engine = Engine.from_bundle(config.bundle, options)
         for name, override in config.heads.items():
             if name not in engine.head_names:
                 engine.close()

@@ -63,3 +63,9 @@ def test_heavy_frameworks_are_imported_lazily(statement: str, forbidden: tuple[s
 def test_typed_packages() -> None:
     for package in ("edge_runtime", "exporter"):
         assert (ROOT / package / "py.typed").exists()
+
+
+def test_device_profiles_are_package_data() -> None:
+    patterns = PYPROJECT["tool"]["setuptools"]["package-data"]["edge_runtime"]
+    assert "profiles/*.toml" in patterns
+    assert len(list((ROOT / "edge_runtime" / "profiles").glob("*.toml"))) >= 6

@@ -50,6 +50,26 @@ def choose_providers(requested: Sequence[str] | None, available: Sequence[str]) 
     return chosen or list(available)
 
 
+def prefer_providers(wanted: Sequence[str], available: Sequence[str], who: str) -> tuple[list[str], str | None]:
+    """Providers a device profile (``who``) prefers, keeping those this build has.
+
+    Unlike an explicit request (:func:`choose_providers`), a preference falls back: the result
+    is the available ones in the profile's order (CPU appended when none is left), and a
+    message naming what was missing and what is used instead, or None when nothing was.
+    """
+    chosen = [p for p in wanted if p in available]
+    if not chosen:
+        chosen = ["CPUExecutionProvider"] if "CPUExecutionProvider" in available else list(available)
+    missing = [p for p in wanted if p not in available]
+    if not missing:
+        return chosen, None
+    return chosen, (
+        f"{who} asks for execution provider(s) {', '.join(missing)}, which this onnxruntime "
+        f"{ort.__version__} does not have (available: {', '.join(available)}); using {', '.join(chosen)} instead. "
+        "On Jetson install NVIDIA's onnxruntime-gpu wheel for your JetPack in place of the PyPI onnxruntime"
+    )
+
+
 class OnnxRuntimeSession:
     """One ONNX graph in an ``InferenceSession``; values are ``OrtValue``."""
 
