@@ -9,6 +9,9 @@ PY := $(VENV)/bin/python
 # must load there, so the tests load it in this side virtualenv too.
 ORT_OLD_VENV ?= .venv-ort123
 DEMO_BUNDLE ?= build/demo_bundle
+# The demo runs in a virtualenv of its own without torch (and without the dev tools): it proves
+# that exporting, quantizing and running an ONNX model need none of them.
+DEMO_VENV ?= .venv-demo
 
 .PHONY: help install install-ort-old converter-envs mosquitto test lint typecheck pytest demo demo-model clean check-wheels lint-docker
 
@@ -81,11 +84,17 @@ demo-model: install
 # The demo end to end (examples/run_demo.py): INT8 where it passes the fidelity gate, a local
 # broker (mosquitto, else the pure-Python amqtt), the daemon on synthetic frames for 5 s, the
 # subscriber, decoded results and a summary; exits non-zero if a result was lost. No torch.
-demo: install
-	$(VENV)/bin/edge-export split examples/demo_multitask.onnx -o $(DEMO_BUNDLE) \
+$(DEMO_VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(DEMO_VENV)
+	$(DEMO_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(DEMO_VENV)/bin/python -m pip install --quiet -e ".[export,camera,zstd,tflite]"
+	touch $@
+
+demo: $(DEMO_VENV)/.installed mosquitto
+	$(DEMO_VENV)/bin/edge-export split examples/demo_multitask.onnx -o $(DEMO_BUNDLE) \
 		--input-spec examples/demo_input.toml --head-spec examples/demo_heads.toml --force
-	$(VENV)/bin/edge-export inspect $(DEMO_BUNDLE)
-	$(PY) examples/run_demo.py --bundle $(DEMO_BUNDLE)
+	$(DEMO_VENV)/bin/edge-export inspect $(DEMO_BUNDLE)
+	$(DEMO_VENV)/bin/python examples/run_demo.py --bundle $(DEMO_BUNDLE)
 
 clean:
 	rm -rf build dist .pytest_cache .mypy_cache .ruff_cache
