@@ -87,7 +87,7 @@ demo-model: install
 $(DEMO_VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(DEMO_VENV)
 	$(DEMO_VENV)/bin/python -m pip install --quiet --upgrade pip
-	$(DEMO_VENV)/bin/python -m pip install --quiet -e ".[export,camera,zstd,tflite]"
+	$(DEMO_VENV)/bin/python -m pip install --quiet -e ".[export,camera,zstd,tflite]" "amqtt>=0.12"
 	touch $@
 
 demo: $(DEMO_VENV)/.installed mosquitto
