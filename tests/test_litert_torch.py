@@ -27,28 +27,10 @@ from exporter.pipeline import SplitOptions  # noqa: E402
 from exporter.tflite import TfliteOptions  # noqa: E402
 from exporter.toolenv import ToolEnv, ToolEnvError, ensure_env  # noqa: E402
 from exporter.verify import make_session  # noqa: E402
+from tests.test_torch_frontend import StructuredNet as TinyNet  # noqa: E402
 
 nn = torch.nn
 INPUT = {"shape": [1, 3, 16, 16]}
-
-
-class TinyNet(nn.Module):
-    """``trunk`` + ``heads`` ModuleDict; the mask head also reads the model input."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        torch.manual_seed(0)
-        self.trunk = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1), nn.ReLU())
-        self.heads = nn.ModuleDict(
-            {
-                "label": nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 4)),
-                "mask": nn.Conv2d(8, 2, 1),
-            }
-        )
-
-    def forward(self, x: Any) -> tuple[Any, Any]:
-        features = self.trunk(x)
-        return self.heads["label"](features), self.heads["mask"](features)
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +51,7 @@ def frames(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def converted(litert_env: ToolEnv, frames: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("litert")
-    net = TinyNet()
+    net = TinyNet()  # trunk + heads ModuleDict; the same model the torch frontend's tests split
     split_torch_model(net, root / "onnx", SplitOptions(input_spec=INPUT))
     convert_torch_bundle(net, root / "onnx", root / "bundle", TfliteOptions(calib=frames))
     return root / "bundle"
