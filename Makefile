@@ -25,7 +25,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	# Pinned: the CPU wheel of torch 2.13.0; any other version pulls GBs of CUDA wheels.
 	$(PY) -m pip install --quiet "torch==2.13.0"
-	$(PY) -m pip install --quiet -e ".[export,torch,camera,zstd,yaml,tflite,dev]"
+	$(PY) -m pip install --quiet -e ".[export,torch,camera,zstd,yaml,tflite,metrics,bench,dev]"
 	touch $@
 
 install: $(VENV)/.installed

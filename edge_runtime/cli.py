@@ -8,6 +8,7 @@ Examples::
     edge-runtime health --state-dir /var/lib/edge-runtime
     edge-runtime inspect build/demo_bundle
     edge-runtime device --json
+    edge-runtime bench build/demo_bundle --seconds 10 --out bench-out
 """
 
 from __future__ import annotations
@@ -78,6 +79,10 @@ def _build_parser() -> argparse.ArgumentParser:
     run.add_argument("--state-dir", metavar="DIR", help="where seq, epoch and the heartbeat live")
     run.add_argument("--fps", type=float, help="throttle synthetic/folder sources to this rate")
     run.add_argument("--loop", action="store_true", default=None, help="restart a folder or video source at its end")
+    run.add_argument(
+        "--metrics-port", type=int, metavar="PORT", help="serve Prometheus metrics on this port (default: 0, off)"
+    )
+    run.add_argument("--metrics-host", metavar="HOST", help="address of the metrics endpoint (default: 127.0.0.1)")
     run.add_argument("--validate", action="store_true", help="check config, bundle and source, then exit")
 
     health = sub.add_parser(
@@ -120,6 +125,17 @@ def _build_parser() -> argparse.ArgumentParser:
     device.add_argument("--json", action="store_true", help="print one JSON object")
     device.add_argument("--root", metavar="DIR", default="/", help="read the board's files under DIR (default: /)")
     device.add_argument("--machine", help=argparse.SUPPRESS)
+
+    from edge_runtime.bench_run import BENCH_EXAMPLES, add_bench_arguments
+
+    bench = sub.add_parser(
+        "bench",
+        help="measure per-stage latency of a bundle on this machine (table, JSON, CSV, markdown, PNG)",
+        description="Warm up, then time Engine.infer and the encoding per stage on synthetic frames.",
+        epilog=BENCH_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_bench_arguments(bench)
     return parser
 
 
@@ -143,6 +159,8 @@ def _run(args: argparse.Namespace) -> int:
         "broker": args.broker,
         "topic_prefix": args.topic_prefix,
         "spool": args.spool,
+        "metrics_port": args.metrics_port,
+        "metrics_host": args.metrics_host,
     }
     config = RuntimeConfig.load(config_file=args.config, flags=flags)
     if args.validate:
@@ -255,6 +273,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _health(args)
         if args.command == "device":
             return _device(args)
+        if args.command == "bench":
+            from edge_runtime.bench_run import run_bench
+
+            return run_bench(args)
         if args.command == "subscribe":
             from edge_runtime.subscriber import run_subscribe
 

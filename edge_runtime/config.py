@@ -106,6 +106,9 @@ class RuntimeConfig:
     codec: str = "msgpack"
     compression: str = "none"
     rbe_heartbeat_s: float = 30.0
+    #: Prometheus endpoint (edge_runtime/metrics.py, the ``metrics`` extra): 0 = off.
+    metrics_port: int = 0
+    metrics_host: str = "127.0.0.1"
 
     @classmethod
     def keys(cls) -> tuple[str, ...]:
@@ -151,7 +154,12 @@ class RuntimeConfig:
                 if number <= 0:
                     raise ConfigError(f"{where}: {key!r} must be > 0, got {number}")
                 values[key] = number
-        for key in ("device_id", "output", "broker", "topic_prefix"):
+        if data.get("metrics_port") is not None:
+            port = _typed(data, "metrics_port", int, where)
+            if not 0 <= port <= 65535:
+                raise ConfigError(f"{where}: 'metrics_port' must be 0 (off) to 65535, got {port}")
+            values["metrics_port"] = port
+        for key in ("device_id", "output", "broker", "topic_prefix", "metrics_host"):
             if data.get(key) is not None:
                 values[key] = _typed(data, key, str, where)
         for key, choices in (
@@ -227,7 +235,8 @@ def environment_settings(environ: Mapping[str, str]) -> dict[str, Any]:
 
 
 def _parse_env(key: str, raw: str, name: str) -> Any:
-    kind = int if key in _INT_KEYS else float if key in _FLOAT_KEYS else bool if key == "loop" else str
+    int_keys = (*_INT_KEYS, "metrics_port")
+    kind = int if key in int_keys else float if key in _FLOAT_KEYS else bool if key == "loop" else str
     return parse_env_value(raw, name, kind)
 
 

@@ -51,6 +51,7 @@ from edge_runtime.device import bundle_formats, resolve_engine_options
 from edge_runtime.engine import Engine
 from edge_runtime.errors import ConfigError, EdgeRuntimeError, close_matches
 from edge_runtime.frames import Frame
+from edge_runtime.metrics import Metrics, MetricsSnapshot
 from edge_runtime.reporting import HeadPolicy, Reporter
 from edge_runtime.results import FrameResult
 from edge_runtime.sources import FrameSource, open_source
@@ -165,6 +166,15 @@ class StageStats:
     def p50(self) -> dict[str, float]:
         return {stage: float(np.median(values)) for stage, values in self.window.items() if values}
 
+    def percentiles(self) -> dict[str, dict[str, float]]:
+        """``{stage: {"p50": ms, "p95": ms}}`` over the window (for the status message)."""
+        out: dict[str, dict[str, float]] = {}
+        for stage, values in list(self.window.items()):
+            if values:
+                p50, p95 = np.percentile(np.fromiter(values, dtype=np.float64), [50, 95])
+                out[stage] = {"p50": round(float(p50), 3), "p95": round(float(p95), 3)}
+        return out
+
 
 class Daemon:
     """Runs one configured pipeline until the source ends, ``max_frames`` or a signal."""
@@ -182,6 +192,9 @@ class Daemon:
         self._started = time.monotonic()
         self._seq = 0
         self._publisher: Any = None
+        self._metrics: Metrics | None = None
+        self._engine: Engine | None = None
+        self._slot: LatestFrameSlot | None = None
         self.reporter: Reporter | None = None
 
     # -- building --------------------------------------------------------------------------
@@ -232,10 +245,15 @@ class Daemon:
         engine = self.build_engine()
         sinks: list[ResultSink] = list(self._extra_sinks)
         self._publisher = None
+        self._engine = engine
         try:
             self.reporter = self.build_reporter(engine)
+            if self.config.metrics_port:
+                self._metrics = Metrics.serve(self.config.metrics_host, self.config.metrics_port, self.metrics_snapshot)
             if self.config.broker is not None:
                 self._publisher = self._open_publisher()
+                if self._metrics is not None:
+                    self._publisher.on_ack_latency = self._metrics.observe_ack_latency
             if self.config.output is not None or (not sinks and self._publisher is None):
                 sinks.append(JsonLinesSink(self.config.output or "-"))
             source = open_source(
@@ -246,8 +264,10 @@ class Daemon:
             for sink in sinks:
                 sink.close()
             self._close_publisher()
+            self._close_metrics()
             raise
         slot = LatestFrameSlot(drop_old=source.live or self.config.fps is not None)
+        self._slot = slot
         results: queue.Queue[FrameResult | None] = queue.Queue(maxsize=self.config.queue_size)
         seq = self.state.load_seq()
         previous = self._install_signal_handlers() if install_signals else {}
@@ -279,6 +299,7 @@ class Daemon:
             if self._publisher is not None:  # the final counters go into the offline status
                 self._publisher.publish_status(self.status_counters(slot))
             self._close_publisher()
+            self._close_metrics()
             self.state.save_seq(self._seq)
             self._write_heartbeat(slot, final=True)
             for signum, handler in previous.items():
@@ -335,6 +356,8 @@ class Daemon:
                     break
                 result = engine.infer(frame)
                 self._stages.add(result.latency_ms)
+                if self._metrics is not None:
+                    self._metrics.observe_latencies(result.latency_ms)
                 self._put(results, result)  # waits while the output is slow: results are never dropped
         finally:
             self._put(results, None)
@@ -390,6 +413,33 @@ class Daemon:
             publisher.spool.close()
             if depth:
                 logger.info("%d results stay in the spool and are sent on the next start", depth)
+
+    def _close_metrics(self) -> None:
+        metrics, self._metrics = self._metrics, None
+        if metrics is not None:
+            metrics.close()
+
+    def metrics_snapshot(self) -> MetricsSnapshot:
+        """The counters and gauges for a metrics scrape (called from the HTTP thread)."""
+        engine, slot, publisher = self._engine, self._slot, self._publisher
+        elapsed = max(time.monotonic() - self._started, 1e-9)
+        spool_depth: int | None = None
+        if publisher is not None:
+            try:
+                spool_depth = publisher.spool.stats().depth
+            except Exception as exc:  # the spool is closing
+                logger.debug("spool stats for metrics: %s", exc)
+        return MetricsSnapshot(
+            frames_in=self.frames_in,
+            frames_processed=self.frames_processed,
+            frames_dropped=0 if slot is None else slot.dropped,
+            results_published=self.results_written,
+            head_runs={} if engine is None else dict(engine.stats.head_runs),
+            head_skips={} if engine is None else dict(engine.stats.head_skips),
+            spool_depth=spool_depth,
+            mqtt_connected=None if publisher is None else publisher.connected,
+            fps=round(self.frames_processed / elapsed, 3),
+        )
 
     def _output(self, results: queue.Queue[FrameResult | None], sinks: list[ResultSink], seq: int) -> None:
         self._seq = seq
@@ -475,6 +525,7 @@ class Daemon:
             "suppressed_frames": 0 if reporter is None else reporter.suppressed_frames,
             "heartbeats": 0 if reporter is None else reporter.heartbeats,
             "uptime_s": round(elapsed, 1),
+            "latency_ms": self._stages.percentiles(),
         }
 
     def status_line(self, slot: LatestFrameSlot) -> str:

@@ -36,7 +36,7 @@ import threading
 import time
 import urllib.parse
 from collections import deque
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, fields
 from types import TracebackType
 from typing import Any, cast
@@ -288,6 +288,9 @@ class MqttPublisher:
         self.acked = 0
         self.reconnects = 0
         self.rejected = 0
+        #: Called (sender thread) with each acknowledged result's PUBLISH → PUBACK seconds.
+        self.on_ack_latency: Callable[[float], None] | None = None
+        self._sent_at: dict[int, float] = {}  # mid -> monotonic PUBLISH time, only with on_ack_latency
         self.last_error: str | None = None
         self._logged_error: str | None = None
         self._status_fields: dict[str, Any] = {}
@@ -451,10 +454,14 @@ class MqttPublisher:
         while self._acks:
             mid, ok = self._acks.popleft()
             msg_id = self._inflight.pop(mid, None)
+            sent_at = self._sent_at.pop(mid, None)
             if msg_id is None:
                 continue  # the birth / offline status message, or a mid we did not send
             if ok:
                 self._acked_ids.append(msg_id)
+                observer = self.on_ack_latency
+                if observer is not None and sent_at is not None:
+                    observer(time.monotonic() - sent_at)
             else:
                 self.rejected += 1
                 self._held[msg_id] = time.monotonic() + _RETRY_REJECTED_S
@@ -518,6 +525,8 @@ class MqttPublisher:
             self.published += 1
             room -= 1
             self._attempted.append(msg.id)
+            if self.on_ack_latency is not None and msg.qos > 0:
+                self._sent_at[info.mid] = time.monotonic()
             if msg.qos == 0:
                 self._acks.append((info.mid, True))
             self._inflight[info.mid] = msg.id
