@@ -9,7 +9,7 @@ Example::
     results = run_interleaved({"a": fn_a, "b": fn_b}, warmup=20, seconds=5)
     print(results["a"].p50_ms / results["b"].p50_ms)
 
-CLI: ``edge-runtime bench build/demo_bundle --seconds 10 --json bench.json``
+CLI: ``edge-runtime bench build/demo_bundle --seconds 10 --out build/bench`` (see :mod:`edge_runtime.bench_run`)
 """
 
 from __future__ import annotations
