@@ -18,6 +18,7 @@ from edge_runtime.config import RuntimeConfig
 from edge_runtime.daemon import Daemon, LatestFrameSlot
 from edge_runtime.errors import ConfigError
 from edge_runtime.metrics import Metrics, MetricsSnapshot
+from tests.broker import BrokerProcess
 
 pytest.importorskip("prometheus_client")
 
@@ -169,3 +170,34 @@ def test_status_counters_carry_per_stage_percentiles(tmp_path: Path) -> None:
     assert set(latency) == {"trunk", "total"}
     assert latency["trunk"] == {"p50": 50.5, "p95": 95.05}
     assert latency["total"]["p50"] <= latency["total"]["p95"]
+
+
+@pytest.mark.mqtt5
+def test_broker_gauges_and_ack_latency_with_a_real_broker(
+    broker: BrokerProcess, demo_bundle: Path, tmp_path: Path
+) -> None:
+    port = _free_port()
+    config = _config(
+        demo_bundle, tmp_path, source="synthetic:160x120", fps=10.0, max_frames=30, metrics_port=port,
+        broker=broker.url,
+    )  # fmt: skip
+    daemon = Daemon(config)
+    thread = threading.Thread(target=lambda: daemon.run(install_signals=False), daemon=True)
+    thread.start()
+    seen = ""
+    deadline = time.monotonic() + 30
+    while thread.is_alive() and time.monotonic() < deadline:
+        try:
+            text = _scrape(port)
+        except OSError:
+            time.sleep(0.05)
+            continue
+        if re.search(r"^edge_runtime_publish_ack_latency_seconds_count [1-9]", text, re.M):
+            seen = text
+            break
+        time.sleep(0.2)
+    thread.join(timeout=60)
+    assert seen, "no PUBACK latency was observed while the daemon published"
+    assert re.search(r"^edge_runtime_mqtt_connected 1\.0$", seen, re.M)
+    assert re.search(r"^edge_runtime_spool_depth \d", seen, re.M)
+    assert re.search(r"^edge_runtime_results_published_total [1-9]", seen, re.M)
