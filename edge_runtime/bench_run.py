@@ -69,6 +69,7 @@ class BenchOptions:
     height: int = 480
     all_heads: bool = False
     profile: str | None = None
+    broker: str | None = None
 
     def __post_init__(self) -> None:
         from edge_runtime.backends import BACKENDS
@@ -92,6 +93,10 @@ class BenchOptions:
             raise ConfigError(f"warmup must be >= 0, got {self.warmup}")
         if self.width < 1 or self.height < 1:
             raise ConfigError(f"frame size must be positive, got {self.width}x{self.height}")
+        if self.broker is not None:
+            from edge_runtime.mqtt import MqttConfig
+
+            MqttConfig.from_url(self.broker)  # a ConfigError naming the URL (password hidden)
 
 
 @dataclass
@@ -145,6 +150,7 @@ def run_latency(bundle: str | Path, options: BenchOptions | None = None) -> Late
     source = SyntheticSource(options.width, options.height)
     frames = [source.render(i) for i in range(_FRAME_POOL)]
     samples: dict[str, list[float]] = {}
+    publisher = _open_publisher(options.broker, samples) if options.broker else None
     with Engine.from_bundle(bundle, engine_options) as engine:
         rss_loaded = _maxrss_mib()
         if options.all_heads:
@@ -158,10 +164,16 @@ def run_latency(bundle: str | Path, options: BenchOptions | None = None) -> Late
             latency = dict(result.latency_ms)
             latency["encode"] = (time.perf_counter_ns() - t0) / 1e6
             latency["total"] = latency["total"] + latency["encode"]
+            if publisher is not None:  # into the spool (QoS 1); PUBLISH -> PUBACK is timed apart
+                t1 = time.perf_counter_ns()
+                publisher.publish_line({**result.to_dict(device="bench", seq=0), "epoch": "bench"})
+                latency["publish"] = (time.perf_counter_ns() - t1) / 1e6
             return latency
 
         for i in range(options.warmup):
             one(i)
+        if publisher is not None:
+            samples.get("publish_to_ack", []).clear()  # the warm-up's acks
         start = time.perf_counter()
         n = 0
         while True:
@@ -174,10 +186,13 @@ def run_latency(bundle: str | Path, options: BenchOptions | None = None) -> Late
                     break
             elif elapsed >= options.seconds:
                 break
+        if publisher is not None:
+            _drain(publisher, samples)
         stats = asdict(engine.stats)
         artifacts = {graph: f"{a.precision} {a.format}" for graph, a in engine.artifacts.items()}
         backend_description = engine.backend_description
-    order = ["preprocess", "trunk", *[s for s in samples if s.startswith("head:")], "decode", "encode", "total"]
+    heads = [s for s in samples if s.startswith("head:")]
+    order = ["preprocess", "trunk", *heads, "decode", "encode", "publish", "publish_to_ack", "total"]
     ordered = {s: samples[s] for s in order if s in samples}
     timings = {s: Timing.from_ns([round(v * 1e6) for v in values]) for s, values in ordered.items()}
     meta: dict[str, Any] = {
@@ -336,6 +351,48 @@ def write_outputs(report: LatencyReport, out: str | Path, name: str = "latency")
     return [*paths, *charts]
 
 
+def _open_publisher(url: str, samples: dict[str, list[float]]) -> Any:
+    """An MQTT publisher with a throw-away spool whose PUBLISH -> PUBACK times go to
+    ``samples["publish_to_ack"]`` (ms)."""
+    import tempfile
+
+    from edge_runtime.errors import TransportError
+    from edge_runtime.mqtt import MqttConfig, MqttPublisher
+    from edge_runtime.spool import Spool
+
+    folder = Path(tempfile.mkdtemp(prefix="edge-bench-"))
+    spool = Spool.open(folder / "spool.sqlite")
+    publisher = MqttPublisher(MqttConfig.from_url(url), "bench", spool)
+    acks = samples.setdefault("publish_to_ack", [])
+    publisher.on_ack_latency = lambda seconds: acks.append(seconds * 1000.0)
+    publisher.start()
+    deadline = time.monotonic() + 10
+    while not publisher.wait_connected(0.05) and publisher.last_error is None and time.monotonic() < deadline:
+        pass  # a refused connection says so at once; a silent host takes the 10 s
+    if not publisher.connected:
+        reason = publisher.last_error or "no connection within 10 s"
+        publisher.close(timeout=0.5)
+        spool.close()
+        raise TransportError(f"bench --broker: {reason}")
+    return publisher
+
+
+def _drain(publisher: Any, samples: dict[str, list[float]], timeout: float = 30.0) -> None:
+    """Wait until every result was acknowledged, then close (the spool is thrown away)."""
+    import shutil
+
+    deadline = time.monotonic() + timeout
+    publisher.spool.flush()
+    while publisher.spool.stats().depth and time.monotonic() < deadline:
+        time.sleep(0.01)
+    publisher.close(timeout=2.0)
+    folder = publisher.spool.path.parent
+    publisher.spool.close()
+    shutil.rmtree(folder, ignore_errors=True)
+    if not samples.get("publish_to_ack"):
+        samples.pop("publish_to_ack", None)
+
+
 def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     """The arguments of ``edge-runtime bench`` (also used by ``benchmarks/latency.py``)."""
     parser.add_argument("bundle", metavar="BUNDLE_DIR")
@@ -349,6 +406,11 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--all-heads", action="store_true", help="run every head on every frame (ignore schedules)")
     parser.add_argument("--size", metavar="WxH", default="640x480", help="synthetic frame size (default: 640x480)")
     parser.add_argument("--profile", metavar="NAME", help="device profile instead of the detected one")
+    parser.add_argument(
+        "--broker",
+        metavar="URL",
+        help="also publish every result (QoS 1, through a spool) and time publish and PUBLISH -> PUBACK",
+    )
     parser.add_argument("--out", metavar="DIR", help="write JSON, CSV, markdown and PNG charts here")
     parser.add_argument("--name", default="latency", help="file name stem of the outputs (default: latency)")
     parser.add_argument(
@@ -378,6 +440,7 @@ def options_from_args(args: argparse.Namespace) -> BenchOptions:
         height=height,
         all_heads=args.all_heads,
         profile=args.profile,
+        broker=args.broker,
     )
 
 

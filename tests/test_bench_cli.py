@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.broker import BrokerProcess, free_port
+
 ROOT = Path(__file__).resolve().parent.parent
 HAS_MATPLOTLIB = importlib.util.find_spec("matplotlib") is not None
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -111,3 +113,19 @@ def test_latency_script_quick(demo_bundle: Path, tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert json.loads((tmp_path / "x.json").read_text())["benchmark"] == "latency"
+
+
+@pytest.mark.mqtt5
+def test_publish_and_ack_stages_with_a_broker(broker: BrokerProcess, demo_bundle: Path, tmp_path: Path) -> None:
+    proc = _bench(str(demo_bundle), "--quick", "--broker", broker.url, "--out", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    timings = json.loads((tmp_path / "latency.json").read_text())["timings_ms"]
+    assert timings["publish"]["n"] == 20
+    assert 1 <= timings["publish_to_ack"]["n"] <= 20 + 3  # late warm-up acks may slip in
+    assert "publish_to_ack" in proc.stdout
+
+
+def test_unreachable_broker_is_one_line(demo_bundle: Path, tmp_path: Path) -> None:
+    proc = _bench(str(demo_bundle), "--quick", "--broker", f"mqtt://127.0.0.1:{free_port()}")
+    assert proc.returncode == 2
+    assert "bench --broker" in proc.stderr and "Traceback" not in proc.stderr
