@@ -3,6 +3,8 @@ every head on every frame (so that each iteration costs the same)."""
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from pathlib import Path
 
 from edge_runtime.engine import Engine, EngineOptions
@@ -41,3 +43,15 @@ def package_version(package: str) -> str | None:
         return version(package)
     except PackageNotFoundError:
         return None
+
+
+def progress(model: str, logger: logging.Logger, every: float = 10.0) -> Callable[[int, float], None]:
+    """A ``run_interleaved`` progress callback that logs ``model``'s rounds every ``every`` seconds."""
+    due = [every]
+
+    def report(rounds: int, elapsed: float) -> None:
+        if elapsed >= due[0]:
+            logger.info("  %s: %d rounds, %.0f s", model, rounds, elapsed)
+            due[0] = elapsed + every
+
+    return report

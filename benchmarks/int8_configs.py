@@ -64,7 +64,7 @@ from typing import Any
 import numpy as np
 import onnx
 import onnxruntime as ort
-from bench_support import ROOT, package_version, split_for_bench
+from bench_support import ROOT, package_version, progress, split_for_bench
 from onnx import numpy_helper
 from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -373,18 +373,6 @@ def load_all(
     return loaded
 
 
-def progress(model: str, every: float = 10.0) -> Callable[[int, float], None]:
-    """A ``run_interleaved`` progress callback that logs every ``every`` seconds."""
-    due = [every]
-
-    def report(rounds: int, elapsed: float) -> None:
-        if elapsed >= due[0]:
-            logger.info("  %s: %d rounds, %.0f s", model, rounds, elapsed)
-            due[0] = elapsed + every
-
-    return report
-
-
 def model_source(model: str, args: argparse.Namespace) -> Path:
     """The original ONNX model of ``model``; the MobileNetV2-sized one is built when missing."""
     if model == "demo":
@@ -448,7 +436,9 @@ def run_model(model: str, args: argparse.Namespace, thread_counts: Sequence[int]
                 if sess is not None:
                     cases[f"{model}/{name}/{level}/t{threads}"] = functools.partial(sess.run, None, feed)
     logger.info("%s: timing %d cases interleaved for %.0f s", model, len(cases), args.seconds)
-    timings = run_interleaved(cases, warmup=args.warmup, seconds=args.seconds, progress=progress(model))
+    timings = run_interleaved(
+        cases, warmup=args.warmup, seconds=args.seconds, progress=progress(model, logger, every=10.0)
+    )
     data = "make_frames + Preprocessor(bundle input spec)" if model == "demo" else "random normal N(0, 1)"
     calibration = {"inputs": args.calib, "held_out": args.held_out, "data": data, "shape": list(held_out[0].shape)}
     return ModelRun(model, source, input_name, feed, graphs, notes, timings, calibration)

@@ -53,7 +53,7 @@ from typing import Any
 
 import numpy as np
 import onnxruntime as ort
-from bench_support import ROOT, package_version, split_for_bench
+from bench_support import ROOT, package_version, progress, split_for_bench
 
 from edge_runtime.bench import Timing, environment, format_timings, run_interleaved, write_report
 from edge_runtime.bundle import read_manifest
@@ -311,18 +311,6 @@ def load_trunks(model: str, paths: Mapping[str, Any], threads: Sequence[int], fr
     return trunks
 
 
-def progress(model: str, every: float = 5.0) -> Callable[[int, float], None]:
-    """A ``run_interleaved`` progress callback that logs every ``every`` seconds."""
-    due = [every]
-
-    def report(rounds: int, elapsed: float) -> None:
-        if elapsed >= due[0]:
-            logger.info("  %s: %d rounds, %.0f s", model, rounds, elapsed)
-            due[0] = elapsed + every
-
-    return report
-
-
 def key(model: str, runtime: str, precision: str, threads: int) -> str:
     return f"{model}/{runtime}-{precision}/t{threads}"
 
@@ -405,7 +393,11 @@ def main(argv: list[str] | None = None) -> int:
         cosine = {f"{tr.runtime}-{tr.precision}": cosine_min(reference, tr.outputs(held)) for tr in trunks}
         cases = {key(model, tr.runtime, tr.precision, tr.threads): tr.call for tr in trunks}
         logger.info("%s: timing %d cases interleaved for %.0f s", model, len(cases), args.seconds)
-        timings.update(run_interleaved(cases, warmup=args.warmup, seconds=args.seconds, progress=progress(model)))
+        timings.update(
+            run_interleaved(
+                cases, warmup=args.warmup, seconds=args.seconds, progress=progress(model, logger, every=5.0)
+            )
+        )
         litert = {f"{tr.precision}/t{tr.threads}": tr for tr in trunks if tr.runtime == "litert"}
         files = {f"{tr.runtime}-{tr.precision}": tr.path for tr in trunks}
         quantization = json.loads((paths["onnx_int8"] / "quantization.json").read_text())
