@@ -103,14 +103,7 @@ class Decision:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "graph": self.graph,
-            "precision": self.precision,
-            "accepted": self.accepted,
-            "reason": self.reason,
-            "path": self.path if self.accepted else None,
-            "agreement": None if self.agreement is None else round(self.agreement, 6),
-            "fidelity": {task: f.to_dict() for task, f in self.fidelity.items()},
-            "size_bytes": self.size,
+            **decision_dict(self),
             "fp32_size_bytes": self.fp32_size,
             "latency_ms": _round(self.latency_ms),
             "fp32_latency_ms": _round(self.fp32_latency_ms),
@@ -118,6 +111,20 @@ class Decision:
             "float_nodes": list(self.excluded_nodes),
             "attempts": self.attempts,
         }
+
+
+def decision_dict(d: Any) -> dict[str, Any]:
+    """The fields every per-graph decision report shares (``quantization.json``, ``tflite.json``)."""
+    return {
+        "graph": d.graph,
+        "precision": d.precision,
+        "accepted": d.accepted,
+        "reason": d.reason,
+        "path": d.path if d.accepted else None,
+        "agreement": None if d.agreement is None else round(d.agreement, 6),
+        "fidelity": {task: f.to_dict() for task, f in d.fidelity.items()},
+        "size_bytes": d.size,
+    }
 
 
 @dataclass(frozen=True)

@@ -46,8 +46,7 @@ from exporter.bundle import check_output_dir, write_bundle
 from exporter.calibration import load_calibration
 from exporter.fidelity import Fidelity, head_fidelity
 from exporter.progress import Steps, format_bytes
-from exporter.quantize import REPORT_NAME as QUANT_REPORT
-from exporter.quantize import SIGNATURE_NAME
+from exporter.quantize import SIGNATURE_NAME, decision_dict
 from exporter.toolenv import ToolEnv, ToolEnvError, ensure_env
 from exporter.verify import make_session
 
@@ -322,17 +321,7 @@ class TfliteDecision:
         return min((f.value for f in self.fidelity.values()), default=None)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "graph": self.graph,
-            "precision": self.precision,
-            "accepted": self.accepted,
-            "reason": self.reason,
-            "path": self.path if self.accepted else None,
-            "agreement": None if self.agreement is None else round(self.agreement, 6),
-            "fidelity": {t: f.to_dict() for t, f in self.fidelity.items()},
-            "size_bytes": self.size,
-            "tensors": self.tensors,
-        }
+        return {**decision_dict(self), "tensors": self.tensors}
 
 
 @dataclass(frozen=True)
@@ -596,5 +585,3 @@ __all__ = [
     "load_converted",
     "run_onnx2tf",
 ]
-
-_ = QUANT_REPORT  # the quantization report stays in the bundle untouched
