@@ -25,7 +25,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	# Pinned: the CPU wheel of torch 2.13.0; any other version pulls GBs of CUDA wheels.
 	$(PY) -m pip install --quiet "torch==2.13.0"
-	$(PY) -m pip install --quiet -e ".[export,torch,camera,zstd,yaml,tflite,metrics,bench,dev]"
+	$(PY) -m pip install --quiet -e ".[export,torch,camera,zstd,yaml,tflite,metrics,bench,signing,dev]"
 	touch $@
 
 install: $(VENV)/.installed
@@ -87,7 +87,7 @@ demo-model: install
 $(DEMO_VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(DEMO_VENV)
 	$(DEMO_VENV)/bin/python -m pip install --quiet --upgrade pip
-	$(DEMO_VENV)/bin/python -m pip install --quiet -e ".[export,camera,zstd,tflite]" "amqtt>=0.12"
+	$(DEMO_VENV)/bin/python -m pip install --quiet -e ".[export,camera,zstd,tflite,signing]" "amqtt>=0.12"
 	touch $@
 
 demo: $(DEMO_VENV)/.installed mosquitto
