@@ -12,17 +12,21 @@ from edge_runtime.engine import Engine, EngineOptions
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
 DEMO_MODEL = EXAMPLES / "demo_multitask.onnx"
+MBV2_MODEL = ROOT / "build" / "mbv2_multitask.onnx"  # written by benchmarks/mobilenet_multitask.py
+MBV2_HEADS = Path(__file__).resolve().parent / "mbv2_heads.toml"
 
 
 def split_for_bench(
     out: Path, model: Path = DEMO_MODEL, input_spec: Path | None = None, head_spec: Path | None = None
 ) -> Path:
-    """Split ``model`` into ``out``; the demo model gets its own input and head specs by default."""
+    """Split ``model`` into ``out``; the demo model and the MobileNetV2-sized model get their own
+    head specs (real decoders) by default, the demo its input spec too."""
     from exporter.pipeline import SplitOptions, split_model
 
     demo = model.resolve() == DEMO_MODEL.resolve()
+    mbv2 = model.resolve() == MBV2_MODEL.resolve()
     input_spec = input_spec or (EXAMPLES / "demo_input.toml" if demo else None)
-    head_spec = head_spec or (EXAMPLES / "demo_heads.toml" if demo else None)
+    head_spec = head_spec or (EXAMPLES / "demo_heads.toml" if demo else MBV2_HEADS if mbv2 else None)
     split_model(model, out, SplitOptions(input_spec=input_spec, head_spec=head_spec))
     return out
 

@@ -1,6 +1,7 @@
 """Every comparison of issue 8 in ONE interleaved run, each reported as a p50 ratio.
 
-``python benchmarks/compare.py MODEL_OR_BUNDLE [--model ORIGINAL.onnx] [--seconds S] [--json OUT]``
+``python benchmarks/compare.py MODEL_OR_BUNDLE [--model ORIGINAL.onnx] [--seconds S] [--json OUT]
+[--out DIR [--name NAME]] [--skip int8,fp16,litert,threads,single_task,monolithic]``
 
 Builds what it needs under ``--work`` (default: ``build/tflite_latency/demo`` for the demo model,
 ``build/tflite_latency/mbv2`` for ``build/mbv2_multitask.onnx`` -- the cache
@@ -44,16 +45,16 @@ from typing import Any
 import numpy as np
 import onnx
 import onnxruntime as ort
-from bench_support import DEMO_MODEL, ROOT, engine_all_heads, package_version, split_for_bench
+from bench_support import DEMO_MODEL, MBV2_MODEL, ROOT, engine_all_heads, package_version, split_for_bench
 
-from edge_runtime.bench import environment, format_timings, run_interleaved, write_report
+from edge_runtime.bench import Timing, environment, format_timings, run_interleaved, write_csv, write_report
 from edge_runtime.engine import Engine, EngineOptions
 
 logger = logging.getLogger("compare")
 
-MBV2_MODEL = ROOT / "build" / "mbv2_multitask.onnx"
 GOAL_SPLIT = 1.03
 GOAL_SHARED = 0.9
+SKIPPABLE = ("int8", "fp16", "litert", "threads", "single_task", "monolithic")
 
 
 def _session(model: onnx.ModelProto | Path, threads: int) -> ort.InferenceSession:
@@ -108,8 +109,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2, help="trunk threads of every case but threads_N")
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--warmup", type=int, default=20)
-    parser.add_argument("--json", type=Path, help="write the report here (edge-bench/1)")
+    parser.add_argument("--json", type=Path, help="write the JSON report here (edge-bench/1)")
+    parser.add_argument("--out", type=Path, help="write NAME.json, NAME.csv, NAME.md and PNG charts here")
+    parser.add_argument("--name", default="compare", help="file name stem under --out (default: compare)")
+    parser.add_argument(
+        "--skip", default="", metavar="GROUPS",
+        help=f"comma-separated groups not to build or time: {', '.join(SKIPPABLE)}",
+    )  # fmt: skip
     args = parser.parse_args(argv)
+    skip = {g.strip() for g in args.skip.split(",") if g.strip()}
+    unknown = skip - set(SKIPPABLE)
+    if unknown:
+        parser.error(f"--skip: unknown group(s) {', '.join(sorted(unknown))}; groups: {', '.join(SKIPPABLE)}")
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     for noisy in ("exporter", "edge_runtime"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
@@ -133,6 +144,8 @@ def main(argv: list[str] | None = None) -> int:
 
     variants: dict[str, Path] = {}
     for precision in ("int8", "fp16"):
+        if precision in skip:
+            continue
         out = work / f"onnx_{precision}"
         if not (out / "manifest.json").exists():
             logger.info("quantize_bundle %s -> %s", precision, out)
@@ -142,7 +155,9 @@ def main(argv: list[str] | None = None) -> int:
                 missing.append(f"{precision}: quantize_bundle failed: {exc}")
                 continue
         variants[precision] = out
-    if package_version("ai-edge-litert") is None:
+    if "litert" in skip:
+        pass
+    elif package_version("ai-edge-litert") is None:
         missing.append("litert: ai-edge-litert is not installed")
     else:
         out = work / "tflite"
@@ -182,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     if "tflite" in variants:
         for precision in ("fp32", "int8"):
             load(f"litert_{precision}", variants["tflite"], backend="tflite", precision=precision, threads=args.threads)
-    for n in (1, 2, 4):
+    for n in () if "threads" in skip else (1, 2, 4):
         load(f"threads_{n}", bundle, threads=n)
     if "threads_4" in engines and (os.cpu_count() or 0) < 4:
         notes["threads_4"] = f"4 threads on a {os.cpu_count()}-core machine: oversubscribed"
@@ -199,18 +214,24 @@ def main(argv: list[str] | None = None) -> int:
 
     cases: dict[str, Callable[[], Any]] = {}
     cases["split"] = lambda: split.run_graphs(x)
-    if model is not None and model.exists():
+    if "monolithic" in skip:
+        pass
+    elif model is not None and model.exists():
         monolithic = _session(model, args.threads)
         cases["monolithic"] = lambda: monolithic.run(None, {input_name: x})
     else:
         missing.append("monolithic: no original model (pass --model)")
     try:
+        if "single_task" in skip:
+            raise LookupError("skipped")
         merged = single_task_models(bundle, split)
         sessions = [_session(m, args.threads) for m in merged.values()]
         notes["single_task"] = (
             "onnx.compose.merge_models(trunk.fp32, add_prefix(head.fp32)): one graph and session per task"
         )
         cases["single_task"] = lambda: [s.run(None, {input_name: x}) for s in sessions]
+    except LookupError:
+        pass
     except Exception as exc:
         missing.append(f"single_task: {exc}")
     trunk_outputs = split.manifest.trunk.outputs
@@ -278,7 +299,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"missing: {line}")
     for key, value in notes.items():
         print(f"note {key}: {value}")
-    if args.json:
+    if args.json or args.out:
         meta = {
             "benchmark": "compare",
             "source": str(args.source),
@@ -290,8 +311,82 @@ def main(argv: list[str] | None = None) -> int:
             "notes": notes,
             "environment": environment(args.threads),
         }
-        print(f"wrote {write_report(args.json, timings, ratios, meta)}")
+        meta["skipped"] = sorted(skip)
+        if args.json:
+            print(f"wrote {write_report(args.json, timings, ratios, meta)}")
+        if args.out:
+            for path in write_outputs(args.out, args.name, timings, ratios, goals, meta):
+                print(f"wrote {path}")
     return 0
+
+
+def write_outputs(
+    out: Path, name: str, timings: dict[str, Timing], ratios: dict[str, float], goals: dict[str, bool],
+    meta: dict[str, Any],
+) -> list[Path]:  # fmt: skip
+    """NAME.json, NAME.csv (per case), NAME.md (ratios and goals) and, with matplotlib, NAME.ratios.png
+    and NAME.p50.png."""
+    out.mkdir(parents=True, exist_ok=True)
+    charts = _charts(out, name, timings, ratios)
+    meta = {**meta, "charts": [c.name for c in charts]}
+    paths = [write_report(out / f"{name}.json", timings, ratios, meta), write_csv(out / f"{name}.csv", timings)]
+    env = meta["environment"]
+    lines = [
+        f"# Comparisons: {meta['source']}",
+        "",
+        f"- one interleaved run of {meta['seconds']:.0f} s; heads: {', '.join(meta['heads'])}",
+        f"- machine: {env['cpu']} ({env['machine']}, {env['cores']} cores), Python {env['python']}, "
+        f"onnxruntime {env['onnxruntime']}",
+        "",
+        "| ratio (p50) | value | goal |",
+        "|---|---|---|",
+    ]
+    goal_of = {"split_over_monolithic": f"<= {GOAL_SPLIT}", "speedup_fraction_of_ideal": f">= {GOAL_SHARED}"}
+    for key, value in ratios.items():
+        goal = goal_of.get(key, "")
+        met = [v for g, v in goals.items() if g.startswith(key)]
+        if goal and met:
+            goal += " (met)" if met[0] else " (**not met**)"
+        lines.append(f"| {key} | {value:.3f} | {goal} |")
+    lines += ["", "| case | n | p50 | p90 | p99 | mean (ms) |", "|---|---|---|---|---|---|"]
+    for case, t in timings.items():
+        lines.append(f"| {case} | {t.n} | {t.p50_ms:.3f} | {t.p90_ms:.3f} | {t.p99_ms:.3f} | {t.mean_ms:.3f} |")
+    lines.append("")
+    lines += [f"- missing: {line}" for line in meta["missing"]]
+    lines += [f"- note {key}: {value}" for key, value in meta["notes"].items()]
+    lines += ["", *(f"![{c.stem}]({c.name})" for c in charts)]
+    md = out / f"{name}.md"
+    md.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return [*paths, md, *charts]
+
+
+def _charts(out: Path, name: str, timings: dict[str, Timing], ratios: dict[str, float]) -> list[Path]:
+    """A bar chart of the ratios and one of p50 per case; [] without matplotlib."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return []
+    paths = []
+    for suffix, labels, values, xlabel in (
+        ("ratios", list(ratios), list(ratios.values()), "ratio of p50 latencies"),
+        ("p50", list(timings), [t.p50_ms for t in timings.values()], "p50 latency (ms)"),
+    ):
+        fig, ax = plt.subplots(figsize=(7, 0.3 * len(labels) + 1.2))
+        ax.barh(labels, values, color="tab:blue")
+        if suffix == "ratios":
+            ax.axvline(1.0, color="black", linewidth=0.8)
+        ax.invert_yaxis()
+        ax.set_xlabel(xlabel)
+        ax.tick_params(labelsize=7)
+        fig.tight_layout()
+        path = out / f"{name}.{suffix}.png"
+        fig.savefig(path, dpi=80)
+        plt.close(fig)
+        paths.append(path)
+    return paths
 
 
 if __name__ == "__main__":

@@ -15,7 +15,8 @@ runs with every head on every frame so that it does the same work as ``raw``.
 
 Usage::
 
-    python benchmarks/daemon_overhead.py [--bundle build/demo_bundle] [--frames 400] [--rounds 3]
+    python benchmarks/daemon_overhead.py [--bundle build/demo_bundle | --model MODEL.onnx] [--frames 400]
+        [--rounds 3]
         [--json benchmarks/results/daemon_overhead.x86_64.json]
 """
 
@@ -31,7 +32,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from bench_support import split_for_bench
+from bench_support import DEMO_MODEL, split_for_bench
 
 from edge_runtime.bench import environment
 from edge_runtime.config import RuntimeConfig
@@ -91,7 +92,12 @@ def per_frame_daemon(bundle: Path, folder: Path, count: int, state: Path) -> flo
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--bundle", type=Path, help="a bundle (default: split the demo model)")
+    parser.add_argument("--bundle", type=Path, help="a bundle (default: split --model)")
+    parser.add_argument(
+        "--model", type=Path, default=DEMO_MODEL,
+        help="ONNX model to split when no --bundle (default: the demo; build/mbv2_multitask.onnx gets "
+        "benchmarks/mbv2_heads.toml)",
+    )  # fmt: skip
     parser.add_argument("--frames", type=int, default=400)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--json", type=Path)
@@ -99,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING)
     with tempfile.TemporaryDirectory(prefix="daemon-overhead-") as tmp:
         root = Path(tmp)
-        bundle = args.bundle or split_for_bench(root / "bundle")
+        bundle = args.bundle or split_for_bench(root / "bundle", args.model)
         source = SyntheticSource(640, 480)
         frames = [source.render(i) for i in range(args.frames)]
         folder = root / "frames"
@@ -127,6 +133,7 @@ def main(argv: list[str] | None = None) -> int:
         report = {
             "schema": "edge-bench/1",
             "benchmark": "daemon_overhead",
+            "bundle": str(args.bundle) if args.bundle else f"split of {args.model}",
             "frames": args.frames,
             "rounds": args.rounds,
             "ms_per_frame": runs,

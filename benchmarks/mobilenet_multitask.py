@@ -9,7 +9,7 @@ exports it to ONNX. Weights are random: only latency is measured with it.
 Usage::
 
     python benchmarks/mobilenet_multitask.py -o build/mbv2_multitask.onnx
-    python benchmarks/engine_vs_monolithic.py --model build/mbv2_multitask.onnx
+    python benchmarks/compare.py build/mbv2_multitask.onnx --seconds 60
 """
 
 from __future__ import annotations

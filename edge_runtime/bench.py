@@ -14,6 +14,7 @@ CLI: ``edge-runtime bench build/demo_bundle --seconds 10 --out build/bench`` (se
 
 from __future__ import annotations
 
+import csv
 import json
 import logging
 import os
@@ -128,6 +129,20 @@ def write_report(
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    return out
+
+
+def write_csv(path: str | Path, timings: Mapping[str, Timing], key: str = "case") -> Path:
+    """One row per case (its name in column ``key``): n and every statistic in ms (4 decimals)."""
+    fields = [key, "n", "mean_ms", "min_ms", "p50_ms", "p90_ms", "p95_ms", "p99_ms", "max_ms"]
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with out.open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(fields)
+        for name, t in timings.items():
+            d = asdict(t)
+            writer.writerow([name, t.n, *(f"{d[f]:.4f}" for f in fields[2:])])
     return out
 
 

@@ -21,7 +21,6 @@ CLI: ``edge-runtime bench build/demo_bundle --seconds 10 --out bench-out``
 from __future__ import annotations
 
 import argparse
-import csv
 import logging
 import resource
 import sys
@@ -32,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from edge_runtime.bench import Timing, environment, format_timings, write_report
+from edge_runtime.bench import Timing, environment, format_timings, write_csv, write_report
 from edge_runtime.errors import ConfigError, close_matches
 
 logger = logging.getLogger(__name__)
@@ -247,17 +246,6 @@ def format_report(report: LatencyReport) -> str:
     return "\n".join(lines)
 
 
-def _write_csv(path: Path, timings: dict[str, Timing]) -> Path:
-    fields = ["stage", "n", "mean_ms", "min_ms", "p50_ms", "p90_ms", "p95_ms", "p99_ms", "max_ms"]
-    with path.open("w", newline="", encoding="utf-8") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(fields)
-        for stage, t in timings.items():
-            d = asdict(t)
-            writer.writerow([stage, t.n, *(f"{d[f]:.4f}" for f in fields[2:])])
-    return path
-
-
 def _write_markdown(path: Path, report: LatencyReport, charts: list[Path]) -> Path:
     m = report.meta
     eng, mem, env = m["engine"], m["memory"], m["environment"]
@@ -346,7 +334,7 @@ def write_outputs(report: LatencyReport, out: str | Path, name: str = "latency")
     charts = _write_charts(folder, name, report)
     report.meta["charts"] = [c.name for c in charts]
     paths = [write_report(folder / f"{name}.json", report.timings, {}, report.meta)]
-    paths.append(_write_csv(folder / f"{name}.csv", report.timings))
+    paths.append(write_csv(folder / f"{name}.csv", report.timings, key="stage"))
     paths.append(_write_markdown(folder / f"{name}.md", report, charts))
     return [*paths, *charts]
 
