@@ -7,7 +7,10 @@ Examples::
     edge-runtime run --bundle build/demo_bundle --source camera:0 --validate
     edge-runtime health --state-dir /var/lib/edge-runtime
     edge-runtime inspect build/demo_bundle
+    edge-runtime selftest build/demo_bundle --precision int8
     edge-runtime device --json
+    edge-runtime update demo-v2.tar.gz --config /etc/edge-runtime/config.toml
+    edge-runtime command --broker mqtt://broker:1883 --device cam1 --key operator.key status
     edge-runtime bench build/demo_bundle --seconds 10 --out bench-out
 """
 
@@ -18,8 +21,12 @@ import logging
 import sys
 import time
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from edge_runtime.errors import EdgeRuntimeError
+
+if TYPE_CHECKING:
+    from edge_runtime.bundle import Bundle
 
 RUN_EXAMPLES = """examples:
   edge-runtime run --bundle build/demo_bundle --source synthetic --max-frames 100
@@ -27,6 +34,7 @@ RUN_EXAMPLES = """examples:
   edge-runtime run --bundle build/demo_bundle --source camera:0 --threads 4
   edge-runtime run --config /etc/edge-runtime/config.toml
   edge-runtime run --config config.toml --validate
+  edge-runtime run --bundle bundle --source camera:0 --trusted-key release.pub --trusted-key next.pub
 
 SOURCE: synthetic[:WxH], a folder of images, a video file, camera:N, rtsp://..., gst:PIPELINE
 (all but synthetic need the [camera] extra). Every flag also has a config-file key and an
@@ -40,7 +48,8 @@ def _build_parser() -> argparse.ArgumentParser:
         prog="edge-runtime",
         description="Run multi-task bundles on a device and stream their results.",
         epilog="examples:\n  edge-runtime run --bundle build/demo_bundle --source synthetic --max-frames 10\n"
-        "  edge-runtime inspect build/demo_bundle\n  edge-runtime health",
+        "  edge-runtime inspect build/demo_bundle\n  edge-runtime selftest build/demo_bundle --precision int8\n"
+        "  edge-runtime health",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug details")
@@ -83,6 +92,22 @@ def _build_parser() -> argparse.ArgumentParser:
         "--metrics-port", type=int, metavar="PORT", help="serve Prometheus metrics on this port (default: 0, off)"
     )
     run.add_argument("--metrics-host", metavar="HOST", help="address of the metrics endpoint (default: 127.0.0.1)")
+    run.add_argument(
+        "--trusted-key",
+        action="append",
+        dest="trusted_keys",
+        metavar="PATH",
+        help="public key (.pub) that must have signed the bundle (repeatable: any one of them; "
+        "config key trusted_keys, EDGE_RUNTIME_TRUSTED_KEYS=a.pub,b.pub)",
+    )
+    run.add_argument(
+        "--command-key",
+        action="append",
+        dest="command_keys",
+        metavar="PATH",
+        help="accept signed remote commands from this operator public key (repeatable; default: commands off; "
+        "config key command_keys, EDGE_RUNTIME_COMMAND_KEYS=a.pub,b.pub)",
+    )
     run.add_argument("--validate", action="store_true", help="check config, bundle and source, then exit")
 
     health = sub.add_parser(
@@ -106,13 +131,60 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     add_subscribe_arguments(subscribe)
 
+    from edge_runtime.command_cli import COMMAND_EXAMPLES, add_command_arguments
+
+    command = sub.add_parser(
+        "command",
+        help="send a signed remote command to a device over MQTT and print its reply",
+        description="Sign a command with the operator key, publish it to <prefix>/<device>/cmd "
+        "and wait for the reply on <prefix>/<device>/reply.",
+        epilog=COMMAND_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_command_arguments(command)
+
+    from edge_runtime.update_cli import UPDATE_EXAMPLES, add_update_arguments
+
+    update = sub.add_parser(
+        "update",
+        help="install a bundle or a head-only package into the A/B slots (verify, self-test, switch, rollback)",
+        description="Stage SOURCE, verify it (signature, hashes, self-test) and make it active; "
+        "a running daemon with the same state directory switches to it between frames.",
+        epilog=UPDATE_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_update_arguments(update)
+
     inspect_cmd = sub.add_parser(
         "inspect",
         help="verify a bundle's checksums and show its trunk, heads and artifacts",
-        epilog="examples:\n  edge-runtime inspect build/demo_bundle\n  edge-runtime -v inspect /opt/bundles/current",
+        epilog="examples:\n  edge-runtime inspect build/demo_bundle\n  edge-runtime -v inspect /opt/bundles/current\n"
+        "  edge-runtime inspect /opt/bundles/current --trusted-key /etc/edge-runtime/release.pub",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     inspect_cmd.add_argument("bundle", metavar="BUNDLE_DIR")
+    inspect_cmd.add_argument(
+        "--trusted-key",
+        action="append",
+        dest="trusted_keys",
+        metavar="PATH",
+        help="check the signature against this public key (repeatable); fails when it does not check out",
+    )
+
+    selftest = sub.add_parser(
+        "selftest",
+        help="run the bundle's self-test frames and compare every head with the float model's outputs",
+        description="Load the bundle as 'run' would (backend, precision), run its stored self-test frames and "
+        "compare each head's raw outputs with the float model's: fp32 nearly exact, fp16/int8 by cosine "
+        "similarity. Exit 0 when every head passes (or the bundle has no self-test data), 1 when one fails.",
+        epilog="examples:\n  edge-runtime selftest build/demo_bundle\n"
+        "  edge-runtime selftest build/demo_bundle --precision int8\n"
+        "  edge-runtime selftest /opt/bundles/current --backend tflite --precision int8",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    selftest.add_argument("bundle", metavar="BUNDLE_DIR")
+    selftest.add_argument("--backend", choices=("onnxruntime", "tflite"), default="onnxruntime")
+    selftest.add_argument("--precision", choices=("fp32", "fp16", "int8"), default="fp32")
 
     device = sub.add_parser(
         "device",
@@ -161,6 +233,8 @@ def _run(args: argparse.Namespace) -> int:
         "spool": args.spool,
         "metrics_port": args.metrics_port,
         "metrics_host": args.metrics_host,
+        "trusted_keys": args.trusted_keys,
+        "command_keys": args.command_keys,
     }
     config = RuntimeConfig.load(config_file=args.config, flags=flags)
     if args.validate:
@@ -261,12 +335,57 @@ def _device(args: argparse.Namespace) -> int:
     return 0
 
 
+def _inspect(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from edge_runtime.bundle import load_bundle
+    from edge_runtime.bundle_summary import format_bundle
+    from edge_runtime.keys import load_public_keys
+    from edge_runtime.trust import signature_state
+
+    keys = load_public_keys(args.trusted_keys or [])
+    bundle = load_bundle(args.bundle, trusted_keys=keys, warn_unchecked=False)
+    print(format_bundle(bundle))
+    print(f"signature: {signature_state(Path(args.bundle), bundle.signed_by)}")
+    print(f"self-test: {_selftest_line(bundle)}")
+    return 0
+
+
+def _selftest_line(bundle: Bundle) -> str:
+    import numpy as np
+
+    spec = bundle.manifest.selftest
+    if spec is None:
+        return "none (re-export with 'edge-export split' to add it)"
+    frames = np.load(bundle.root / spec.frames, mmap_mode="r", allow_pickle=False)
+    return f"{len(frames)} frames, heads {', '.join(bundle.manifest.heads)} ('edge-runtime selftest' runs them)"
+
+
+def _selftest(args: argparse.Namespace) -> int:
+    from edge_runtime.engine import Engine, EngineOptions
+    from edge_runtime.selftest import run_selftest
+
+    with Engine.from_bundle(args.bundle, EngineOptions(backend=args.backend, precision=args.precision)) as engine:
+        report = run_selftest(engine)
+    print(report.summary())
+    if not report.passed:
+        print(f"edge-runtime: self-test FAILED: {report.failures()}", file=sys.stderr)
+        return 1
+    if report.skipped is None:
+        print(f"self-test passed: {len(report.heads)} heads on {report.frames} frames")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``edge-runtime``; returns the process exit code."""
     args = _build_parser().parse_args(argv)
     level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
     try:
+        if args.command == "update":
+            from edge_runtime.update_cli import run_update
+
+            return run_update(args)
         if args.command == "run":
             return _run(args)
         if args.command == "health":
@@ -277,15 +396,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             from edge_runtime.bench_run import run_bench
 
             return run_bench(args)
+        if args.command == "command":
+            from edge_runtime.command_cli import run_command
+
+            return run_command(args)
         if args.command == "subscribe":
             from edge_runtime.subscriber import run_subscribe
 
             return run_subscribe(args)
-        from edge_runtime.bundle import load_bundle
-        from edge_runtime.bundle_summary import format_bundle
-
-        print(format_bundle(load_bundle(args.bundle)))
-        return 0
+        if args.command == "selftest":
+            return _selftest(args)
+        return _inspect(args)
     except EdgeRuntimeError as exc:
         print(f"edge-runtime: error: {exc}", file=sys.stderr)
         return 2

@@ -45,8 +45,16 @@ HEAD_OVERRIDE_KEYS = ("enabled", "every_n_frames", "qos", "expiry_s", "deadband"
 CODEC_MODES = ("msgpack", "json")
 COMPRESSIONS = ("none", "zstd")
 SPOOL_SYNC_MODES = ("normal", "full")
-_INT_KEYS = ("threads", "max_frames", "queue_size", "spool_max_rows", "spool_max_bytes")
-_FLOAT_KEYS = ("fps", "status_interval_s", "heartbeat_interval_s", "rbe_heartbeat_s")
+_INT_KEYS = (
+    "threads",
+    "max_frames",
+    "queue_size",
+    "spool_max_rows",
+    "spool_max_bytes",
+    "update_max_boot_attempts",
+    "update_max_download_mb",
+)
+_FLOAT_KEYS = ("fps", "status_interval_s", "heartbeat_interval_s", "rbe_heartbeat_s", "command_max_age_s")
 
 
 def default_state_dir() -> Path:
@@ -109,6 +117,18 @@ class RuntimeConfig:
     #: Prometheus endpoint (edge_runtime/metrics.py, the ``metrics`` extra): 0 = off.
     metrics_port: int = 0
     metrics_host: str = "127.0.0.1"
+    #: Public keys (PEM ``.pub``) one of which must have signed the bundle (``manifest.sig``);
+    #: several allow key rotation. Empty: the signature is not checked (a warning says so).
+    trusted_keys: tuple[Path, ...] = ()
+    #: Over-the-air updates (edge_runtime/update.py): roll back to the previous bundle after this
+    #: many starts in a row that never processed a few frames; refuse downloads over this size.
+    update_max_boot_attempts: int = 3
+    update_max_download_mb: int = 512
+    #: Operator public keys (PEM ``.pub``) whose signed remote commands the daemon accepts on
+    #: ``<prefix>/<device>/cmd`` (docs/protocol.md §9). Empty: commands off, no subscription.
+    command_keys: tuple[Path, ...] = ()
+    #: How old (seconds, by the command's ``ts``) a remote command may be.
+    command_max_age_s: float = 60.0
 
     @classmethod
     def keys(cls) -> tuple[str, ...]:
@@ -186,6 +206,10 @@ class RuntimeConfig:
             raise ConfigError(f"{where}: topic_prefix {prefix!r} must be non-empty, free of '+', '#' and a leading '/'")
         if "loop" in data:
             values["loop"] = _typed(data, "loop", bool, where)
+        if data.get("trusted_keys") is not None:
+            values["trusted_keys"] = _trusted_keys(data["trusted_keys"], where)
+        if data.get("command_keys") is not None:
+            values["command_keys"] = _trusted_keys(data["command_keys"], where, "command_keys")
         if "heads" in data:
             values["heads"] = _head_overrides(data["heads"], where)
         return cls(**values)
@@ -206,6 +230,14 @@ class RuntimeConfig:
         merged.update(environment_settings(os.environ if environ is None else environ))
         merged.update({k: v for k, v in (flags or {}).items() if v is not None})
         return cls.from_mapping(merged, origin)
+
+
+def _trusted_keys(value: Any, where: str, key: str = "trusted_keys") -> tuple[Path, ...]:
+    """``trusted_keys`` / ``command_keys``: one path, or a list of paths (env: comma-separated)."""
+    items = [value] if isinstance(value, (str, Path)) else value
+    if not isinstance(items, (list, tuple)) or not all(isinstance(i, (str, Path)) and str(i) for i in items):
+        raise ConfigError(f"{where}: {key!r} must be a path or a list of paths to .pub files, got {value!r}")
+    return tuple(Path(i) for i in items)
 
 
 def _profile_name(name: str, where: str) -> str:
@@ -230,6 +262,9 @@ def environment_settings(environ: Mapping[str, str]) -> dict[str, Any]:
         if key not in keys:
             env_names = [ENV_PREFIX + k.upper() for k in keys]
             raise ConfigError(f"environment variable {name} is not a setting{close_matches(name, env_names)}")
+        if key in ("trusted_keys", "command_keys"):
+            settings[key] = [part.strip() for part in raw.split(",") if part.strip()]
+            continue
         settings[key] = _parse_env(key, raw, name)
     return settings
 

@@ -46,20 +46,44 @@ from typing import IO, Any, Protocol
 import numpy as np
 
 from edge_runtime.bundle import read_manifest
+from edge_runtime.commands import CommandProcessor
 from edge_runtime.config import RuntimeConfig
 from edge_runtime.device import bundle_formats, resolve_engine_options
 from edge_runtime.engine import Engine
 from edge_runtime.errors import ConfigError, EdgeRuntimeError, close_matches
 from edge_runtime.frames import Frame
 from edge_runtime.metrics import Metrics, MetricsSnapshot
+from edge_runtime.remote_control import DaemonController, attach_commands
 from edge_runtime.reporting import HeadPolicy, Reporter
 from edge_runtime.results import FrameResult
 from edge_runtime.sources import FrameSource, open_source
 from edge_runtime.state import StateDir
+from edge_runtime.update import Slots, UpdateOutcome, install_update
 
 logger = logging.getLogger(__name__)
 
 SEQ_SAVE_EVERY = 100
+#: Frames a freshly started bundle processes before its start counts as good (crash-on-start rollback).
+BOOT_OK_FRAMES = 5
+#: Frames a hot-swapped engine runs while the previous one is kept open to swap back to.
+PROBATION_FRAMES = 3
+#: Seconds between checks of the update slots' state.json (an update installed by the CLI).
+STATE_POLL_S = 1.0
+
+
+class _Swap:
+    """An engine handed from an update request to the inference thread (swapped between frames)."""
+
+    def __init__(
+        self, engine: Engine, reporter: Reporter, key: tuple[str | None, str], rollback_on_failure: bool
+    ) -> None:
+        self.engine = engine
+        self.reporter = reporter
+        self.key = key
+        self.rollback_on_failure = rollback_on_failure
+        self.installed = False
+        self.error: str | None = None
+        self.done = threading.Event()
 
 
 class ResultSink(Protocol):
@@ -196,20 +220,195 @@ class Daemon:
         self._engine: Engine | None = None
         self._slot: LatestFrameSlot | None = None
         self.reporter: Reporter | None = None
+        self.slots = Slots.open(self.state.path)
+        self._running_slot: str | None = self._existing_slot(self.slots.active_slot())
+        self._running_key = self._slot_key(self._running_slot)
+        self._bundle_override: Path | None = None
+        self._build_lock = threading.Lock()
+        self._update_lock = threading.Lock()
+        self._swap_lock = threading.Lock()
+        self._pending_swap: _Swap | None = None
+        self._probation_engine: Engine | None = None
+        self._running = False
+        self._boot_reported = False
+        self.controller = DaemonController(self)
+        self._commands: CommandProcessor | None = None
+
+    # -- update slots ----------------------------------------------------------------------
+    def _bundle_path(self) -> Path:
+        """The bundle to build: one being verified, else the active update slot, else the
+        configured (factory) bundle."""
+        if self._bundle_override is not None:
+            return self._bundle_override
+        if self._running_slot is not None:
+            return self.slots.slot_path(self._running_slot)
+        return self.config.bundle
+
+    def _existing_slot(self, slot: str | None) -> str | None:
+        if slot is not None and not (self.slots.slot_path(slot) / "manifest.json").is_file():
+            logger.warning("update slot %s is active but empty: running the configured bundle", slot)
+            return None
+        return slot
+
+    def _slot_key(self, slot: str | None) -> tuple[str | None, str]:
+        """What identifies the bundle a slot holds (a slot is reused by later updates)."""
+        return slot, json.dumps(self.slots.installed_info(slot), sort_keys=True)
+
+    def build_engine_at(self, path: Path) -> Engine:
+        """:meth:`build_engine` for the bundle at ``path`` (an update being verified)."""
+        with self._build_lock:
+            self._bundle_override = path
+            try:
+                return self.build_engine()
+            finally:
+                self._bundle_override = None
+
+    def _boot(self) -> None:
+        """Count this start against the active slot (rolling back after too many failed
+        starts) and say which bundle runs."""
+        slot = self._existing_slot(self.slots.begin_boot(self.config.update_max_boot_attempts))
+        self._running_slot, self._running_key = slot, self._slot_key(slot)
+        self._state_mtime = self.slots.mtime()
+        if slot is not None:
+            info = self.slots.installed_info(slot)
+            logger.info(
+                "running bundle %s v%s from update slot %s (installed %s); the configured bundle %s is the "
+                "factory fallback; `edge-runtime update --reset` returns to it",
+                info.get("name"), info.get("version"), slot, info.get("installed"), self.config.bundle,
+            )  # fmt: skip
+
+    def request_update(self, source: str, timeout: float = 60.0) -> UpdateOutcome:
+        """Install ``source`` (a bundle directory, a .tar.gz of one or an http(s) URL; a head-only
+        package is completed from the running bundle) and swap to it between two frames.
+
+        Thread-safe, for any thread (an MQTT command handler): stages, verifies (signature when
+        ``trusted_keys`` is configured, hashes, self-test) and builds the engine in the calling
+        thread; the inference thread swaps engines between frames and keeps the old one until
+        the new one ran :data:`PROBATION_FRAMES` frames; if it fails on one, the frame is run
+        again on the old engine and the slots roll back. Waits up to ``timeout`` seconds for
+        that; never raises for a refused update (``ok`` is False and ``reason`` says why).
+        """
+        with self._update_lock:
+            outcome, engine = install_update(
+                self.slots,
+                source,
+                build_engine=self.build_engine_at,
+                trusted_keys=self.config.trusted_keys,
+                base=self._bundle_path(),
+                max_download_mb=self.config.update_max_download_mb,
+                keep_engine=True,
+            )
+            if engine is None:
+                return outcome
+            return self._hand_over(engine, outcome, self._slot_key(outcome.slot), True, timeout)
+
+    def request_rollback(self, reason: str = "rollback requested", timeout: float = 60.0) -> UpdateOutcome:
+        """Make the previous bundle active again (the factory one when none) and swap to it."""
+        with self._update_lock:
+            try:
+                slot = self.slots.rollback(reason)
+                outcome = self._outcome_for(slot, "rollback", f"rolled back: {reason}")
+                engine = self.build_engine_at(self.slots.slot_path(slot) if slot else self.config.bundle)
+            except EdgeRuntimeError as exc:
+                return UpdateOutcome(ok=False, reason=str(exc), source="rollback")
+            return self._hand_over(engine, outcome, self._slot_key(slot), False, timeout)
+
+    def _outcome_for(self, slot: str | None, source: str, reason: str) -> UpdateOutcome:
+        manifest = read_manifest(self.slots.slot_path(slot) if slot else self.config.bundle)
+        return UpdateOutcome(
+            ok=True, reason=reason, source=source, name=manifest.name, version=manifest.version, slot=slot
+        )
+
+    def _hand_over(
+        self, engine: Engine, outcome: UpdateOutcome, key: tuple[str | None, str], rollback: bool, timeout: float
+    ) -> UpdateOutcome:
+        """Give a built engine to the inference thread and wait until it proved itself."""
+        try:
+            swap = _Swap(engine, self.build_reporter(engine), key, rollback)
+        except BaseException:
+            engine.close()
+            raise
+        with self._swap_lock:
+            if not self._running:
+                engine.close()
+                self._running_slot, self._running_key = key[0], key
+                return replace(outcome, reason=outcome.reason + "; it runs from the next start")
+            if self._pending_swap is not None:  # superseded before the inference thread took it
+                self._pending_swap.engine.close()
+                self._pending_swap.error = "superseded by a newer update"
+                self._pending_swap.done.set()
+            self._pending_swap = swap
+            self._running_slot, self._running_key = key[0], key
+        if not swap.done.wait(timeout):
+            return replace(outcome, reason=outcome.reason + "; the swap waits for the next frames")
+        if swap.error is not None:
+            return replace(outcome, ok=False, reason=swap.error)
+        return replace(outcome, reason=outcome.reason + "; now processing frames")
+
+    def _follow_state(self) -> None:
+        """Swap to the slot ``state.json`` names when another process (``edge-runtime update``)
+        changed it."""
+        if not self._update_lock.acquire(blocking=False):
+            return  # this process is changing it: check again on the next poll
+        handed_over = False
+        try:
+            mtime = self.slots.mtime()
+            if mtime == self._state_mtime:
+                return
+            self._state_mtime = mtime
+            slot = self._existing_slot(self.slots.active_slot())
+            key = self._slot_key(slot)
+            if key == self._running_key:
+                return
+            logger.info(
+                "update slots changed by another process: switching to %s",
+                f"slot {slot}" if slot else "the factory bundle",
+            )
+            outcome = self._outcome_for(slot, "state.json", "switched")
+            engine = self.build_engine_at(self.slots.slot_path(slot) if slot else self.config.bundle)
+
+            def hand_over() -> None:
+                try:
+                    result = self._hand_over(engine, outcome, key, slot is not None, 120.0)
+                    logger.info("switch: %s", result.reason)
+                except EdgeRuntimeError as exc:
+                    logger.error("switch failed: %s", exc)
+                finally:
+                    self._update_lock.release()
+
+            threading.Thread(target=hand_over, name="update-switch", daemon=True).start()
+            handed_over = True  # the thread releases the lock
+        except EdgeRuntimeError as exc:
+            logger.error("cannot switch to the newly installed bundle: %s", exc)
+        finally:
+            if not handed_over:
+                self._update_lock.release()
+
+    def _take_swap(self) -> _Swap | None:
+        with self._swap_lock:
+            swap, self._pending_swap = self._pending_swap, None
+            return swap
 
     # -- building --------------------------------------------------------------------------
     def build_engine(self) -> Engine:
-        """The engine with the config's backend, precision, threads (over the device profile's)
-        and head overrides."""
+        """The engine with the config's backend, precision, threads (over the device profile's),
+        trusted keys (the bundle's signature is checked first) and head overrides."""
+        from edge_runtime.keys import KeyFileError, load_public_keys
+
         config = self.config
+        try:
+            keys = tuple(load_public_keys(config.trusted_keys))
+        except KeyFileError as exc:
+            raise ConfigError(f"trusted_keys: {exc}") from None
         options, _ = resolve_engine_options(
             config.profile,
             backend=config.backend,
             precision=config.precision,
             threads=config.threads,
-            bundle_formats=bundle_formats(read_manifest(config.bundle)),
+            bundle_formats=bundle_formats(read_manifest(self._bundle_path())),
         )
-        engine = Engine.from_bundle(config.bundle, options)
+        options = replace(options, trusted_keys=keys or None)
+        engine = Engine.from_bundle(self._bundle_path(), options)
         for name, override in config.heads.items():
             if name not in engine.head_names:
                 engine.close()
@@ -221,6 +420,7 @@ class Daemon:
                 engine.set_head_enabled(name, override.enabled)
             if override.every_n_frames is not None:
                 engine.scheduler.set_every_n_frames(name, override.every_n_frames)
+        self.controller.apply(engine)  # what remote commands changed outlives a swap
         return engine
 
     def build_reporter(self, engine: Engine) -> Reporter:
@@ -242,7 +442,9 @@ class Daemon:
     # -- running ---------------------------------------------------------------------------
     def run(self, install_signals: bool = True) -> int:
         """Run to the end; return the process exit code (0 after a clean stop)."""
-        engine = self.build_engine()
+        self._boot()
+        with self._build_lock:
+            engine = self.build_engine()
         sinks: list[ResultSink] = list(self._extra_sinks)
         self._publisher = None
         self._engine = engine
@@ -268,7 +470,7 @@ class Daemon:
             raise
         slot = LatestFrameSlot(drop_old=source.live or self.config.fps is not None)
         self._slot = slot
-        results: queue.Queue[FrameResult | None] = queue.Queue(maxsize=self.config.queue_size)
+        results: queue.Queue[FrameResult | Reporter | None] = queue.Queue(maxsize=self.config.queue_size)
         seq = self.state.load_seq()
         previous = self._install_signal_handlers() if install_signals else {}
         threads = [
@@ -278,9 +480,11 @@ class Daemon:
         output = threading.Thread(target=self._guard(self._output, results, sinks, seq), name="output", daemon=True)
         logger.info(
             "running %s on %s (%s), device %s, epoch %s, state %s",
-            self.config.bundle, self.config.source, "live: newest frame wins" if slot.drop_old else "every frame",
+            self._bundle_path(), self.config.source, "live: newest frame wins" if slot.drop_old else "every frame",
             self.config.device_id, self.state.epoch, self.state.path,
         )  # fmt: skip
+        with self._swap_lock:
+            self._running = True
         for thread in [*threads, output]:
             thread.start()
         notify_systemd("READY=1")
@@ -293,7 +497,7 @@ class Daemon:
                 if thread.is_alive():
                     logger.warning("thread %s did not stop within 30 s", thread.name)
             source.close()
-            engine.close()
+            self._close_engines(engine)
             for sink in sinks:
                 sink.close()
             if self._publisher is not None:  # the final counters go into the offline status
@@ -308,12 +512,27 @@ class Daemon:
             "stopped: %d frames in, %d results written, %d frames dropped",
             self.frames_in, self.results_written, slot.dropped,
         )  # fmt: skip
+        if not self._errors and self.frames_processed and not self._boot_reported:
+            self.slots.boot_ok()  # a clean stop is not a crash on start
         if self._errors:
             error = self._errors[0]
             if isinstance(error, EdgeRuntimeError):
                 raise error
             raise EdgeRuntimeError(f"the pipeline failed: {type(error).__name__}: {error}") from error
         return 0
+
+    def _close_engines(self, first: Engine) -> None:
+        """Close the engines of this run: the first, the current, one on probation, one never swapped in."""
+        with self._swap_lock:
+            self._running = False
+            pending, self._pending_swap = self._pending_swap, None
+        if pending is not None:
+            pending.engine.close()
+            pending.error = "the daemon stopped before the swap; the update runs from the next start"
+            pending.done.set()
+        for engine in (first, self._engine, self._probation_engine):
+            if engine is not None:
+                engine.close()
 
     def _install_signal_handlers(self) -> dict[int, Any]:
         previous: dict[int, Any] = {}
@@ -348,21 +567,82 @@ class Daemon:
         finally:
             slot.close()
 
-    def _infer(self, engine: Engine, slot: LatestFrameSlot, results: queue.Queue[FrameResult | None]) -> None:
+    def _infer(
+        self, engine: Engine, slot: LatestFrameSlot, results: queue.Queue[FrameResult | Reporter | None]
+    ) -> None:
+        swap: _Swap | None = None  # the engine swapped in last, while on probation
+        old_engine, old_reporter, old_key = engine, self.reporter, self._running_key
+        probation = 0
+        frames = 0
         try:
             while True:
                 frame = slot.get()
                 if frame is None:
                     break
-                result = engine.infer(frame)
+                incoming = self._take_swap()  # between two frames: never mid-frame
+                if incoming is not None:
+                    if swap is not None:  # the previous swap is still on probation: it passed so far
+                        self._end_probation(swap, old_engine)
+                    old_engine, old_reporter, old_key = engine, self.reporter, self._current_key(swap, old_key)
+                    swap, engine, probation = incoming, incoming.engine, PROBATION_FRAMES
+                    self._engine, self._probation_engine = engine, old_engine
+                    self.reporter = swap.reporter
+                    self._put(results, swap.reporter)
+                    swap.installed = True
+                    logger.info("swapped to %s v%s between frames", engine.manifest.name, engine.manifest.version)
+                try:
+                    result = engine.infer(frame)
+                except Exception as exc:
+                    if swap is None or probation <= 0:
+                        raise
+                    reason = f"the new bundle failed on frame {frame.frame_id}: {type(exc).__name__}: {exc}"
+                    logger.error("%s; swapping back", reason)
+                    engine.close()
+                    engine, self._engine, self._probation_engine = old_engine, old_engine, None
+                    self.reporter = old_reporter
+                    if old_reporter is not None:
+                        self._put(results, old_reporter)
+                    with self._swap_lock:
+                        if self._running_key == swap.key:
+                            self._running_slot, self._running_key = old_key[0], old_key
+                    if swap.rollback_on_failure:
+                        try:
+                            self.slots.rollback(reason)
+                        except EdgeRuntimeError as rollback_error:
+                            logger.error("rollback failed: %s", rollback_error)
+                    swap.error = reason
+                    swap.done.set()
+                    swap, probation = None, 0
+                    result = engine.infer(frame)  # the same frame, on the engine that worked
+                if swap is not None and probation > 0:
+                    probation -= 1
+                    if probation == 0:
+                        self._end_probation(swap, old_engine)
+                        old_engine = engine
+                frames += 1
+                if frames == BOOT_OK_FRAMES and not self._boot_reported:
+                    self._boot_reported = True
+                    self.slots.boot_ok()
                 self._stages.add(result.latency_ms)
                 if self._metrics is not None:
                     self._metrics.observe_latencies(result.latency_ms)
                 self._put(results, result)  # waits while the output is slow: results are never dropped
         finally:
+            if swap is not None and probation > 0:
+                self._end_probation(swap, None)
             self._put(results, None)
 
-    def _put(self, results: queue.Queue[FrameResult | None], item: FrameResult | None) -> None:
+    def _current_key(self, swap: _Swap | None, old_key: tuple[str | None, str]) -> tuple[str | None, str]:
+        return swap.key if swap is not None else old_key
+
+    def _end_probation(self, swap: _Swap, old_engine: Engine | None) -> None:
+        """The swapped-in engine passed: close the one it replaced."""
+        if old_engine is not None and old_engine is not swap.engine:
+            old_engine.close()
+            self._probation_engine = None
+        swap.done.set()
+
+    def _put(self, results: queue.Queue[FrameResult | Reporter | None], item: FrameResult | Reporter | None) -> None:
         while True:
             try:
                 results.put(item, timeout=0.1)
@@ -395,6 +675,7 @@ class Daemon:
                 compression=config.compression,
                 epoch=self.state.epoch,
             )
+            self._commands = attach_commands(self, publisher)
             return publisher.start()
         except BaseException:
             spool.close()
@@ -405,6 +686,11 @@ class Daemon:
         if publisher is None:
             return
         self._publisher = None
+        commands, self._commands = self._commands, None
+        if commands is not None:
+            publisher.on_command = None  # no new commands; one running (an update) may finish
+            commands.join(timeout=timeout)
+            commands.verifier.close()
         try:
             publisher.close(timeout=timeout)
         finally:
@@ -441,7 +727,7 @@ class Daemon:
             fps=round(self.frames_processed / elapsed, 3),
         )
 
-    def _output(self, results: queue.Queue[FrameResult | None], sinks: list[ResultSink], seq: int) -> None:
+    def _output(self, results: queue.Queue[FrameResult | Reporter | None], sinks: list[ResultSink], seq: int) -> None:
         self._seq = seq
         reporter = self.reporter or Reporter({})
         float32_heads = reporter.float32_heads()
@@ -453,6 +739,9 @@ class Daemon:
             else:
                 if result is None:
                     break
+                if isinstance(result, Reporter):  # an engine swap: the new heads' policies from here on
+                    reporter, float32_heads = result, result.float32_heads()
+                    continue
             if result is not None:
                 self.frames_processed += 1
                 line = result.to_dict(device=self.config.device_id, seq=self._seq)
@@ -490,6 +779,7 @@ class Daemon:
         next_status = time.monotonic() + self.config.status_interval_s
         next_beat = 0.0
         stopping_since: float | None = None
+        next_poll = time.monotonic() + STATE_POLL_S
         while output.is_alive():
             output.join(timeout=0.2)
             now = time.monotonic()
@@ -499,6 +789,9 @@ class Daemon:
                 source.close()
             if stopping_since is not None and now - stopping_since > 5.0:
                 slot.close()  # the source did not return: stop waiting for frames
+            if now >= next_poll and stopping_since is None:
+                next_poll = now + STATE_POLL_S
+                self._follow_state()
             if now >= next_beat:
                 self._write_heartbeat(slot)
                 notify_systemd("WATCHDOG=1")
@@ -510,6 +803,16 @@ class Daemon:
                 if self._publisher is not None:
                     self._publisher.publish_status(self.status_counters(slot))
                 next_status = now + self.config.status_interval_s
+
+    @property
+    def current_engine(self) -> Engine | None:
+        """The engine processing frames now (None before :meth:`run` built it)."""
+        return self._engine
+
+    def current_status(self) -> dict[str, Any]:
+        """:meth:`status_counters` of the running pipeline ({} before it started)."""
+        slot = self._slot
+        return {} if slot is None else self.status_counters(slot)
 
     def status_counters(self, slot: LatestFrameSlot) -> dict[str, Any]:
         """The pipeline's counters for the MQTT status message."""
@@ -555,7 +858,10 @@ class Daemon:
 
 
 def validate(config: RuntimeConfig) -> str:
-    """Check the config, the bundle (hashes, sessions load) and the source spec; return a summary."""
+    """Check the config, the bundle (signature when trusted keys are set, hashes, sessions load)
+    and the source spec; return a summary."""
+    from edge_runtime.trust import signature_state
+
     daemon = Daemon(replace(config, max_frames=1))
     with daemon.build_engine() as engine:
         source = open_source(config.source, max_frames=1)
@@ -563,5 +869,5 @@ def validate(config: RuntimeConfig) -> str:
         return (
             f"config ok: bundle {config.bundle} ({engine.manifest.name} v{engine.manifest.version}, heads "
             f"{', '.join(engine.head_names)}), source {config.source}, state {Path(config.state_dir)}; "
-            f"{engine.backend_description}"
+            f"{engine.backend_description}; signature: {signature_state(config.bundle, engine.bundle.signed_by)}"
         )

@@ -32,6 +32,7 @@ from edge_runtime.bundle import Bundle, load_bundle
 from edge_runtime.decoders import Decoder, build_decoder
 from edge_runtime.errors import BundleError, ConfigError, close_matches
 from edge_runtime.frames import Frame
+from edge_runtime.keys import PublicKey
 from edge_runtime.manifest import PRECISIONS, Artifact, DecoderSpec, GraphEntry
 from edge_runtime.preprocess import Preprocessor
 from edge_runtime.results import FrameResult, HeadResult
@@ -55,7 +56,9 @@ class EngineOptions:
     precision uses the next best one. ``heads`` limits the loaded heads (None: all).
     ``threads`` sizes the trunk's thread pool (None: all cores); heads are small, and
     one thread each was measured faster than two (a MobileNetV2-sized model's three heads:
-    0.208 vs 0.243 ms p50), so ``head_threads`` defaults to 1.
+    0.208 vs 0.243 ms p50), so ``head_threads`` defaults to 1. ``trusted_keys``: the public
+    keys (:func:`edge_runtime.keys.load_public_keys`) one of which must have signed the bundle;
+    None or empty: the signature is not checked (a warning says so once).
     """
 
     backend: str = "onnxruntime"
@@ -65,6 +68,7 @@ class EngineOptions:
     providers: tuple[str, ...] | None = None
     heads: tuple[str, ...] | None = None
     verify_hashes: bool = True
+    trusted_keys: tuple[PublicKey, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
@@ -148,7 +152,7 @@ class Engine:
     def from_bundle(cls, path: str | Path, options: EngineOptions | None = None) -> Engine:
         """Verify the bundle at ``path``, choose artifacts and create every session."""
         options = options or EngineOptions()
-        bundle = load_bundle(path, verify_hashes=options.verify_hashes)
+        bundle = load_bundle(path, verify_hashes=options.verify_hashes, trusted_keys=options.trusted_keys)
         manifest = bundle.manifest
         backend = get_backend(options.backend)
         backend_options = BackendOptions(threads=options.threads, providers=options.providers)

@@ -250,6 +250,8 @@ class TensorInfo:
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any], where: str) -> TensorInfo:
+        if not isinstance(data, Mapping):
+            raise _fail(BundleError, where, f"must be an object with 'dtype' and 'shape', got {data!r}")
         check_keys(data, ("dtype", "shape"), where, strict=False)
         shape = data.get("shape")
         if shape is not None and (not isinstance(shape, list) or not all(isinstance(d, (int, str)) for d in shape)):
@@ -425,6 +427,67 @@ class GraphEntry:
         return out
 
 
+#: Per-head self-test tolerance keys: fp32 ``|candidate - expected| <= rtol * range + atol``,
+#: fp16/int8 cosine similarity per output ``>= min_cosine``.
+SELFTEST_TOLERANCE_KEYS = ("rtol", "atol", "min_cosine")
+
+
+@dataclass(frozen=True)
+class SelfTestSpec:
+    """The manifest's ``selftest`` section: golden frames and the float model's outputs for them.
+
+    ``frames``: ``.npy`` of ``(N, H, W, 3) uint8`` RGB frames; ``expected``: ``.npz`` of the raw
+    float32 outputs (keys ``<head>/<output>``, each ``(N, *shape)``); ``decoded``: the decoded
+    results as JSON, for people; ``tolerance``: head -> overrides of the bounds
+    (:data:`SELFTEST_TOLERANCE_KEYS`). Paths are relative to the bundle.
+    """
+
+    frames: str
+    expected: str
+    decoded: str | None = None
+    tolerance: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+
+    KEYS = ("frames", "expected", "decoded", "tolerance")
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any], where: str) -> SelfTestSpec:
+        if not isinstance(data, Mapping):
+            raise _fail(BundleError, where, f"'selftest' must be an object, got {data!r}")
+        check_keys(data, cls.KEYS, where, strict=False)
+        paths: dict[str, str | None] = {}
+        for key in ("frames", "expected", "decoded"):
+            path = _get(data, key, str, where, BundleError, None if key == "decoded" else ...)
+            if path is not None and (path.startswith("/") or ".." in path.split("/")):
+                raise _fail(BundleError, where, f"{key} path {path!r} must stay inside the bundle")
+            paths[key] = path
+        tolerance: dict[str, dict[str, float]] = {}
+        for head, bounds in _get(data, "tolerance", dict, where, BundleError, {}).items():
+            here = f"{where}.tolerance.{head}"
+            if not isinstance(bounds, Mapping):
+                raise _fail(BundleError, here, f"must be an object with {', '.join(SELFTEST_TOLERANCE_KEYS)}")
+            check_keys(bounds, SELFTEST_TOLERANCE_KEYS, here, strict=False)
+            tolerance[str(head)] = {}
+            for key in SELFTEST_TOLERANCE_KEYS:
+                value = _get(bounds, key, float, here, BundleError, None)
+                if value is not None:
+                    if not 0.0 <= value or (key == "min_cosine" and value > 1.0):
+                        raise _fail(BundleError, here, f"{key!r} out of range: {value!r}")
+                    tolerance[str(head)][key] = value
+        return cls(
+            frames=str(paths["frames"]),
+            expected=str(paths["expected"]),
+            decoded=paths["decoded"],
+            tolerance=tolerance,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"frames": self.frames, "expected": self.expected}
+        if self.decoded is not None:
+            out["decoded"] = self.decoded
+        out["tolerance"] = {head: dict(bounds) for head, bounds in self.tolerance.items()}
+        return out
+
+
 @dataclass(frozen=True)
 class Manifest:
     """The whole ``manifest.json`` of a bundle."""
@@ -440,6 +503,7 @@ class Manifest:
     tensors: Mapping[str, TensorInfo] = field(default_factory=dict)
     format: str = FORMAT
     split: Mapping[str, Any] = field(default_factory=dict)
+    selftest: SelfTestSpec | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     KEYS = (
@@ -454,6 +518,7 @@ class Manifest:
         "files",
         "tensors",
         "split",
+        "selftest",
     )
 
     @classmethod
@@ -496,6 +561,9 @@ class Manifest:
             files=dict(files),
             tensors={name: TensorInfo.from_mapping(info, f"{where}: tensors.{name}") for name, info in tensors.items()},
             split=_get(data, "split", dict, where, BundleError, {}),
+            selftest=(
+                SelfTestSpec.from_mapping(data["selftest"], f"{where}: selftest") if "selftest" in data else None
+            ),
             extra=extra,
         )
 
@@ -516,6 +584,7 @@ class Manifest:
             "heads": {name: head.to_dict() for name, head in self.heads.items()},
             "tensors": {name: info.to_dict() for name, info in self.tensors.items()},
             **({"split": dict(self.split)} if self.split else {}),
+            **({"selftest": self.selftest.to_dict()} if self.selftest is not None else {}),
             **self.extra,
             "files": dict(self.files),
         }

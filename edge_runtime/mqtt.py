@@ -19,6 +19,11 @@ JSON object, ``{"state": "online", ...counters}`` on connect and every status in
 (:meth:`MqttPublisher.publish_status`), ``{"state": "offline", ...}`` on close and as the last
 will (see ``docs/protocol.md``; :func:`parse_status` reads it).
 
+Remote commands (``docs/protocol.md`` §9): with ``on_command`` set, the publisher subscribes to
+``<prefix>/<device>/cmd`` (QoS 1) on every (re)connect and hands each payload to it on paho's
+network thread (``CommandProcessor.handle``); :meth:`MqttPublisher.publish_reply` publishes an
+outcome as JSON on ``<prefix>/<device>/reply``.
+
 A refused or failed connection is retried with backoff; its reason (bad password, TLS
 verification, connection refused…) is logged once per distinct reason and kept in
 :attr:`MqttPublisher.last_error`.
@@ -268,6 +273,7 @@ class MqttPublisher:
         max_inflight: int = 100,
         expiry_s: float | None = None,
         epoch: str | None = None,
+        on_command: Callable[[bytes], object] | None = None,
     ) -> None:
         if not device_id or any(c in device_id for c in "/+#\0"):
             raise ConfigError(f"device id {device_id!r}: must be non-empty, without / + # or NUL")
@@ -284,6 +290,13 @@ class MqttPublisher:
         self.expiry_s = expiry_s
         self.results_topic = f"{config.topic_prefix}/{device_id}/results"
         self.status_topic = f"{config.topic_prefix}/{device_id}/status"
+        self.command_topic = f"{config.topic_prefix}/{device_id}/cmd"
+        self.reply_topic = f"{config.topic_prefix}/{device_id}/reply"
+        #: Called (network thread) with the payload of each message on ``command_topic``; when
+        #: set before :meth:`start`, the publisher subscribes to that topic on every connect.
+        self.on_command = on_command
+        #: Extra fields merged into every status message (e.g. the command counters).
+        self.status_extra: Callable[[], Mapping[str, Any]] | None = None
         self.published = 0
         self.acked = 0
         self.reconnects = 0
@@ -343,11 +356,12 @@ class MqttPublisher:
             properties=self._status_properties(will=True),
         )
         client.reconnect_delay_set(cast(int, cfg.reconnect_min_s), cast(int, cfg.reconnect_max_s))
-        client.max_inflight_messages_set(self.max_inflight + 2)  # + birth / offline status
+        client.max_inflight_messages_set(self.max_inflight + 4)  # + birth / offline status, replies
         client.max_queued_messages_set(0)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
+        client.on_message = self._on_message
         client.on_connect_fail = self._on_connect_fail
         client.on_socket_open = _no_delay
         return client
@@ -409,11 +423,22 @@ class MqttPublisher:
             with contextlib.suppress(Exception):
                 self._live_after_id = self.spool.last_id
         self._ever_connected = True
+        if self.on_command is not None:
+            client.subscribe(self.command_topic, qos=1)
         client.publish(
             self.status_topic, self._status(ONLINE), qos=1, retain=True, properties=self._status_properties()
         )
         self._connected.set()
         self._wake.set()
+
+    def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
+        handler = self.on_command
+        if handler is None or message.topic != self.command_topic:
+            return
+        try:
+            handler(bytes(message.payload))
+        except Exception:  # never into paho's network thread
+            logger.exception("MQTT command handler failed")
 
     def _on_connect_fail(self, client: paho.Client, userdata: Any) -> None:
         exc = getattr(client, "last_connect_exception", None)
@@ -579,6 +604,12 @@ class MqttPublisher:
         """The counters of the status message: the caller's (:meth:`publish_status`) and the
         spool's and the publisher's own."""
         fields: dict[str, Any] = {**self._identity(), "ts": round(time.time(), 3), **self._status_fields}
+        extra = self.status_extra
+        if extra is not None:
+            try:
+                fields.update(extra())
+            except Exception:
+                logger.exception("MQTT status_extra failed")
         with contextlib.suppress(Exception):
             stats = self.spool.stats()
             fields["spool"] = {
@@ -611,6 +642,16 @@ class MqttPublisher:
             self.status_topic, self._status(ONLINE), qos=1, retain=True, properties=self._status_properties()
         )
         return info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS
+
+    def publish_reply(self, reply: Mapping[str, Any]) -> bool:
+        """Publish a command's outcome as JSON on ``reply_topic`` (QoS 1, not retained; paho
+        queues it while disconnected). False when the publisher is closed or paho refused it."""
+        if self._closed:
+            return False
+        props = self._status_properties()
+        payload = json.dumps(reply, separators=(",", ":"), ensure_ascii=False, default=str).encode()
+        info = self._client.publish(self.reply_topic, payload, qos=1, retain=False, properties=props)
+        return info.rc in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN)
 
     def write(self, line: dict[str, Any]) -> None:
         """``ResultSink.write``."""

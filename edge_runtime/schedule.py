@@ -91,6 +91,10 @@ class HeadScheduler:
         """Whether a head is on."""
         return self._enabled[name]
 
+    def every_n_frames(self, name: str) -> int:
+        """How often a head runs (every N-th frame)."""
+        return self._schedules[name].every_n_frames
+
     def due(self, frame_index: int) -> set[str]:
         """Heads whose period and on/off state make them run on this frame (conditions aside)."""
         return {

@@ -16,11 +16,11 @@ import json
 import logging
 import shutil
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import replace
 from pathlib import Path
 
-from edge_runtime.bundle import MANIFEST_NAME, sha256_file
+from edge_runtime.bundle import MANIFEST_NAME, SIGNATURE_NAME, Bundle, sha256_file
 from edge_runtime.errors import ConfigError
 from edge_runtime.manifest import Manifest
 
@@ -63,3 +63,15 @@ def write_bundle(out_dir: str | Path, files: Mapping[str, bytes], manifest: Mani
         raise
     logger.debug("wrote bundle %s", out)
     return out
+
+
+def existing_files(bundle: Bundle, drop: Collection[str] = ()) -> dict[str, bytes]:
+    """Every file the manifest of ``bundle`` lists (relative path -> bytes), except the manifest,
+    its signature (a rewritten manifest invalidates it) and ``drop``: what to hand back to
+    :func:`write_bundle` when rewriting a bundle."""
+    files: dict[str, bytes] = {}
+    for rel in bundle.manifest.files:
+        if rel in drop or rel in (MANIFEST_NAME, SIGNATURE_NAME):
+            continue
+        files[rel] = (bundle.root / rel).read_bytes()
+    return files

@@ -10,6 +10,8 @@ Examples::
     edge-export split model.onnx -o bundle --calib frames/ --precision int8
     edge-export quantize build/demo_bundle --calib frames/ --precision mixed
     edge-export inspect build/demo_bundle
+    edge-export keygen keys/release
+    edge-export sign build/demo_bundle --key keys/release.key
 """
 
 from __future__ import annotations
@@ -48,6 +50,24 @@ QUANTIZE_EXAMPLES = """examples:
 
 --precision int8 adds INT8 graphs, fp16 FP16 graphs, mixed both; a graph below the gate is not
 added and stays float (the runtime takes the next best precision per graph).
+"""
+
+
+KEYGEN_EXAMPLES = """examples:
+  edge-export keygen keys/release            (writes keys/release.key and keys/release.pub)
+  edge-export keygen keys/release --force    (replace an existing pair)
+
+The .key file (PKCS#8 PEM, mode 0600) signs bundles: keep it secret, off the devices. The .pub
+file goes to the devices (config key trusted_keys, or edge-runtime run --trusted-key).
+"""
+
+SIGN_EXAMPLES = """examples:
+  edge-export sign build/demo_bundle --key keys/release.key
+  edge-export quantize bundle --calib frames/ && edge-export sign bundle --key keys/release.key
+
+Writes BUNDLE_DIR/manifest.sig: base64 of the ed25519 signature over the exact bytes of
+manifest.json, which lists the sha256 of every file. Quantizing or converting a bundle drops
+the signature: sign again afterwards.
 """
 
 
@@ -115,6 +135,12 @@ def _build_parser() -> argparse.ArgumentParser:
     split.add_argument(
         "--tolerance", type=float, default=1e-5, help="max abs error allowed by verification (default: 1e-5)"
     )
+    split.add_argument(
+        "--no-selftest",
+        dest="selftest",
+        action="store_false",
+        help="do not store self-test frames and the float model's outputs for them (selftest/)",
+    )
     split.add_argument("--force", action="store_true", help="replace BUNDLE_DIR if it exists and is not empty")
 
     quantize = sub.add_parser(
@@ -180,6 +206,17 @@ def _build_parser() -> argparse.ArgumentParser:
     convert.add_argument("-o", "--output", metavar="DIR", help="write a new bundle there instead of replacing")
     convert.add_argument("--force", action="store_true", help="replace -o DIR if it exists and is not empty")
 
+    head_update = sub.add_parser(
+        "head-update",
+        help="package only what changed since a base bundle (a head update; the trunk stays on the device)",
+        epilog="examples:\n  edge-export head-update build/demo_v2 --base build/demo_v1 -o demo-v2-heads.tar.gz\n"
+        "  edge-runtime update demo-v2-heads.tar.gz   (on the device: completed from the running bundle)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    head_update.add_argument("bundle", metavar="NEW_BUNDLE")
+    head_update.add_argument("--base", required=True, metavar="OLD_BUNDLE", help="the bundle the devices run")
+    head_update.add_argument("-o", "--output", required=True, metavar="PKG.tar.gz", help="the package to write")
+
     inspect_cmd = sub.add_parser(
         "inspect",
         help="show a bundle's trunk, heads, boundary, artifacts and sizes",
@@ -187,6 +224,26 @@ def _build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     inspect_cmd.add_argument("bundle", metavar="BUNDLE_DIR")
+
+    keygen = sub.add_parser(
+        "keygen",
+        help="make an ed25519 key pair for signing bundles: KEY_PREFIX.key and KEY_PREFIX.pub",
+        description="Write KEY_PREFIX.key (private, PKCS#8 PEM, mode 0600) and KEY_PREFIX.pub (public, PEM).",
+        epilog=KEYGEN_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    keygen.add_argument("prefix", metavar="KEY_PREFIX", help="path prefix of the two key files")
+    keygen.add_argument("--force", action="store_true", help="replace existing key files")
+
+    sign = sub.add_parser(
+        "sign",
+        help="sign a bundle's manifest with a private key (writes manifest.sig)",
+        description="Check the bundle's sha256 hashes, then sign manifest.json with an ed25519 private key.",
+        epilog=SIGN_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sign.add_argument("bundle", metavar="BUNDLE_DIR")
+    sign.add_argument("--key", required=True, metavar="PRIVATE_KEY", help="the .key file written by keygen")
     return parser
 
 
@@ -211,6 +268,7 @@ def _run_split(args: argparse.Namespace) -> int:
         tolerance=args.tolerance,
         name=args.name,
         version=args.bundle_version,
+        selftest=args.selftest,
     )
     formats = [f.strip() for f in (args.formats or "onnx").split(",") if f.strip()]
     if Path(args.model).suffix.lower() in (".keras", ".h5", ".hdf5"):
@@ -344,11 +402,43 @@ def _run_quantize(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_keygen(args: argparse.Namespace) -> int:
+    from edge_runtime.keys import generate_keypair, load_private_key, public_key_of
+
+    private_path, public_path = generate_keypair(args.prefix, force=args.force)
+    key_id = public_key_of(load_private_key(private_path)).key_id
+    print(f"private key: {private_path}")
+    print(f"public key:  {public_path}")
+    print(f"key id:      {key_id}")
+    print(f"keep {private_path} secret (never copy it to a device); give {public_path} to the devices")
+    return 0
+
+
+def _run_sign(args: argparse.Namespace) -> int:
+    from exporter.signing import sign_result
+
+    result = sign_result(args.bundle, args.key)
+    print(f"signed {args.bundle} with key {result.key_id}")
+    print(f"  signature: {result.path}")
+    return 0
+
+
+def _run_head_update(args: argparse.Namespace) -> int:
+    from exporter.head_update import write_head_update
+
+    result = write_head_update(args.bundle, base=args.base, output=args.output)
+    print(f"packaged: {', '.join(result.included)}")
+    for rel, size in result.kept_out:
+        print(f"kept out (same as the base): {rel} ({size / 1e6:.2f} MB)")
+    print(f"wrote {result.path} ({result.size / 1e6:.2f} MB)")
+    return 0
+
+
 def _run_inspect(args: argparse.Namespace) -> int:
     from edge_runtime.bundle import load_bundle
     from edge_runtime.bundle_summary import format_bundle
 
-    print(format_bundle(load_bundle(args.bundle)))
+    print(format_bundle(load_bundle(args.bundle, warn_unchecked=False)))
     return 0
 
 
@@ -357,6 +447,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _build_parser()
     args = parser.parse_args(argv)
     _configure_logging(args.verbose, args.quiet)
+    from edge_runtime.bundle import silence_unchecked_warning
+
+    silence_unchecked_warning()  # the exporter writes and self-tests bundles; devices check signatures
     try:
         if args.command == "split":
             return _run_split(args)
@@ -364,6 +457,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run_quantize(args)
         if args.command == "convert":
             return _run_convert(args)
+        if args.command == "keygen":
+            return _run_keygen(args)
+        if args.command == "sign":
+            return _run_sign(args)
+        if args.command == "head-update":
+            return _run_head_update(args)
         return _run_inspect(args)
     except EdgeRuntimeError as exc:
         print(f"edge-export: error: {exc}", file=sys.stderr)

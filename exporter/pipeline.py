@@ -29,7 +29,7 @@ import numpy as np
 import onnx
 
 from edge_runtime import __version__
-from edge_runtime.bundle import sha256_file
+from edge_runtime.bundle import read_manifest, sha256_file
 from edge_runtime.errors import ConfigError, ModelError
 from edge_runtime.manifest import FORMAT, Artifact, GraphEntry, InputSpec, Manifest, TensorInfo
 from edge_runtime.specfiles import load_mapping_file
@@ -58,6 +58,8 @@ class SplitOptions:
     samples: int = 4
     name: str | None = None
     version: str = "1"
+    selftest: bool = True
+    selftest_frames: int = 4
 
 
 @dataclass(frozen=True)
@@ -193,6 +195,12 @@ def split_model(
         )
         bundle_dir = write_bundle(out_dir, blobs, manifest, force=options.force)
         step.detail = f"{bundle_dir} ({format_bytes(sum(len(b) for b in blobs.values()))})"
+        if options.selftest:
+            from exporter.selftest import write_selftest
+
+            write_selftest(bundle_dir, count=options.selftest_frames)
+            manifest = read_manifest(bundle_dir)
+            step.detail += f"; self-test data: {options.selftest_frames} frames"
     return SplitResult(
         bundle_dir=bundle_dir,
         plan=plan,

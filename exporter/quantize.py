@@ -42,10 +42,10 @@ from typing import Any
 import numpy as np
 import onnx
 
-from edge_runtime.bundle import MANIFEST_NAME, Bundle, load_bundle
+from edge_runtime.bundle import Bundle, load_bundle
 from edge_runtime.errors import ConfigError, ModelError
 from edge_runtime.manifest import Artifact, GraphEntry, Manifest
-from exporter.bundle import check_output_dir, write_bundle
+from exporter.bundle import check_output_dir, existing_files, write_bundle
 from exporter.calibration import ArrayDataReader, CalibrationSet, load_calibration
 from exporter.fidelity import Fidelity, head_fidelity
 from exporter.progress import Steps, format_bytes
@@ -446,16 +446,6 @@ def _with_artifacts(manifest: Manifest, decisions: Sequence[Decision], min_agree
     )
 
 
-def _existing_files(bundle: Bundle, drop: set[str]) -> dict[str, bytes]:
-    """Every file of the bundle except the manifest, its signature, the report and ``drop``."""
-    files: dict[str, bytes] = {}
-    for rel in bundle.manifest.files:
-        if rel in drop or rel in (MANIFEST_NAME, SIGNATURE_NAME, REPORT_NAME):
-            continue
-        files[rel] = (bundle.root / rel).read_bytes()
-    return files
-
-
 def quantize_bundle(
     bundle_dir: str | Path,
     out_dir: str | Path | None = None,
@@ -471,7 +461,14 @@ def quantize_bundle(
         check_output_dir(target, options.force)
     steps = Steps(total=4)
     with steps.step("loading the bundle") as step:
-        bundle = load_bundle(source)
+        bundle = load_bundle(source, warn_unchecked=False)
+        if (source / SIGNATURE_NAME).is_file():
+            logger.warning(
+                "%s: the signature (%s) is dropped: quantize changes the manifest; sign the new bundle "
+                "again (edge-export sign BUNDLE_DIR --key PRIVATE_KEY)",
+                source,
+                SIGNATURE_NAME,
+            )
         graphs = [("trunk", bundle.manifest.trunk), *bundle.manifest.heads.items()]
         for graph, entry in graphs:
             _fp32_artifact(entry, "the trunk" if graph == "trunk" else f"head {graph!r}", bundle)
@@ -498,7 +495,7 @@ def quantize_bundle(
             for a in entry.artifacts
             if a.format == "onnx" and a.precision in options.precisions
         }
-        files = _existing_files(bundle, stale)
+        files = existing_files(bundle, stale | {REPORT_NAME})
         files.update(blobs)
         report = {
             "calibration": {

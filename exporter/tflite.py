@@ -386,7 +386,14 @@ def convert_bundle(
         check_output_dir(target, options.force)
     steps = Steps(total=5)
     with steps.step("loading the bundle and calibration frames") as step:
-        bundle = load_bundle(source)
+        bundle = load_bundle(source, warn_unchecked=False)
+        if (source / SIGNATURE_NAME).is_file():
+            logger.warning(
+                "%s: the signature (%s) is dropped: convert changes the manifest; sign the new bundle "
+                "again (edge-export sign BUNDLE_DIR --key PRIVATE_KEY)",
+                source,
+                SIGNATURE_NAME,
+            )
         manifest = bundle.manifest
         graphs = [("trunk", manifest.trunk), *manifest.heads.items()]
         paths = {g: _fp32(e, "the trunk" if g == "trunk" else f"head {g!r}", bundle) for g, e in graphs}

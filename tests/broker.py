@@ -38,7 +38,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -227,7 +227,8 @@ class MosquittoBroker(BrokerProcess):
     (not across ``kill``). ``tls``: the server's CA, certificate and key make the listener TLS
     (``url`` is then ``mqtts://``); ``require_certificate=True`` also demands a client
     certificate signed by ``tls.ca``. ``passwords``: user -> password, written with
-    ``mosquitto_passwd``; anonymous clients are then refused."""
+    ``mosquitto_passwd``; anonymous clients are then refused. ``acl_file``: a mosquitto ACL
+    file (``acl_file`` line); ``extra_lines``: more config lines, appended as given."""
 
     name = "mosquitto"
     protocols = ("3.1.1", "5")
@@ -243,6 +244,8 @@ class MosquittoBroker(BrokerProcess):
         tls: TlsFiles | None = None,
         require_certificate: bool = False,
         passwords: Mapping[str, str] | None = None,
+        acl_file: Path | None = None,
+        extra_lines: Sequence[str] = (),
     ) -> None:
         exe = executable or find_mosquitto()
         if exe is None:
@@ -272,6 +275,9 @@ class MosquittoBroker(BrokerProcess):
             lines.append("allow_anonymous true")
         if persistence:  # saved on SIGTERM (stop), restored by start: sessions and queued messages
             lines.append(f"persistence_location {self.workdir}/")
+        if acl_file is not None:
+            lines.append(f"acl_file {acl_file}")
+        lines += extra_lines
         if os.geteuid() == 0:  # else it drops to user mosquitto, who cannot write here
             lines.append("user root")
         self.config_path.write_text("\n".join(lines) + "\n")
