@@ -13,7 +13,7 @@
 #   --ssh-opts "OPTS"    extra options for ssh/scp/rsync's ssh, e.g. "-i ~/.ssh/pi -o Port=2222"
 #                        (use -o Port=N, not -p: scp spells the port -P)
 #   --wheel FILE         install this wheel instead of edge-runtime from the host's package index
-#   --extras LIST        extras to install (default: tflite,zstd,camera)
+#   --extras LIST        extras to install (default: tflite,zstd,signing,camera)
 #   --copy auto|rsync|scp  how to copy (default auto: rsync when installed here, else scp)
 #   --no-sudo            run the remote commands without sudo (ssh as root)
 #
@@ -43,7 +43,7 @@ DRY_RUN=0
 PYTHON=python3
 SSH_OPTS=""
 WHEEL=""
-EXTRAS="tflite,zstd,camera"
+EXTRAS="tflite,zstd,signing,camera"
 COPY=auto
 SUDO=sudo
 

@@ -266,7 +266,8 @@ class Daemon:
     def _boot(self) -> None:
         """Count this start against the active slot (rolling back after too many failed
         starts) and say which bundle runs."""
-        slot = self._existing_slot(self.slots.begin_boot(self.config.update_max_boot_attempts))
+        config = self.config
+        slot = self._existing_slot(self.slots.begin_boot(config.update_max_boot_attempts, factory=config.bundle))
         self._running_slot, self._running_key = slot, self._slot_key(slot)
         self._state_mtime = self.slots.mtime()
         if slot is not None:

@@ -347,10 +347,17 @@ class Slots:
             _append_history(state, "reset", "reset", reason)
 
     # -- crash-on-start detection -----------------------------------------------------------
-    def begin_boot(self, max_attempts: int = DEFAULT_MAX_BOOT_ATTEMPTS) -> str | None:
+    def begin_boot(self, max_attempts: int = DEFAULT_MAX_BOOT_ATTEMPTS, factory: Path | None = None) -> str | None:
         """Called before the daemon loads the active slot: count this start, and when the
         last ``max_attempts`` starts never reached :meth:`boot_ok`, roll back first. Returns
-        the slot to run (None: the factory bundle)."""
+        the slot to run (None: the factory bundle).
+
+        ``factory``: the configured bundle. When its ``manifest.json`` differs from the one
+        seen at the previous start, it was deployed anew (``devices/deploy.sh``, a new image):
+        a deployment supersedes earlier over-the-air updates, so the slots are reset to it.
+        """
+        if factory is not None:
+            self._follow_factory(factory)
         state = self.read_state()
         if state["active"] is None:
             return None
@@ -362,6 +369,25 @@ class Slots:
                 state["pending_boot_attempts"] = int(state.get("pending_boot_attempts", 0)) + 1
             active: str | None = state["active"]
             return active
+
+    def _follow_factory(self, factory: Path) -> None:
+        try:
+            digest = sha256_file(factory / "manifest.json")
+        except OSError:
+            return  # the daemon's own load names the missing bundle
+        state = self.read_state()
+        if state.get("factory_manifest") == digest:
+            return
+        with self._locked() as state:
+            seen = state.get("factory_manifest")
+            state["factory_manifest"] = digest
+            if seen is not None and state["active"] is not None:
+                reason = f"the configured bundle {factory} was deployed anew: it supersedes the update slots"
+                logger.warning("%s (slot %s was active)", reason, state["active"])
+                state["previous"], state["active"] = state["active"], None
+                state["pending_boot_attempts"] = 0
+                state["generation"] = int(state.get("generation", 0)) + 1
+                _append_history(state, str(factory), "reset", reason)
 
     def boot_ok(self) -> None:
         """The running slot processed frames: it does not crash on start."""

@@ -65,6 +65,17 @@ def write_bundle(out_dir: str | Path, files: Mapping[str, bytes], manifest: Mani
     return out
 
 
+def warn_signature_dropped(source: Path, command: str) -> None:
+    """Say so when ``command`` (quantize, convert) rewrites a signed bundle: the new manifest
+    has no signature until it is signed again (DESIGN.md §8)."""
+    if (source / SIGNATURE_NAME).is_file():
+        logger.warning(
+            "%s: the signature (%s) is dropped: %s changes the manifest; sign the new bundle again "
+            "(edge-export sign BUNDLE_DIR --key PRIVATE_KEY)",
+            source, SIGNATURE_NAME, command,
+        )  # fmt: skip
+
+
 def existing_files(bundle: Bundle, drop: Collection[str] = ()) -> dict[str, bytes]:
     """Every file the manifest of ``bundle`` lists (relative path -> bytes), except the manifest,
     its signature (a rewritten manifest invalidates it) and ``drop``: what to hand back to

@@ -45,7 +45,7 @@ import onnx
 from edge_runtime.bundle import Bundle, load_bundle
 from edge_runtime.errors import ConfigError, ModelError
 from edge_runtime.manifest import Artifact, GraphEntry, Manifest
-from exporter.bundle import check_output_dir, existing_files, write_bundle
+from exporter.bundle import check_output_dir, existing_files, warn_signature_dropped, write_bundle
 from exporter.calibration import ArrayDataReader, CalibrationSet, load_calibration
 from exporter.fidelity import Fidelity, head_fidelity
 from exporter.progress import Steps, format_bytes
@@ -55,7 +55,6 @@ from exporter.verify import make_session
 logger = logging.getLogger(__name__)
 
 REPORT_NAME = "quantization.json"
-SIGNATURE_NAME = "manifest.sig"
 #: Ops whose weights INT8 quantizes and whose first/last instances the trunk retry keeps float.
 COMPUTE_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm")
 #: Trunk retries after a failed gate: how many compute layers to keep float at each end.
@@ -462,13 +461,7 @@ def quantize_bundle(
     steps = Steps(total=4)
     with steps.step("loading the bundle") as step:
         bundle = load_bundle(source, warn_unchecked=False)
-        if (source / SIGNATURE_NAME).is_file():
-            logger.warning(
-                "%s: the signature (%s) is dropped: quantize changes the manifest; sign the new bundle "
-                "again (edge-export sign BUNDLE_DIR --key PRIVATE_KEY)",
-                source,
-                SIGNATURE_NAME,
-            )
+        warn_signature_dropped(source, "quantize")
         graphs = [("trunk", bundle.manifest.trunk), *bundle.manifest.heads.items()]
         for graph, entry in graphs:
             _fp32_artifact(entry, "the trunk" if graph == "trunk" else f"head {graph!r}", bundle)

@@ -39,14 +39,14 @@ from typing import Any
 import numpy as np
 import onnx
 
-from edge_runtime.bundle import Bundle, load_bundle
+from edge_runtime.bundle import SIGNATURE_NAME, Bundle, load_bundle
 from edge_runtime.errors import BackendUnavailableError, ConfigError, ModelError
 from edge_runtime.manifest import Artifact, GraphEntry
-from exporter.bundle import check_output_dir, write_bundle
+from exporter.bundle import check_output_dir, warn_signature_dropped, write_bundle
 from exporter.calibration import load_calibration
 from exporter.fidelity import Fidelity, head_fidelity
 from exporter.progress import Steps, format_bytes
-from exporter.quantize import SIGNATURE_NAME, decision_dict
+from exporter.quantize import decision_dict
 from exporter.toolenv import ToolEnv, ToolEnvError, ensure_env
 from exporter.verify import make_session
 
@@ -387,13 +387,7 @@ def convert_bundle(
     steps = Steps(total=5)
     with steps.step("loading the bundle and calibration frames") as step:
         bundle = load_bundle(source, warn_unchecked=False)
-        if (source / SIGNATURE_NAME).is_file():
-            logger.warning(
-                "%s: the signature (%s) is dropped: convert changes the manifest; sign the new bundle "
-                "again (edge-export sign BUNDLE_DIR --key PRIVATE_KEY)",
-                source,
-                SIGNATURE_NAME,
-            )
+        warn_signature_dropped(source, "convert")
         manifest = bundle.manifest
         graphs = [("trunk", manifest.trunk), *manifest.heads.items()]
         paths = {g: _fp32(e, "the trunk" if g == "trunk" else f"head {g!r}", bundle) for g, e in graphs}

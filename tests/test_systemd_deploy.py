@@ -136,7 +136,7 @@ EXPECTED_STEPS = [
     r"^(rsync|scp) .*config\.toml pi@cam:/tmp/edge-runtime-deploy-\w+/config\.toml$",
     r"^(rsync|scp) .*edge-runtime\.service pi@cam:/tmp/edge-runtime-deploy-\w+/edge-runtime\.service$",
     r"python3 -m venv /opt/edge-runtime/venv",
-    r"/opt/edge-runtime/venv/bin/python -m pip install .*edge-runtime\[tflite,zstd,camera\]",
+    r"/opt/edge-runtime/venv/bin/python -m pip install .*edge-runtime\[tflite,zstd,signing,camera\]",
     r"cp -R /tmp/edge-runtime-deploy-\w+/bundle /var/lib/edge-runtime/bundles/demo_multitask-\w+\.tmp"
     r" .*mv -T /var/lib/edge-runtime/bundles/demo_multitask-\w+\.tmp /var/lib/edge-runtime/bundles/demo_multitask-\w+;",
     r"edge-runtime run --config /tmp/edge-runtime-deploy-\w+/config\.toml --bundle /var/lib/edge-runtime/bundles/"

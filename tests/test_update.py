@@ -417,3 +417,25 @@ def test_signed_head_update_with_trusted_keys(
     }  # fmt: skip
     assert Daemon(RuntimeConfig.load(flags=flags, environ={})).run(install_signals=False) == 0
     assert all(_is_v2(line) for line in _lines(tmp_path / "out.jsonl"))
+
+
+def test_a_new_deployment_of_the_configured_bundle_supersedes_the_slots(
+    bundles: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """deploy.sh switches bundles/current to a new factory bundle: the next start runs it, not
+    an older over-the-air update."""
+    v1, v2 = bundles
+    factory = Path(shutil.copytree(v1, tmp_path / "factory"))
+    slots = Slots.open(tmp_path / "state")
+    assert slots.begin_boot(3, factory=factory) is None  # first start: remembers the factory bundle
+    outcome, _ = install_update(slots, str(v2), build_engine=_build, base=factory)
+    assert outcome.ok, outcome.reason
+    assert slots.begin_boot(3, factory=factory) == "A"  # same factory bundle: the update runs
+    slots.boot_ok()
+    manifest = json.loads((factory / "manifest.json").read_text())
+    manifest["version"] = "1.1"  # a new deployment
+    (factory / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    assert slots.begin_boot(3, factory=factory) is None
+    state = slots.read_state()
+    assert state["active"] is None and state["previous"] == "A"
+    assert state["history"][-1]["outcome"] == "reset" and "deployed anew" in state["history"][-1]["reason"]
