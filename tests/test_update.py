@@ -439,3 +439,33 @@ def test_a_new_deployment_of_the_configured_bundle_supersedes_the_slots(
     state = slots.read_state()
     assert state["active"] is None and state["previous"] == "A"
     assert state["history"][-1]["outcome"] == "reset" and "deployed anew" in state["history"][-1]["reason"]
+
+
+def test_self_test_runs_at_start(bundles: tuple[Path, Path], tmp_path: Path) -> None:
+    """At start the daemon runs the bundle's golden self-test: a factory bundle that fails it
+    does not start (the head is named); an update slot that fails it is rolled back."""
+    from edge_runtime.selftest import SelfTestError
+
+    v1, v2 = bundles
+    stale = v2.parent / "v2-stale-selftest"  # v2's graphs with v1's golden outputs
+    flags = {
+        "source": "synthetic", "max_frames": 3, "precision": "fp32", "threads": 1,
+        "state_dir": str(tmp_path / "state"), "output": str(tmp_path / "out.jsonl"),
+    }  # fmt: skip
+    first = {**flags, "bundle": str(stale), "state_dir": str(tmp_path / "state-stale")}
+    with pytest.raises(SelfTestError, match="shape"):
+        Daemon(RuntimeConfig.load(flags=first, environ={})).run(install_signals=False)
+
+    slots = Slots.open(tmp_path / "state")
+    outcome, _ = install_update(slots, str(v2), build_engine=_build, base=v1)
+    assert outcome.ok, outcome.reason
+    slot_dir = slots.active_bundle()
+    assert slot_dir is not None
+    shutil.copy2(stale / "selftest" / "expected.npz", slot_dir / "selftest" / "expected.npz")
+    manifest = json.loads((slot_dir / "manifest.json").read_text())
+    manifest["files"]["selftest/expected.npz"] = sha256_file(slot_dir / "selftest" / "expected.npz")
+    (slot_dir / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    assert Daemon(RuntimeConfig.load(flags={**flags, "bundle": str(v1)}, environ={})).run(install_signals=False) == 0
+    assert not any(_is_v2(line) for line in _lines(tmp_path / "out.jsonl"))  # the factory bundle ran
+    state = slots.read_state()
+    assert state["active"] is None and "failed its self-test at start" in state["history"][-1]["reason"]
