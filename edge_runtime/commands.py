@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from edge_runtime.errors import EdgeRuntimeError, close_matches
+from edge_runtime.errors import ConfigError, EdgeRuntimeError, close_matches
 from edge_runtime.keys import KeyFileError, PublicKey, decode_signature, encode_signature, public_key_of, sign, verify
 
 logger = logging.getLogger(__name__)
@@ -176,9 +176,15 @@ class NonceStore:
         self._lock = threading.Lock()
         if self.path is not None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(":memory:" if self.path is None else str(self.path), check_same_thread=False)
-        with self._db:
-            self._db.execute("CREATE TABLE IF NOT EXISTS nonces (nonce TEXT PRIMARY KEY, expires REAL NOT NULL)")
+        try:
+            self._db = sqlite3.connect(":memory:" if self.path is None else str(self.path), check_same_thread=False)
+            with self._db:
+                self._db.execute("CREATE TABLE IF NOT EXISTS nonces (nonce TEXT PRIMARY KEY, expires REAL NOT NULL)")
+        except sqlite3.Error as exc:
+            raise ConfigError(
+                f"{self.path}: the command nonce store cannot be used ({exc}); delete the file: it only "
+                "remembers recent command nonces"
+            ) from None
 
     def add(self, nonce: str, expires: float, now: float) -> bool:
         """Record ``nonce`` until ``expires``; False when it is already there (a replay).

@@ -412,6 +412,7 @@ class Daemon(UpdateSlotsMixin):
                         self._end_probation(swap, old_engine)
                     old_engine, old_reporter, old_key = engine, self.reporter, self._current_key(swap, old_key)
                     swap, engine, probation = incoming, incoming.engine, PROBATION_FRAMES
+                    self.controller.apply(engine)  # a command that came while it was being built
                     self._engine, self._probation_engine = engine, old_engine
                     self.reporter = swap.reporter
                     self._put(results, swap.reporter)

@@ -31,6 +31,7 @@ from edge_runtime.commands import (
     CommandProcessor,
     CommandRejected,
     CommandVerifier,
+    NonceStore,
     canonical_body,
     encode_command,
     sign_command,
@@ -730,3 +731,10 @@ def test_config_keys_env_and_flag(tmp_path: Path) -> None:
         RuntimeConfig.from_mapping({**base, "command_keys": 3}, "test.toml")
     with pytest.raises(ConfigError, match="command_max_age_s"):
         RuntimeConfig.from_mapping({**base, "command_max_age_s": 0}, "test.toml")
+
+
+def test_a_corrupt_nonce_store_is_a_config_error_naming_the_file(tmp_path: Path) -> None:
+    store = tmp_path / "command-nonces.sqlite"
+    store.write_bytes(b"this is not a database" * 100)
+    with pytest.raises(ConfigError, match=r"command-nonces.sqlite: the command nonce store cannot be used"):
+        NonceStore(store)
