@@ -101,17 +101,26 @@ def parse_manifest(data: bytes, path: Path) -> Manifest:
     return Manifest.from_mapping(parsed, str(path))
 
 
+def unlisted_files(root: Path, manifest: Manifest) -> list[Path]:
+    """Files (and symlinks) under ``root`` that ``manifest.files`` does not list, other than the
+    manifest and its signature."""
+    listed = {*manifest.files, MANIFEST_NAME, SIGNATURE_NAME}
+    return [
+        path
+        for path in sorted(root.rglob("*"))
+        if path.is_symlink() or (path.is_file() and path.relative_to(root).as_posix() not in listed)
+    ]
+
+
 def _refuse_unlisted(root: Path, manifest: Manifest) -> None:
     """A signed bundle holds only what its manifest lists: ONNX Runtime would load an unlisted
     file next to a graph as the graph's external data, unhashed and unsigned."""
-    listed = {*manifest.files, MANIFEST_NAME, SIGNATURE_NAME}
-    for path in sorted(root.rglob("*")):
-        rel = path.relative_to(root).as_posix()
-        if path.is_symlink() or (path.is_file() and rel not in listed):
-            raise SignatureError(
-                f"{path}: not listed in the signed {MANIFEST_NAME}: a signed bundle may hold only the files "
-                "its manifest covers (remove it, or export and sign the bundle again)"
-            )
+    extra = unlisted_files(root, manifest)
+    if extra:
+        raise SignatureError(
+            f"{extra[0]}: not listed in the signed {MANIFEST_NAME}: a signed bundle may hold only the files "
+            "its manifest covers (remove it, or export and sign the bundle again)"
+        )
 
 
 def silence_unchecked_warning() -> None:

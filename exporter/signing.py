@@ -23,7 +23,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from edge_runtime.bundle import MANIFEST_NAME, SIGNATURE_NAME, load_bundle
+from edge_runtime.bundle import MANIFEST_NAME, SIGNATURE_NAME, load_bundle, unlisted_files
+from edge_runtime.errors import BundleError
 from edge_runtime.keys import encode_signature, load_private_key, public_key_of, sign
 
 logger = logging.getLogger(__name__)
@@ -42,7 +43,14 @@ def sign_result(bundle_dir: str | Path, private_key_path: str | Path) -> SignRes
     ``manifest.sig`` atomically; return its path and the key id."""
     root = Path(bundle_dir)
     private_key = load_private_key(private_key_path)
-    load_bundle(root, warn_unchecked=False)  # schema + sha256 of every listed file
+    bundle = load_bundle(root, warn_unchecked=False)  # schema + sha256 of every listed file
+    extra = unlisted_files(root, bundle.manifest)
+    if extra:
+        names = ", ".join(str(p.relative_to(root)) for p in extra[:5]) + (" ..." if len(extra) > 5 else "")
+        raise BundleError(
+            f"{root}: holds files its manifest does not list ({names}); devices refuse a signed bundle with "
+            "unlisted files: remove them before signing"
+        )
     manifest_bytes = (root / MANIFEST_NAME).read_bytes()
     signature = sign(private_key, manifest_bytes)
     public = public_key_of(private_key, str(private_key_path))

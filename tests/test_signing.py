@@ -372,3 +372,10 @@ def test_a_signed_bundle_may_not_hold_unlisted_files(
     with pytest.raises(SignatureError, match=r"not listed in the signed manifest.json"):
         load_bundle(signed, trusted_keys=pub(keys, "new"))
     load_bundle(signed)  # without keys nothing is signature-checked, and the hashes still pass
+
+
+def test_signing_refuses_a_bundle_with_unlisted_files(bundle: Path, keys: dict[str, tuple[Path, Path]]) -> None:
+    (bundle / "notes.txt").write_text("left over")
+    with pytest.raises(BundleError, match=r"holds files its manifest does not list \(notes.txt\)"):
+        sign_bundle(bundle, keys["new"][0])
+    assert not (bundle / "manifest.sig").exists()
