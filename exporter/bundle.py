@@ -65,6 +65,18 @@ def write_bundle(out_dir: str | Path, files: Mapping[str, bytes], manifest: Mani
     return out
 
 
+def rewrite_target(bundle_dir: str | Path, out_dir: str | Path | None, force: bool) -> tuple[Path, Path, bool]:
+    """``(source, target, in_place)`` for a command that rewrites a bundle (quantize, convert):
+    ``out_dir`` None means the bundle itself (replaced atomically); another folder is checked
+    with :func:`check_output_dir` first."""
+    source = Path(bundle_dir)
+    target = source if out_dir is None else Path(out_dir)
+    in_place = target.resolve() == source.resolve()
+    if not in_place:
+        check_output_dir(target, force)
+    return source, target, in_place
+
+
 def warn_signature_dropped(source: Path, command: str) -> None:
     """Say so when ``command`` (quantize, convert) rewrites a signed bundle: the new manifest
     has no signature until it is signed again (DESIGN.md §8)."""

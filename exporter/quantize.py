@@ -45,7 +45,7 @@ import onnx
 from edge_runtime.bundle import Bundle, load_bundle
 from edge_runtime.errors import ConfigError, ModelError
 from edge_runtime.manifest import Artifact, GraphEntry, Manifest
-from exporter.bundle import check_output_dir, existing_files, warn_signature_dropped, write_bundle
+from exporter.bundle import existing_files, rewrite_target, warn_signature_dropped, write_bundle
 from exporter.calibration import ArrayDataReader, CalibrationSet, load_calibration
 from exporter.fidelity import Fidelity, head_fidelity
 from exporter.progress import Steps, format_bytes
@@ -453,11 +453,7 @@ def quantize_bundle(
     """Add INT8 / FP16 artifacts that pass the fidelity gate to the bundle at ``bundle_dir``,
     written to ``out_dir`` (default: the bundle itself, replaced atomically)."""
     options = options or QuantizeOptions()
-    source = Path(bundle_dir)
-    target = source if out_dir is None else Path(out_dir)
-    in_place = target.resolve() == source.resolve()
-    if not in_place:
-        check_output_dir(target, options.force)
+    source, target, in_place = rewrite_target(bundle_dir, out_dir, options.force)
     steps = Steps(total=4)
     with steps.step("loading the bundle") as step:
         bundle = load_bundle(source, warn_unchecked=False)

@@ -42,7 +42,7 @@ import onnx
 from edge_runtime.bundle import SIGNATURE_NAME, Bundle, load_bundle
 from edge_runtime.errors import BackendUnavailableError, ConfigError, ModelError
 from edge_runtime.manifest import Artifact, GraphEntry
-from exporter.bundle import check_output_dir, warn_signature_dropped, write_bundle
+from exporter.bundle import rewrite_target, warn_signature_dropped, write_bundle
 from exporter.calibration import load_calibration
 from exporter.fidelity import Fidelity, head_fidelity
 from exporter.progress import Steps, format_bytes
@@ -379,11 +379,7 @@ def convert_bundle(
     defaults to onnx2tf on the bundle's ONNX graphs."""
     options = options or TfliteOptions()
     converter = converter or ONNX2TF
-    source = Path(bundle_dir)
-    target = source if out_dir is None else Path(out_dir)
-    in_place = target.resolve() == source.resolve()
-    if not in_place:
-        check_output_dir(target, options.force)
+    source, target, in_place = rewrite_target(bundle_dir, out_dir, options.force)
     steps = Steps(total=5)
     with steps.step("loading the bundle and calibration frames") as step:
         bundle = load_bundle(source, warn_unchecked=False)
