@@ -1,6 +1,6 @@
 # edge-runtime: `make demo` runs the demo end to end, `make test` runs the whole suite.
 # Both create and reuse a virtualenv in .venv; nothing is installed outside the project
-# except Debian's mosquitto (MQTT broker for the tests), and only when running as root.
+# except Debian's mosquitto (MQTT broker for the tests) and shellcheck, and only when running as root.
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -13,7 +13,7 @@ DEMO_BUNDLE ?= build/demo_bundle
 # that exporting, quantizing and running an ONNX model need none of them.
 DEMO_VENV ?= .venv-demo
 
-.PHONY: help install install-ort-old converter-envs mosquitto test soak lint typecheck pytest demo demo-model clean check-wheels lint-docker arm64-proof
+.PHONY: help install install-ort-old converter-envs mosquitto shellcheck test soak lint typecheck pytest demo demo-model clean check-wheels lint-docker arm64-proof
 
 help:
 	@echo "make demo     install, export and quantize the demo bundle, run it 5 s against a local MQTT broker, print a summary"
@@ -57,6 +57,18 @@ mosquitto:
 		echo "mosquitto: missing and not root; broker tests fall back or skip (say so)"; \
 	fi
 
+# shellcheck lints devices/deploy.sh and benchmarks/run_board.sh in the tests (skipped, with the
+# reason, where it cannot be installed).
+shellcheck:
+	@if command -v shellcheck >/dev/null 2>&1; then \
+		echo "shellcheck: present"; \
+	elif [ "$$(id -u)" = 0 ]; then \
+		echo "shellcheck: installing Debian's package"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq shellcheck >/dev/null; \
+	else \
+		echo "shellcheck: missing and not root; the shell-script lint tests skip (say so)"; \
+	fi
+
 lint: install
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
@@ -64,7 +76,7 @@ lint: install
 typecheck: install
 	$(PY) -m mypy
 
-pytest: install install-ort-old converter-envs mosquitto
+pytest: install install-ort-old converter-envs mosquitto shellcheck
 	EDGE_ORT_OLD_PYTHON=$(CURDIR)/$(ORT_OLD_VENV)/bin/python $(PY) -m pytest
 
 # pytest exits 5 when it collected no test: make (and so CI) fails on that too.

@@ -21,12 +21,12 @@ CLI: ``edge-runtime inspect build/demo_bundle``
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from edge_runtime.bounded_json import loads_bounded
 from edge_runtime.errors import BundleError
 from edge_runtime.keys import PublicKey
 from edge_runtime.manifest import Artifact, Manifest
@@ -36,6 +36,9 @@ logger = logging.getLogger(__name__)
 
 MANIFEST_NAME = "manifest.json"
 SIGNATURE_NAME = "manifest.sig"
+#: The largest ``manifest.json`` read (real ones are a few KiB): an update reads it into memory
+#: before anything else.
+MAX_MANIFEST_BYTES = 4 << 20
 
 _warned_unchecked = False
 
@@ -85,18 +88,28 @@ def read_manifest_bytes(root: Path) -> bytes:
         raise BundleError(f"{root}: a bundle is a directory holding {MANIFEST_NAME}")
     path = root / MANIFEST_NAME
     try:
-        return path.read_bytes()
+        with path.open("rb") as handle:
+            data = handle.read(MAX_MANIFEST_BYTES + 1)
     except FileNotFoundError:
         raise BundleError(f"{path}: missing: {root} is not a bundle") from None
     except OSError as exc:
         raise BundleError(f"{path}: not a readable JSON manifest: {exc}") from None
+    check_manifest_size(data, path)
+    return data
+
+
+def check_manifest_size(data: bytes, path: Path | str) -> None:
+    """Refuse a manifest over :data:`MAX_MANIFEST_BYTES` (read no more than one byte past it)."""
+    if len(data) > MAX_MANIFEST_BYTES:
+        raise BundleError(f"{path}: over the manifest size limit of {MAX_MANIFEST_BYTES >> 20} MiB")
 
 
 def parse_manifest(data: bytes, path: Path) -> Manifest:
     """Validate the manifest in ``data`` (read from ``path``, named in errors)."""
+    check_manifest_size(data, path)
     try:
-        parsed = json.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        parsed = loads_bounded(data)
+    except ValueError as exc:  # bad UTF-8, bad JSON, nested too deeply
         raise BundleError(f"{path}: not a readable JSON manifest: {exc}") from None
     return Manifest.from_mapping(parsed, str(path))
 
@@ -176,6 +189,12 @@ def load_bundle(
             path = root / rel
             if not path.is_file():
                 raise BundleError(f"{path}: listed in {MANIFEST_NAME} but missing from the bundle")
+            size = manifest.file_sizes.get(rel)
+            if size is not None and path.stat().st_size != size:
+                raise BundleError(
+                    f"{path}: checksum mismatch (manifest {size} bytes, file {path.stat().st_size} bytes): "
+                    "the file was changed or corrupted after export"
+                )
             actual = sha256_file(path)
             if actual != expected:
                 raise BundleError(

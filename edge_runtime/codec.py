@@ -38,6 +38,7 @@ from typing import Any
 import msgpack
 import numpy as np
 
+from edge_runtime.bounded_json import loads_bounded
 from edge_runtime.errors import EdgeRuntimeError, close_matches
 from edge_runtime.results import (
     DECIMALS,
@@ -911,7 +912,7 @@ def _reject_constant(name: str) -> None:
 
 
 def _decode_json(body: bytes, kind: str) -> dict[str, Any]:
-    form = json.loads(body.decode("utf-8"), parse_constant=_reject_constant)
+    form = loads_bounded(body, parse_constant=_reject_constant)
     if not isinstance(form, dict):
         raise CodecError(f"malformed JSON body: an object expected, got {type(form).__name__}")
     for key, kinds in _JSON_FIELDS[kind].items():

@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from edge_runtime.bounded_json import loads_bounded
 from edge_runtime.errors import ConfigError, EdgeRuntimeError, close_matches
 from edge_runtime.keys import KeyFileError, PublicKey, decode_signature, encode_signature, public_key_of, sign, verify
 
@@ -49,6 +50,8 @@ COMMAND_VERSION = 1
 #: Every field of a command; all are required. ``sig`` is the only one the signature does not cover.
 FIELDS = ("v", "device", "cmd", "args", "ts", "nonce", "key_id", "sig")
 NONCE_PATTERN = re.compile(r"[0-9a-f]{16,32}")
+#: Deepest JSON nesting a command may have (its arguments are flat values).
+COMMAND_MAX_DEPTH = 8
 #: Why a command was refused (the ``reason`` of a reply and of :class:`CommandRejected`).
 REASONS = (
     "too_large",
@@ -253,9 +256,11 @@ class CommandVerifier:
         if len(payload) > self.max_bytes:
             raise CommandRejected("too_large", f"command of {len(payload)} bytes; the limit is {self.max_bytes}")
         try:
-            text = bytes(payload).decode("utf-8")
-            message = json.loads(text, object_pairs_hook=_unique_object, parse_constant=_reject_constant)
-        except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+            message = loads_bounded(
+                bytes(payload), max_depth=COMMAND_MAX_DEPTH, object_pairs_hook=_unique_object,
+                parse_constant=_reject_constant,
+            )  # fmt: skip
+        except ValueError as exc:  # bad UTF-8 or JSON, duplicate keys, NaN, nested too deeply
             raise CommandRejected("malformed", f"not a UTF-8 JSON object: {exc}") from None
         if not isinstance(message, dict):
             raise CommandRejected("malformed", f"not a JSON object but a {type(message).__name__}")

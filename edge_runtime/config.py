@@ -36,6 +36,7 @@ from typing import Any
 
 from edge_runtime.errors import ConfigError, close_matches
 from edge_runtime.manifest import PRECISIONS
+from edge_runtime.names import check_device_id
 from edge_runtime.specfiles import load_mapping_file
 
 ENV_PREFIX = "EDGE_RUNTIME_"
@@ -195,8 +196,8 @@ class RuntimeConfig:
                     )
                 values[key] = choice
         device_id = values.get("device_id")
-        if device_id is not None and (not device_id or any(c in device_id for c in "/+#")):
-            raise ConfigError(f"{where}: device_id {device_id!r} must be non-empty and free of '/', '+', '#'")
+        if device_id is not None:
+            check_device_id(device_id, where)
         if data.get("state_dir") is not None:
             values["state_dir"] = Path(_typed(data, "state_dir", str, where))
         if data.get("spool") is not None:

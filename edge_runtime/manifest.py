@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import builtins
 import logging
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -60,6 +61,8 @@ DECODER_PARAMS: dict[str, frozenset[str]] = {
 }
 
 SCHEDULE_KEYS = frozenset({"every_n_frames", "when", "enabled"})
+FILE_ENTRY_KEYS = frozenset({"sha256", "size"})
+SHA256_PATTERN = re.compile(r"sha256:[0-9a-f]{64}")
 WHEN_KEYS = frozenset({"head", "class_in", "min_score"})
 
 
@@ -120,6 +123,64 @@ def _floats(value: Any, key: str, where: str, exc: type[EdgeRuntimeError]) -> tu
     ):
         raise _fail(exc, where, f"{key!r} must be a number or a list of numbers, got {value!r}")
     return tuple(float(v) for v in value)
+
+
+#: Names a bundle may not list in ``files``: the manifest and its signature are not hashed files.
+RESERVED_NAMES = frozenset({"manifest.json", "manifest.sig"})
+#: Longest relative path accepted in a bundle (bytes of UTF-8).
+MAX_PATH_BYTES = 1024
+
+
+def bundle_path_problem(rel: Any) -> str | None:
+    """Why ``rel`` is not a safe path inside a bundle, or None when it is one.
+
+    The one rule for every path a manifest names (``files`` keys, artifact and self-test
+    paths): a non-empty, normalised, relative POSIX path (``heads/box.fp32.onnx``): no leading
+    ``/``, no ``..``, ``.`` or empty component, no backslash, NUL or other control character,
+    not ``manifest.json`` / ``manifest.sig``. Resolved against any root it stays below it,
+    and it names the same file under every root (updates resolve one path against the staged
+    package and the running bundle).
+    """
+    if not isinstance(rel, str) or not rel:
+        return f"must be a non-empty relative path, got {rel!r}"
+    if len(rel.encode("utf-8", "surrogatepass")) > MAX_PATH_BYTES:
+        return f"is longer than {MAX_PATH_BYTES} bytes"
+    if any(ord(c) < 0x20 or c in "\\\x7f" for c in rel):
+        return f"{rel!r} holds a backslash or a control character"
+    if rel.startswith("/"):
+        return f"{rel!r} must stay inside the bundle (an absolute path)"
+    parts = rel.split("/")
+    if ".." in parts:
+        return f"{rel!r} must stay inside the bundle (no '..')"
+    if any(part in ("", ".") for part in parts):
+        return f"{rel!r} is not normalised (empty or '.' component)"
+    if rel in RESERVED_NAMES:
+        return f"{rel!r} is the manifest or its signature, not a listed file"
+    return None
+
+
+def check_bundle_path(rel: Any, what: str, where: str, exc: type[EdgeRuntimeError] = BundleError) -> str:
+    """``rel`` when :func:`bundle_path_problem` finds nothing; else ``exc`` naming ``what``."""
+    problem = bundle_path_problem(rel)
+    if problem is not None:
+        raise _fail(exc, where, f"{what} {problem}")
+    return str(rel)
+
+
+def _file_entry(rel: str, entry: Any, where: str) -> tuple[str, int | None]:
+    """One ``files`` entry: ``"sha256:<hex>"`` (the first form) or ``{"sha256": ..., "size": N}``."""
+    if isinstance(entry, Mapping):
+        check_keys(entry, FILE_ENTRY_KEYS, f"{where}: files[{rel!r}]", strict=False)
+        digest, size = entry.get("sha256"), entry.get("size")
+        if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+            raise _fail(BundleError, where, f"files[{rel!r}].size must be a whole number of bytes >= 0, got {size!r}")
+    else:
+        digest, size = entry, None
+    if not isinstance(digest, str) or not SHA256_PATTERN.fullmatch(digest):
+        raise _fail(
+            BundleError, where, f"files[{rel!r}] must be 'sha256:<hex>' (64 lowercase hex digits), got {digest!r}"
+        )
+    return digest, size
 
 
 def _names(value: Any, key: str, where: str, exc: type[EdgeRuntimeError]) -> tuple[str, ...]:
@@ -280,9 +341,7 @@ class Artifact:
         if not isinstance(data, Mapping):
             raise _fail(BundleError, where, f"an artifact must be an object, got {data!r}")
         extra = {k: v for k, v in data.items() if k not in cls.KEYS}
-        path = _get(data, "path", str, where, BundleError)
-        if path.startswith("/") or ".." in path.split("/"):
-            raise _fail(BundleError, where, f"artifact path {path!r} must stay inside the bundle")
+        path = check_bundle_path(_get(data, "path", str, where, BundleError), "artifact path", where)
         return cls(
             format=_choice(
                 _get(data, "format", str, where, BundleError), ARTIFACT_FORMATS, "format", where, BundleError
@@ -457,9 +516,7 @@ class SelfTestSpec:
         paths: dict[str, str | None] = {}
         for key in ("frames", "expected", "decoded"):
             path = _get(data, key, str, where, BundleError, None if key == "decoded" else ...)
-            if path is not None and (path.startswith("/") or ".." in path.split("/")):
-                raise _fail(BundleError, where, f"{key} path {path!r} must stay inside the bundle")
-            paths[key] = path
+            paths[key] = None if path is None else check_bundle_path(path, f"{key} path", where)
         tolerance: dict[str, dict[str, float]] = {}
         for head, bounds in _get(data, "tolerance", dict, where, BundleError, {}).items():
             here = f"{where}.tolerance.{head}"
@@ -501,6 +558,9 @@ class Manifest:
     heads: Mapping[str, GraphEntry]
     files: Mapping[str, str]
     tensors: Mapping[str, TensorInfo] = field(default_factory=dict)
+    #: Size in bytes of each listed file, where the manifest records it (exporters since the
+    #: size was added); files of older manifests have a hash only.
+    file_sizes: Mapping[str, int] = field(default_factory=dict)
     format: str = FORMAT
     split: Mapping[str, Any] = field(default_factory=dict)
     selftest: SelfTestSpec | None = None
@@ -541,10 +601,13 @@ class Manifest:
         heads = _get(data, "heads", dict, where, BundleError)
         if not heads:
             raise BundleError(f"{where}: 'heads' is empty: a bundle needs at least one head")
-        files = _get(data, "files", dict, where, BundleError)
-        for path, digest in files.items():
-            if not isinstance(digest, str) or not digest.startswith("sha256:"):
-                raise BundleError(f"{where}: files[{path!r}] must be 'sha256:<hex>', got {digest!r}")
+        files: dict[str, str] = {}
+        file_sizes: dict[str, int] = {}
+        for path, entry in _get(data, "files", dict, where, BundleError).items():
+            check_bundle_path(path, "files key", where)
+            files[path], size = _file_entry(path, entry, where)
+            if size is not None:
+                file_sizes[path] = size
         tensors = _get(data, "tensors", dict, where, BundleError, {})
         return cls(
             format=fmt,
@@ -558,7 +621,8 @@ class Manifest:
                 name: GraphEntry.from_mapping(entry, f"{where}: heads.{name}", head=True)
                 for name, entry in heads.items()
             },
-            files=dict(files),
+            files=files,
+            file_sizes=file_sizes,
             tensors={name: TensorInfo.from_mapping(info, f"{where}: tensors.{name}") for name, info in tensors.items()},
             split=_get(data, "split", dict, where, BundleError, {}),
             selftest=(
@@ -586,5 +650,8 @@ class Manifest:
             **({"split": dict(self.split)} if self.split else {}),
             **({"selftest": self.selftest.to_dict()} if self.selftest is not None else {}),
             **self.extra,
-            "files": dict(self.files),
+            "files": {
+                rel: {"sha256": digest, "size": self.file_sizes[rel]} if rel in self.file_sizes else digest
+                for rel, digest in self.files.items()
+            },
         }

@@ -52,8 +52,10 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
+from edge_runtime.bounded_json import loads_bounded
 from edge_runtime.codec import content_type, encode_line
 from edge_runtime.errors import ConfigError, TransportError, close_matches
+from edge_runtime.names import check_device_id
 from edge_runtime.spool import Spool, SpooledMessage
 
 logger = logging.getLogger(__name__)
@@ -245,7 +247,7 @@ def status_payload(state: str, fields: Mapping[str, Any] | None = None) -> bytes
 
 def parse_status(payload: bytes) -> dict[str, Any]:
     """A status message as a dict (``state`` always present; ``ValueError`` if it is not one)."""
-    data = json.loads(payload)
+    data = loads_bounded(payload)
     if not isinstance(data, dict) or not isinstance(data.get("state"), str):
         raise ValueError(f"not a status message: {payload[:80]!r}")
     return data
@@ -275,8 +277,7 @@ class MqttPublisher:
         epoch: str | None = None,
         on_command: Callable[[bytes], object] | None = None,
     ) -> None:
-        if not device_id or any(c in device_id for c in "/+#\0"):
-            raise ConfigError(f"device id {device_id!r}: must be non-empty, without / + # or NUL")
+        check_device_id(device_id, "MQTT publisher", "device id")
         if max_inflight < 1:
             raise ConfigError(f"max_inflight must be >= 1, got {max_inflight}")
         self.config = config

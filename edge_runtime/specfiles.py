@@ -11,11 +11,11 @@ Example::
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Any
 
+from edge_runtime.bounded_json import loads_bounded
 from edge_runtime.errors import ConfigError
 
 if sys.version_info >= (3, 11):
@@ -44,7 +44,7 @@ def load_mapping_file(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: cannot read: {exc}") from None
     try:
         if suffix == ".json":
-            data = json.loads(text)
+            data = loads_bounded(text)
         elif suffix == ".toml":
             data = tomllib.loads(text)
         else:

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from edge_runtime.bounded_json import loads_bounded
 from edge_runtime.errors import ConfigError
 
 HEARTBEAT_NAME = "heartbeat.json"
@@ -77,10 +78,10 @@ def read_heartbeat(state_dir: str | Path) -> dict[str, Any]:
     """The last heartbeat of the daemon using ``state_dir``."""
     path = Path(state_dir) / HEARTBEAT_NAME
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = loads_bounded(path.read_bytes())
     except FileNotFoundError:
         raise ConfigError(f"{path}: no heartbeat (is the daemon running with this --state-dir?)") from None
-    except (OSError, json.JSONDecodeError) as exc:
+    except (OSError, ValueError) as exc:
         raise ConfigError(f"{path}: unreadable heartbeat: {exc}") from None
     if not isinstance(data, dict) or not isinstance(data.get("ts"), (int, float)):
         raise ConfigError(f"{path}: malformed heartbeat")

@@ -25,12 +25,12 @@ Options come from flags > ``EDGE_RUNTIME_SUBSCRIBE_<KEY>`` environment variables
 from __future__ import annotations
 
 import argparse
+import collections
 import contextlib
 import csv
 import json
 import logging
 import os
-import queue
 import signal
 import sys
 import threading
@@ -52,6 +52,7 @@ from edge_runtime.codec import CodecError, decode_payload
 from edge_runtime.config import parse_env_value
 from edge_runtime.errors import ConfigError, TransportError, close_matches
 from edge_runtime.mqtt import MqttConfig, describe_connect_error, describe_refusal
+from edge_runtime.names import printable
 from edge_runtime.specfiles import load_mapping_file
 
 logger = logging.getLogger(__name__)
@@ -66,6 +67,11 @@ MALFORMED_LOG_INTERVAL_S = 10.0
 #: oldest gap is given up (reported as lost, a later arrival in it counts as a duplicate).
 MAX_PENDING = 10_000
 CONNECT_TIMEOUT_S = 10.0
+#: Bounds of the queue between paho's network thread and the consumer (writer). When either is
+#: reached the network thread stops reading: TCP back-pressure, the broker holds the rest (a
+#: message larger than the byte bound is still taken when the queue is empty).
+QUEUE_MAX_MESSAGES = 1000
+QUEUE_MAX_BYTES = 32 << 20
 #: ``EDGE_RUNTIME_SUBSCRIBE_<KEY>``: apart from ``run``'s ``EDGE_RUNTIME_<KEY>`` settings.
 ENV_PREFIX = "EDGE_RUNTIME_SUBSCRIBE_"
 #: The largest MQTT v5 Session Expiry Interval (0xFFFFFFFF: the session never expires).
@@ -319,6 +325,7 @@ class StreamTracker:
         self.results = 0  # unique frames
         self.duplicates = 0
         self.malformed = 0
+        self.rejected = 0  # payloads whose device is not the one their topic names
         self.heartbeats = 0  # unique heartbeats
         self._streams: dict[Key, _Stream] = {}
 
@@ -376,6 +383,11 @@ class StreamTracker:
         self.received += 1
         self.malformed += 1
 
+    def count_rejected(self) -> None:
+        """A payload that claims another device than its topic (dropped before de-dup)."""
+        self.received += 1
+        self.rejected += 1
+
     def streams(self) -> list[Key]:
         return sorted(self._streams)
 
@@ -401,6 +413,7 @@ class StreamTracker:
         lines = [
             f"received {self.received} messages: {self.results} results, {self.heartbeats} heartbeats, "
             f"{self.duplicates} duplicates, {self.malformed} malformed"
+            + (f", {self.rejected} rejected (device differs from the topic's)" if self.rejected else "")
         ]
         if not self.gap_reports:
             lines.append("gap reports off under a shared subscription (each subscriber sees part of each stream)")
@@ -412,34 +425,101 @@ class StreamTracker:
                 missing = sum(b - a + 1 for a, b in ranges)
                 shown = ", ".join(f"{a}" if a == b else f"{a}-{b}" for a, b in ranges[:20])
                 more = f" (+{len(ranges) - 20} more ranges)" if len(ranges) > 20 else ""
-                lines.append(f"{device} epoch {epoch}: {missing} missing seq: {shown}{more}")
+                lines.append(f"{printable(device)} epoch {printable(epoch)}: {missing} missing seq: {shown}{more}")
             else:
-                lines.append(f"{device} epoch {epoch}: no gaps")
+                lines.append(f"{printable(device)} epoch {printable(epoch)}: no gaps")
         return "\n".join(lines)
 
 
-class _MalformedLog:
-    """WARNING for the first few malformed payloads, then at most one per interval."""
+class _DropLog:
+    """WARNING for the first few dropped payloads of one kind (``what``: "malformed payload"),
+    then at most one per interval. Topics and reasons come from peers: escaped."""
 
-    def __init__(self) -> None:
+    def __init__(self, what: str) -> None:
+        self.what = what
         self.count = 0
         self.suppressed = 0
         self.last = 0.0
 
-    def __call__(self, topic: str, exc: Exception) -> None:
+    def __call__(self, topic: str, reason: object) -> None:
         self.count += 1
         now = time.monotonic()
         if self.count <= MALFORMED_LOG_FIRST:
-            logger.warning("malformed payload on %s dropped: %s", topic, exc)
+            logger.warning("%s on %s dropped: %s", self.what, printable(topic), printable(reason))
             self.last = now
         elif now - self.last >= MALFORMED_LOG_INTERVAL_S:
             logger.warning(
-                "malformed payload on %s dropped: %s (%d more since the last warning)", topic, exc, self.suppressed
-            )
+                "%s on %s dropped: %s (%d more since the last warning)",
+                self.what, printable(topic), printable(reason), self.suppressed,
+            )  # fmt: skip
             self.suppressed = 0
             self.last = now
         else:
             self.suppressed += 1
+
+
+def topic_device(topic: str) -> str | None:
+    """The device a topic belongs to: its level before the last (``<prefix>/<device>/results``);
+    None when the topic has fewer than two levels."""
+    levels = topic.split("/")
+    return levels[-2] if len(levels) >= 2 else None
+
+
+class _BoundedQueue:
+    """The messages between paho's network thread and the consumer, bounded in count and
+    bytes. :meth:`put` blocks while full (the network thread stops reading: the broker keeps
+    the rest) until room is made or :meth:`release` is called at close, after which it never
+    blocks again (what paho still hands over while disconnecting was acknowledged already, so
+    it is kept for :meth:`ResultStream.drain`)."""
+
+    def __init__(self, max_messages: int, max_bytes: int) -> None:
+        self.max_messages = max_messages
+        self.max_bytes = max_bytes
+        self.bytes = 0
+        self.peak_bytes = 0
+        self.waits = 0  # how often the network thread had to wait for room
+        self.stalled = threading.Event()  # set while a put() waits for room
+        self._items: collections.deque[tuple[str, bytes]] = collections.deque()
+        self._cond = threading.Condition()
+        self._released = False
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def _full(self, size: int) -> bool:
+        if not self._items:
+            return False
+        return len(self._items) >= self.max_messages or self.bytes + size > self.max_bytes
+
+    def put(self, topic: str, payload: bytes) -> None:
+        with self._cond:
+            if self._full(len(payload)) and not self._released:
+                self.waits += 1
+                self.stalled.set()
+                while self._full(len(payload)) and not self._released:
+                    self._cond.wait()
+                self.stalled.clear()
+            self._items.append((topic, payload))
+            self.bytes += len(payload)
+            self.peak_bytes = max(self.peak_bytes, self.bytes)
+            self._cond.notify_all()
+
+    def get(self, timeout: float | None) -> tuple[str, bytes] | None:
+        """The oldest message, waiting up to ``timeout`` seconds (0: not at all); None if none."""
+        with self._cond:
+            if not self._items and timeout:
+                self._cond.wait(timeout)
+            if not self._items:
+                return None
+            topic, payload = self._items.popleft()
+            self.bytes -= len(payload)
+            self._cond.notify_all()
+            return topic, payload
+
+    def release(self) -> None:
+        with self._cond:
+            self._released = True
+            self._cond.notify_all()
 
 
 # -- MQTT ------------------------------------------------------------------------------------
@@ -449,8 +529,14 @@ class ResultStream:
     """A connected, subscribed MQTT client whose messages :meth:`lines` decodes.
 
     ``start()`` returns once the broker has granted the subscription (so a test can publish
-    right after), or raises :class:`TransportError` with one line naming the broker and why
-    (refused: bad user or password, not authorized...; unreachable; TLS verification).
+    right after; a resumed session whose kept messages fill the queue first returns once it
+    is full: the SUBACK follows them), or raises :class:`TransportError` with one line naming
+    the broker and why (refused: bad user or password, not authorized...; unreachable; TLS
+    verification).
+    Messages wait in a queue bounded in count and bytes (:data:`QUEUE_MAX_MESSAGES`,
+    :data:`QUEUE_MAX_BYTES`); when it is full paho's network thread stops reading, so a slow
+    consumer leaves the rest with the broker instead of in memory. A payload whose ``device``
+    is not its topic's device level is rejected and counted (``tracker.rejected``).
     With ``session_expiry_s`` > 0 the client connects with clean start off (MQTT 3.1.1:
     clean session off) under its fixed client id, so the broker keeps the subscription and
     queues QoS >= 1 messages while the subscriber is away; they arrive right after the next
@@ -462,13 +548,14 @@ class ResultStream:
         self.config = options.mqtt
         self.tracker = tracker or StreamTracker(gap_reports=options.share is None)
         self.session_present = False
-        self._queue: queue.Queue[tuple[str, bytes]] = queue.Queue()
+        self._queue = _BoundedQueue(QUEUE_MAX_MESSAGES, QUEUE_MAX_BYTES)
         self._subscribed = threading.Event()
         self._connect_result: ReasonCode | None = None
         self._connected = threading.Event()
         self._started = False  # start() succeeded: from then on, connection trouble is logged
         self._closed = False
-        self._log_malformed = _MalformedLog()
+        self._log_malformed = _DropLog("malformed payload")
+        self._log_rejected = _DropLog("payload for another device")
         cfg = self.config
         self.client_id = options.mqtt_client_id or f"edge-sub-{uuid.uuid4().hex[:12]}"
         persistent = options.session_expiry_s > 0
@@ -528,7 +615,7 @@ class ResultStream:
         if rc is not None and rc.is_failure:
             self.close()
             raise TransportError(f"MQTT broker {self.where} refused the connection: {describe_refusal(rc)}")
-        if not self._subscribed.wait(timeout):
+        if not self._wait_subscribed(timeout):
             self.close()
             raise TransportError(
                 f"MQTT broker {self.where} did not grant the subscription {self.options.subscription!r} "
@@ -536,6 +623,19 @@ class ResultStream:
             )
         self._started = True
         return self
+
+    def _wait_subscribed(self, timeout: float) -> bool:
+        """Wait for the SUBACK. A resumed session's broker sends the messages it kept before
+        the SUBACK; when they fill the bounded queue (nobody takes from it before ``start()``
+        returns) the SUBACK is behind them, and the subscription exists already: stop waiting
+        then (a refusal still gets logged when the SUBACK comes)."""
+        deadline = time.monotonic() + timeout
+        while not self._subscribed.wait(0.05):
+            if self.session_present and self._queue.stalled.is_set():
+                return True
+            if time.monotonic() >= deadline:
+                return False
+        return True
 
     # paho callbacks (network thread)
     def _on_connect(self, client: paho.Client, userdata: Any, flags: Any, rc: ReasonCode, props: Any) -> None:
@@ -576,7 +676,9 @@ class ResultStream:
         self._subscribed.set()
 
     def _on_message(self, client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:
-        self._queue.put((msg.topic, bytes(msg.payload)))
+        # Blocks while the queue is full: paho reads nothing more (and acknowledges nothing
+        # more) until the consumer makes room; the broker holds the rest.
+        self._queue.put(msg.topic, bytes(msg.payload))
 
     def _decode(self, topic: str, payload: bytes) -> dict[str, Any] | None:
         """The line to yield, or ``None`` (malformed, duplicate, or a heartbeat not asked for)."""
@@ -585,6 +687,13 @@ class ResultStream:
         except CodecError as exc:
             self.tracker.count_malformed()
             self._log_malformed(topic, exc)
+            return None
+        claimed = topic_device(topic)
+        if line.get("device") != claimed:
+            # A client that may publish on one device's topic must not speak for another (nor
+            # pre-empt its seqs, which the real messages would then meet as duplicates).
+            self.tracker.count_rejected()
+            self._log_rejected(topic, f"the payload says device {line.get('device')!r}, the topic {claimed!r}")
             return None
         if not self.tracker.count_line(line):
             return None
@@ -612,11 +721,10 @@ class ResultStream:
                 if left <= 0:
                     return
                 wait = min(wait, left)
-            try:
-                topic, payload = self._queue.get(timeout=wait)
-            except queue.Empty:
+            item = self._queue.get(timeout=wait)
+            if item is None:
                 continue
-            line = self._decode(topic, payload)
+            line = self._decode(*item)
             if line is not None:
                 yielded += 1
                 yield line
@@ -625,11 +733,10 @@ class ResultStream:
         """The lines still queued, without waiting: after :meth:`close`, what the broker
         delivered (and was acknowledged) before the disconnect."""
         while True:
-            try:
-                topic, payload = self._queue.get_nowait()
-            except queue.Empty:
+            item = self._queue.get(timeout=0)
+            if item is None:
                 return
-            line = self._decode(topic, payload)
+            line = self._decode(*item)
             if line is not None:
                 yield line
 
@@ -638,6 +745,7 @@ class ResultStream:
         if self._closed:
             return
         self._closed = True
+        self._queue.release()  # a network thread waiting for room goes on, and so can stop
         with contextlib.suppress(Exception):
             self._client.disconnect()
         self._client.loop_stop()
@@ -675,10 +783,42 @@ def _compact(obj: Any) -> str:
     return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
 
 
+class FdTextSink:
+    """Text written straight to a file descriptor with ``os.write`` until every byte is out.
+
+    CPython's buffered ``sys.stdout`` loses data when a signal (SIGTERM, SIGINT) arrives while a
+    large write is blocked on a full pipe: measured here, a 16 MB line was cut after 128 KiB and
+    the next line glued on. ``os.write`` returns what it wrote and retries on EINTR (PEP 475),
+    so the loop writes each line whole."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def write(self, text: str) -> int:
+        view = memoryview(text.encode("utf-8"))
+        while view:
+            view = view[os.write(self.fd, view) :]
+        return len(text)
+
+    def flush(self) -> None:
+        """Nothing is buffered."""
+
+
+def _stdout() -> IO[str] | FdTextSink:
+    """Standard output as a sink that survives signals (:class:`FdTextSink`) when it is a real
+    file descriptor, else ``sys.stdout`` as it is (captured by a test, replaced by a caller)."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation: no descriptor
+        return sys.stdout
+    sys.stdout.flush()
+    return FdTextSink(fd)
+
+
 class JsonLinesWriter:
     """One compact JSON object per line, flushed after each."""
 
-    def __init__(self, stream: IO[str]) -> None:
+    def __init__(self, stream: IO[str] | FdTextSink) -> None:
         self.stream = stream
 
     def write(self, line: dict[str, Any]) -> None:
@@ -690,7 +830,7 @@ class CsvWriter:
     """``device, epoch, seq, frame_id, ts, latency_total_ms, results`` (compact JSON); a header
     first; flushed after each row. Heartbeats get an empty frame_id and latency."""
 
-    def __init__(self, stream: IO[str], *, header: bool = True) -> None:
+    def __init__(self, stream: IO[str] | FdTextSink, *, header: bool = True) -> None:
         self.stream = stream
         self._csv = csv.writer(stream, lineterminator="\n")
         if header:
@@ -718,7 +858,7 @@ def open_writer(output: str = "-", fmt: str = "jsonl") -> Iterator[Writer]:
     if fmt not in FORMATS:
         raise ConfigError(f"format {fmt!r} is not one of {', '.join(FORMATS)}{close_matches(str(fmt), FORMATS)}")
     if output == "-":
-        yield (CsvWriter if fmt == "csv" else JsonLinesWriter)(sys.stdout)
+        yield (CsvWriter if fmt == "csv" else JsonLinesWriter)(_stdout())
         return
     try:
         fh = open(output, "a", encoding="utf-8", newline="")
@@ -831,6 +971,7 @@ __all__ = [
     "FORMATS",
     "SUBSCRIBE_EXAMPLES",
     "CsvWriter",
+    "FdTextSink",
     "JsonLinesWriter",
     "ResultStream",
     "StreamTracker",
@@ -840,4 +981,5 @@ __all__ = [
     "open_writer",
     "options_from_args",
     "run_subscribe",
+    "topic_device",
 ]

@@ -33,6 +33,10 @@ class SignatureError(BundleError):
     """A bundle is unsigned, its ``manifest.sig`` is malformed, or no trusted key signed it."""
 
 
+#: The largest ``manifest.sig`` read (base64 of 64 bytes is 88 characters).
+MAX_SIGNATURE_BYTES = 1024
+
+
 def read_signature(root: Path) -> bytes | None:
     """The raw signature in ``root/manifest.sig``; None when there is none.
 
@@ -40,15 +44,46 @@ def read_signature(root: Path) -> bytes | None:
     """
     path = root / SIGNATURE_NAME
     try:
-        text = path.read_bytes()
+        with path.open("rb") as handle:
+            text = handle.read(MAX_SIGNATURE_BYTES + 1)
     except FileNotFoundError:
         return None
     except OSError as exc:
         raise SignatureError(f"{root}: cannot read {SIGNATURE_NAME}: {exc.strerror or exc}") from None
+    return parse_signature(text, root)
+
+
+def parse_signature(text: bytes, where: Path | str) -> bytes:
+    """The raw signature in the bytes of a ``manifest.sig`` of the bundle or package ``where``;
+    :class:`SignatureError` when they are not base64 of a 64-byte signature."""
+    if len(text) > MAX_SIGNATURE_BYTES:
+        raise SignatureError(f"{where}: malformed {SIGNATURE_NAME}: over {MAX_SIGNATURE_BYTES} bytes")
     try:
-        return decode_signature(text, str(path))
+        return decode_signature(text, f"{where}/{SIGNATURE_NAME}")
     except KeyFileError as exc:
-        raise SignatureError(f"{root}: malformed {SIGNATURE_NAME}: {exc}") from None
+        raise SignatureError(f"{where}: malformed {SIGNATURE_NAME}: {exc}") from None
+
+
+def check_manifest_signature(
+    manifest_bytes: bytes, signature: bytes | None, keys: Sequence[PublicKey], where: Path | str
+) -> PublicKey:
+    """The trusted key whose ``signature`` (raw, None: the bundle has no ``manifest.sig``) is
+    over ``manifest_bytes``. Raises :class:`SignatureError` naming ``where`` (the bundle or the
+    update package) and the reason: no key given, unsigned, or no trusted key matches."""
+    if not keys:
+        raise SignatureError(f"{where}: no trusted key given to check the signature against")
+    if signature is None:
+        raise SignatureError(
+            f"{where}: unsigned: no {SIGNATURE_NAME} (sign it with: edge-export sign {where} --key PRIVATE_KEY)"
+        )
+    key = verify(keys, manifest_bytes, signature)
+    if key is None:
+        trusted = ", ".join(f"{k.key_id} ({k.source})" for k in keys)
+        raise SignatureError(
+            f"{where}: {SIGNATURE_NAME}: signature does not match any trusted key (trusted: {trusted}); "
+            f"the manifest was changed after signing, or another key signed it"
+        )
+    return key
 
 
 def verify_bundle_signature(root: Path, keys: Sequence[PublicKey], manifest_bytes: bytes | None = None) -> PublicKey:
@@ -62,23 +97,12 @@ def verify_bundle_signature(root: Path, keys: Sequence[PublicKey], manifest_byte
     if not keys:
         raise SignatureError(f"{root}: no trusted key given to check the signature against")
     signature = read_signature(root)
-    if signature is None:
-        raise SignatureError(
-            f"{root}: unsigned: no {SIGNATURE_NAME} (sign it with: edge-export sign {root} --key PRIVATE_KEY)"
-        )
-    if manifest_bytes is None:
+    if signature is not None and manifest_bytes is None:
         try:
             manifest_bytes = (root / MANIFEST_NAME).read_bytes()
         except OSError as exc:
             raise SignatureError(f"{root / MANIFEST_NAME}: cannot read: {exc.strerror or exc}") from None
-    key = verify(keys, manifest_bytes, signature)
-    if key is None:
-        trusted = ", ".join(f"{k.key_id} ({k.source})" for k in keys)
-        raise SignatureError(
-            f"{root}: {SIGNATURE_NAME}: signature does not match any trusted key (trusted: {trusted}); "
-            f"the manifest was changed after signing, or another key signed it"
-        )
-    return key
+    return check_manifest_signature(manifest_bytes or b"", signature, keys, root)
 
 
 def signature_state(root: Path, signed_by: str | None) -> str:
@@ -90,4 +114,13 @@ def signature_state(root: Path, signed_by: str | None) -> str:
     return "unsigned"
 
 
-__all__ = ["SIGNATURE_NAME", "SignatureError", "read_signature", "signature_state", "verify_bundle_signature"]
+__all__ = [
+    "MAX_SIGNATURE_BYTES",
+    "SIGNATURE_NAME",
+    "SignatureError",
+    "check_manifest_signature",
+    "parse_signature",
+    "read_signature",
+    "signature_state",
+    "verify_bundle_signature",
+]

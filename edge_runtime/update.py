@@ -34,17 +34,18 @@ import logging
 import os
 import secrets
 import shutil
-import tarfile
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edge_runtime.bundle import MANIFEST_NAME, load_bundle, read_manifest, sha256_file
+from edge_runtime.bounded_json import loads_bounded
+from edge_runtime.bundle import load_bundle, read_manifest, sha256_file
 from edge_runtime.errors import EdgeRuntimeError
+from edge_runtime.update_package import open_package, stage_package
 
 if TYPE_CHECKING:
     from edge_runtime.engine import Engine
@@ -58,7 +59,6 @@ DEFAULT_MAX_DOWNLOAD_MB = 512
 DEFAULT_MAX_BOOT_ATTEMPTS = 3
 DOWNLOAD_TIMEOUT_S = 30.0
 PROGRESS_EVERY_BYTES = 4 << 20
-TARBALL_SUFFIXES = (".tar.gz", ".tgz")
 
 
 class UpdateError(EdgeRuntimeError):
@@ -142,10 +142,10 @@ class Slots:
             "history": [],
         }
         try:
-            data = json.loads(self.state_path.read_text(encoding="utf-8"))
+            data = loads_bounded(self.state_path.read_bytes())
         except FileNotFoundError:
             return state
-        except (OSError, json.JSONDecodeError) as exc:
+        except (OSError, ValueError) as exc:  # ValueError: bad UTF-8 or JSON, nested too deeply
             raise UpdateError(
                 f"{self.state_path}: unreadable ({exc}); delete it to return to the factory bundle"
             ) from None
@@ -207,40 +207,44 @@ class Slots:
         base: Path | None = None,
         max_download_mb: int = DEFAULT_MAX_DOWNLOAD_MB,
     ) -> Path:
-        """Copy ``source`` into a fresh staging directory and complete a head-only package from
-        ``base`` (default: the active slot). Returns the staged bundle directory; its
-        signature and hashes are checked by :meth:`verify`. ``trusted_keys`` is accepted for
-        symmetry and unused here."""
-        del trusted_keys
+        """Stage ``source`` in a fresh staging directory and return the staged bundle directory.
+
+        Nothing of the package is written before its manifest (and, with ``trusted_keys``, its
+        signature) has been checked and every member has been matched against the manifest's
+        ``files`` (:mod:`edge_runtime.update_package`); a head-only package is completed from
+        ``base`` (default: the active slot). :meth:`verify` then checks every hash and runs the
+        self-test. A refused package leaves nothing behind."""
         staging = self.root / f"staging-{secrets.token_hex(4)}"
         staging.mkdir()
         try:
-            bundle_dir = staging / "bundle"
+            keys = None
+            if trusted_keys:
+                from edge_runtime.keys import load_public_keys
+
+                keys = load_public_keys(trusted_keys)
             max_bytes = max_download_mb << 20
+            path = Path(source)
             if source.startswith(("http://", "https://")):
-                archive = staging / "download.tar.gz"
-                _download(source, archive, max_bytes)
-                _extract_tarball(archive, bundle_dir, max_bytes, source)
-                archive.unlink()
+                path = staging / "download.tar.gz"
+                _download(source, path, max_bytes)
             elif "://" in source:
                 raise UpdateError(f"{source}: unsupported scheme; use a directory, a .tar.gz / .tgz or http(s)://")
-            else:
-                path = Path(source)
-                if path.is_dir():
-                    logger.info("copying %s", path)
-                    shutil.copytree(path, bundle_dir)
-                elif path.is_file() and path.name.endswith(TARBALL_SUFFIXES):
-                    _extract_tarball(path, bundle_dir, max_bytes, source)
-                elif path.exists():
-                    raise UpdateError(f"{source}: not a bundle directory nor a .tar.gz / .tgz of one")
-                else:
-                    raise UpdateError(f"{source}: no such file or directory")
-            bundle_dir = _bundle_root(bundle_dir, source)
-            base = base if base is not None else self.active_bundle()
-            _fill_from_base(bundle_dir, base, source)
+            bundle_dir = staging / "bundle"
+            with open_package(path, source, max_bytes=max_bytes) as package:
+                stage_package(
+                    package,
+                    bundle_dir,
+                    keys=keys,
+                    base=base if base is not None else self.active_bundle(),
+                    max_bytes=max_bytes,
+                )
+            if path.parent == staging:
+                path.unlink()
             return bundle_dir
-        except BaseException:
+        except BaseException as exc:
             shutil.rmtree(staging, ignore_errors=True)
+            if isinstance(exc, EdgeRuntimeError) and not isinstance(exc, UpdateError):
+                raise UpdateError(str(exc)) from exc
             raise
 
     def discard(self, staged: Path) -> None:
@@ -466,92 +470,6 @@ def _download(url: str, target: Path, max_bytes: int) -> None:
         reason = getattr(exc, "reason", None) or exc
         raise UpdateError(f"{url}: download failed: {reason}") from None
     logger.info("downloaded %s (%.1f MB)", url, received / 1e6)
-
-
-def _extract_tarball(archive: Path, target: Path, max_bytes: int, source: str) -> None:
-    """Extract regular files and directories only; refuse absolute paths, ``..``, links,
-    devices and members (or a total) over ``max_bytes``, naming the member."""
-    try:
-        tar = tarfile.open(archive, "r:*")
-    except (tarfile.TarError, OSError) as exc:
-        raise UpdateError(f"{source}: not a readable tarball: {exc}") from None
-    total = 0
-    with tar:
-        target.mkdir(parents=True)
-        try:
-            for member in tar:
-                name = PurePosixPath(member.name)
-                if name.is_absolute() or member.name.startswith(("/", "\\")):
-                    raise UpdateError(f"{source}: member {member.name!r} has an absolute path")
-                if ".." in name.parts:
-                    raise UpdateError(f"{source}: member {member.name!r} leaves the bundle ('..')")
-                if member.issym() or member.islnk():
-                    raise UpdateError(f"{source}: member {member.name!r} is a link; bundles hold regular files only")
-                if not (member.isfile() or member.isdir()):
-                    raise UpdateError(f"{source}: member {member.name!r} is not a regular file or directory")
-                parts = [p for p in name.parts if p not in ("", ".")]
-                if not parts:
-                    continue
-                path = target.joinpath(*parts)
-                if member.isdir():
-                    path.mkdir(parents=True, exist_ok=True)
-                    continue
-                total += member.size
-                if member.size > max_bytes or total > max_bytes:
-                    raise UpdateError(
-                        f"{source}: member {member.name!r} ({member.size / 1e6:.1f} MB) goes over the limit of "
-                        f"{max_bytes >> 20} MiB (update_max_download_mb)"
-                    )
-                path.parent.mkdir(parents=True, exist_ok=True)
-                handle = tar.extractfile(member)
-                if handle is None:
-                    raise UpdateError(f"{source}: member {member.name!r} cannot be read")
-                with handle, path.open("wb") as out:
-                    shutil.copyfileobj(handle, out, 1 << 20)
-        except (tarfile.TarError, EOFError, OSError) as exc:
-            raise UpdateError(f"{source}: corrupt tarball: {exc}") from None
-
-
-def _bundle_root(extracted: Path, source: str) -> Path:
-    """The directory holding manifest.json: the root, or its single top-level directory."""
-    if (extracted / MANIFEST_NAME).is_file():
-        return extracted
-    entries = list(extracted.iterdir()) if extracted.is_dir() else []
-    if len(entries) == 1 and entries[0].is_dir() and (entries[0] / MANIFEST_NAME).is_file():
-        return entries[0]
-    raise UpdateError(f"{source}: no {MANIFEST_NAME} at its top level (nor in a single top-level directory)")
-
-
-def _fill_from_base(bundle_dir: Path, base: Path | None, source: str) -> None:
-    """Head-only package: take each listed but missing file from ``base`` when its sha256 there
-    is the one the new manifest records (hard link when possible, else copy)."""
-    manifest = read_manifest(bundle_dir)
-    missing = [rel for rel in manifest.files if not (bundle_dir / rel).exists()]
-    if not missing:
-        return
-    if base is None:
-        raise UpdateError(
-            f"{source}: lacks {', '.join(missing)} and there is no running bundle to take them from "
-            "(a head-only package needs a base)"
-        )
-    for rel in missing:
-        expected = manifest.files[rel]
-        original = base / rel
-        if not original.is_file():
-            raise UpdateError(f"{source}: {rel} is not in the package nor in the running bundle {base}")
-        actual = sha256_file(original)
-        if actual != expected:
-            raise UpdateError(
-                f"{source}: {rel} is not in the package and the running bundle's copy differs "
-                f"(manifest {expected[:19]}…, {base} has {actual[:19]}…): this package was made for another base"
-            )
-        target = bundle_dir / rel
-        target.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            os.link(original, target)
-        except OSError:
-            shutil.copy2(original, target)
-    logger.info("head-only package: took %d unchanged file(s) from %s: %s", len(missing), base, ", ".join(missing))
 
 
 def _run_selftest(engine: Engine) -> None:

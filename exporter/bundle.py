@@ -22,7 +22,7 @@ from pathlib import Path
 
 from edge_runtime.bundle import MANIFEST_NAME, SIGNATURE_NAME, Bundle, sha256_file
 from edge_runtime.errors import ConfigError
-from edge_runtime.manifest import Manifest
+from edge_runtime.manifest import Manifest, check_bundle_path
 
 logger = logging.getLogger(__name__)
 
@@ -38,18 +38,21 @@ def check_output_dir(out_dir: str | Path, force: bool) -> Path:
 
 
 def write_bundle(out_dir: str | Path, files: Mapping[str, bytes], manifest: Manifest, *, force: bool = False) -> Path:
-    """Write ``files`` (relative path → bytes) and the manifest with their sha256; return the path."""
+    """Write ``files`` (relative path → bytes) and the manifest with their sha256 and size; return the path."""
     out = check_output_dir(out_dir, force).resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
         digests: dict[str, str] = {}
+        sizes: dict[str, int] = {}
         for rel, data in files.items():
+            check_bundle_path(rel, "file name", str(out), ConfigError)
             target = staging / rel
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(data)
             digests[rel] = sha256_file(target)
-        final = replace(manifest, files=digests)
+            sizes[rel] = len(data)
+        final = replace(manifest, files=digests, file_sizes=sizes)
         (staging / MANIFEST_NAME).write_text(json.dumps(final.to_dict(), indent=2) + "\n", encoding="utf-8")
         old = None
         if out.exists():

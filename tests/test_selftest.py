@@ -72,7 +72,7 @@ def test_split_writes_selftest_files_listed_with_sha256(demo_split: SplitResult)
         "tolerance": {},
     }
     for rel in ("selftest/frames.npy", "selftest/expected.npz", "selftest/expected.json"):
-        assert manifest["files"][rel] == sha256_file(root / rel)
+        assert manifest["files"][rel] == {"sha256": sha256_file(root / rel), "size": (root / rel).stat().st_size}
     frames = np.load(root / "selftest/frames.npy", allow_pickle=False)
     assert frames.dtype == np.uint8 and frames.shape == (4, 128, 128, 3)
     with np.load(root / "selftest/expected.npz", allow_pickle=False) as expected:
