@@ -7,7 +7,7 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 
-from edge_runtime.engine import Engine, EngineOptions
+from edge_runtime.inference.engine import Engine, EngineOptions
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"

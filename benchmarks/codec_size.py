@@ -46,9 +46,9 @@ from typing import Any
 import numpy as np
 from bench_support import ROOT, engine_all_heads, package_version, split_for_bench
 
-from edge_runtime import codec
-from edge_runtime.bench import environment, format_timings, run_interleaved, write_report
-from edge_runtime.results import FrameResult
+from edge_runtime.codec import wire as codec
+from edge_runtime.inference.results import FrameResult
+from edge_runtime.ops.bench import environment, format_timings, run_interleaved, write_report
 
 DEVICE, EPOCH = "pi-01", "9f2c4e1ab07d3356"
 

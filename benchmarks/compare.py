@@ -47,8 +47,8 @@ import onnx
 import onnxruntime as ort
 from bench_support import DEMO_MODEL, MBV2_MODEL, ROOT, engine_all_heads, package_version, split_for_bench
 
-from edge_runtime.bench import Timing, environment, format_timings, run_interleaved, write_csv, write_report
-from edge_runtime.engine import Engine, EngineOptions
+from edge_runtime.inference.engine import Engine, EngineOptions
+from edge_runtime.ops.bench import Timing, environment, format_timings, run_interleaved, write_csv, write_report
 
 logger = logging.getLogger("compare")
 

@@ -34,11 +34,11 @@ from pathlib import Path
 import numpy as np
 from bench_support import DEMO_MODEL, split_for_bench
 
-from edge_runtime.bench import environment
 from edge_runtime.config import RuntimeConfig
-from edge_runtime.daemon import Daemon
-from edge_runtime.engine import Engine, EngineOptions
-from edge_runtime.sources import SyntheticSource
+from edge_runtime.daemon.pipeline import Daemon
+from edge_runtime.frames.sources import SyntheticSource
+from edge_runtime.inference.engine import Engine, EngineOptions
+from edge_runtime.ops.bench import environment
 
 
 def progress(message: str) -> None:

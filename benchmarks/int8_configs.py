@@ -32,7 +32,7 @@ least ``--min-cosine`` (0.99) on every held-out input (the minimum over inputs i
 
 Calibration data: the demo trunk gets frames like ``examples/train_demo_model.py``'s
 ``make_frames`` (a shape on a noisy gradient), put through the bundle's input spec by
-``edge_runtime.preprocess.Preprocessor``; the MobileNetV2 trunk (random weights) gets
+``edge_runtime.frames.preprocess.Preprocessor``; the MobileNetV2 trunk (random weights) gets
 random-normal tensors (its weights are random too: only the speed and a rough fidelity
 signal are meaningful there).
 
@@ -69,9 +69,9 @@ from onnx import numpy_helper
 from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
-from edge_runtime.bench import Timing, environment, format_timings, run_interleaved, write_report
-from edge_runtime.bundle import read_manifest
-from edge_runtime.preprocess import Preprocessor
+from edge_runtime.bundle.reader import read_manifest
+from edge_runtime.frames.preprocess import Preprocessor
+from edge_runtime.ops.bench import Timing, environment, format_timings, run_interleaved, write_report
 
 logger = logging.getLogger("int8_configs")
 

@@ -3,7 +3,7 @@
     python benchmarks/latency.py build/demo_bundle --seconds 20 \\
         --out benchmarks/results --name latency.demo.x86_64
 
-See ``edge_runtime/bench_run.py`` for the stages and the files written.
+See ``edge_runtime/ops/bench_run.py`` for the stages and the files written.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ import argparse
 import logging
 import sys
 
-from edge_runtime.bench_run import BENCH_EXAMPLES, add_bench_arguments, run_bench
 from edge_runtime.errors import EdgeRuntimeError
+from edge_runtime.ops.bench_run import BENCH_EXAMPLES, add_bench_arguments, run_bench
 
 
 def main(argv: list[str] | None = None) -> int:

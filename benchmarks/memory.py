@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from edge_runtime.bench import environment
+from edge_runtime.ops.bench import environment
 
 DEFAULT_CASES = "onnxruntime:fp32,onnxruntime:int8,tflite:fp32,tflite:int8"
 CLI = "import sys; from edge_runtime.cli import main; sys.exit(main())"
@@ -85,11 +85,13 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"--cases: {':'.join(case)!r} is not BACKEND:PRECISION")
     results: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="edge-memory-") as tmp:
-        baseline, code, stderr = peak_rss_mib([sys.executable, "-c", "import edge_runtime.daemon"])
+        baseline, code, stderr = peak_rss_mib([sys.executable, "-c", "import edge_runtime.daemon.pipeline"])
         if code != 0:
             print(f"baseline import failed: {stderr.strip()}", file=sys.stderr)
             return 1
-        print(f"baseline (python + import edge_runtime.daemon): {baseline:.1f} MiB", file=sys.stderr, flush=True)
+        print(
+            f"baseline (python + import edge_runtime.daemon.pipeline): {baseline:.1f} MiB", file=sys.stderr, flush=True
+        )
         for i, (backend, precision) in enumerate(cases, 1):
             bundle = args.tflite_bundle if backend == "tflite" and args.tflite_bundle else args.bundle
             print(f"[{i}/{len(cases)}] {backend} {precision} ({bundle}) ...", file=sys.stderr, flush=True)

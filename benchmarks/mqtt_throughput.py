@@ -88,11 +88,11 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from edge_runtime import codec
-from edge_runtime.bench import Timing, environment, write_report
-from edge_runtime.engine import Engine, EngineOptions
-from edge_runtime.mqtt import MqttConfig, MqttPublisher
-from edge_runtime.spool import Spool, SpoolOptions
+from edge_runtime.codec import wire as codec
+from edge_runtime.delivery.mqtt.publisher import MqttConfig, MqttPublisher
+from edge_runtime.delivery.spool import Spool, SpoolOptions
+from edge_runtime.inference.engine import Engine, EngineOptions
+from edge_runtime.ops.bench import Timing, environment, write_report
 
 Sync = Literal["normal", "full"]
 

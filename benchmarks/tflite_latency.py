@@ -4,7 +4,7 @@ Issue 6's speed target: the full-integer TFLite trunk at <= 0.55x the FP32 TFLit
 on this machine (XNNPACK). DESIGN.md §8: ratio targets apply to a MobileNetV2-sized trunk
 (>= 2 ms); the tiny demo trunk is reported too.
 
-For each model, in ONE interleaved run (``edge_runtime.bench.run_interleaved``):
+For each model, in ONE interleaved run (``edge_runtime.ops.bench.run_interleaved``):
 
 1. split it as the other benchmarks do (``bench_support.split_for_bench``);
 2. ``exporter.tflite.convert_bundle``: onnx2tf (its own cached venv) writes
@@ -55,8 +55,8 @@ import numpy as np
 import onnxruntime as ort
 from bench_support import ROOT, package_version, progress, split_for_bench
 
-from edge_runtime.bench import Timing, environment, format_timings, run_interleaved, write_report
-from edge_runtime.bundle import read_manifest
+from edge_runtime.bundle.reader import read_manifest
+from edge_runtime.ops.bench import Timing, environment, format_timings, run_interleaved, write_report
 
 logger = logging.getLogger("tflite_latency")
 

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 
-from edge_runtime.bundle import Bundle, load_bundle
+from edge_runtime.bundle.manifest import InputSpec, Manifest
+from edge_runtime.bundle.reader import Bundle, load_bundle
 from edge_runtime.config import RuntimeConfig
-from edge_runtime.engine import Engine, EngineOptions
 from edge_runtime.errors import (
     BackendUnavailableError,
     BundleError,
@@ -25,9 +25,10 @@ from edge_runtime.errors import (
     ModelError,
     TransportError,
 )
-from edge_runtime.frames import Frame, InvalidFrameError
-from edge_runtime.manifest import InputSpec, Manifest
-from edge_runtime.results import (
+from edge_runtime.frames.frame import Frame, InvalidFrameError
+from edge_runtime.frames.sources import open_source
+from edge_runtime.inference.engine import Engine, EngineOptions
+from edge_runtime.inference.results import (
     Classification,
     Detections,
     Embedding,
@@ -37,7 +38,6 @@ from edge_runtime.results import (
     Regression,
     Segmentation,
 )
-from edge_runtime.sources import open_source
 
 try:
     __version__ = version("edge-runtime")

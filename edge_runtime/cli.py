@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 from edge_runtime.errors import EdgeRuntimeError
 
 if TYPE_CHECKING:
-    from edge_runtime.bundle import Bundle
+    from edge_runtime.bundle.reader import Bundle
 
 RUN_EXAMPLES = """examples:
   edge-runtime run --bundle build/demo_bundle --source synthetic --max-frames 100
@@ -119,7 +119,7 @@ def _build_parser() -> argparse.ArgumentParser:
     health.add_argument("--state-dir", metavar="DIR", help="the daemon's state directory")
     health.add_argument("--max-age", type=float, help="seconds (default: 3 heartbeat intervals)")
 
-    from edge_runtime.subscriber import SUBSCRIBE_EXAMPLES, add_subscribe_arguments
+    from edge_runtime.cloud.subscriber import SUBSCRIBE_EXAMPLES, add_subscribe_arguments
 
     subscribe = sub.add_parser(
         "subscribe",
@@ -131,7 +131,7 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     add_subscribe_arguments(subscribe)
 
-    from edge_runtime.command_cli import COMMAND_EXAMPLES, add_command_arguments
+    from edge_runtime.trust.command_cli import COMMAND_EXAMPLES, add_command_arguments
 
     command = sub.add_parser(
         "command",
@@ -143,7 +143,7 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     add_command_arguments(command)
 
-    from edge_runtime.update_cli import UPDATE_EXAMPLES, add_update_arguments
+    from edge_runtime.trust.update_cli import UPDATE_EXAMPLES, add_update_arguments
 
     update = sub.add_parser(
         "update",
@@ -198,7 +198,7 @@ def _build_parser() -> argparse.ArgumentParser:
     device.add_argument("--root", metavar="DIR", default="/", help="read the board's files under DIR (default: /)")
     device.add_argument("--machine", help=argparse.SUPPRESS)
 
-    from edge_runtime.bench_run import BENCH_EXAMPLES, add_bench_arguments
+    from edge_runtime.ops.bench_run import BENCH_EXAMPLES, add_bench_arguments
 
     bench = sub.add_parser(
         "bench",
@@ -213,7 +213,7 @@ def _build_parser() -> argparse.ArgumentParser:
 
 def _run(args: argparse.Namespace) -> int:
     from edge_runtime.config import RuntimeConfig
-    from edge_runtime.daemon import Daemon, validate
+    from edge_runtime.daemon.pipeline import Daemon, validate
 
     flags = {
         "bundle": args.bundle,
@@ -245,7 +245,7 @@ def _run(args: argparse.Namespace) -> int:
 
 def _health(args: argparse.Namespace) -> int:
     from edge_runtime.config import default_state_dir
-    from edge_runtime.state import read_heartbeat
+    from edge_runtime.delivery.state import read_heartbeat
 
     state_dir = args.state_dir or default_state_dir()
     beat = read_heartbeat(state_dir)
@@ -265,7 +265,7 @@ def _device(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
 
-    from edge_runtime.device import choose_profile, detect_board, engine_options_for, installed_runtimes
+    from edge_runtime.ops.device import choose_profile, detect_board, engine_options_for, installed_runtimes
 
     root, machine = Path(args.root), args.machine
     board = detect_board(root, machine)
@@ -338,10 +338,10 @@ def _device(args: argparse.Namespace) -> int:
 def _inspect(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from edge_runtime.bundle import load_bundle
-    from edge_runtime.bundle_summary import format_bundle
-    from edge_runtime.keys import load_public_keys
-    from edge_runtime.trust import signature_state
+    from edge_runtime.bundle.reader import load_bundle
+    from edge_runtime.bundle.summary import format_bundle
+    from edge_runtime.trust.keys import load_public_keys
+    from edge_runtime.trust.signatures import signature_state
 
     keys = load_public_keys(args.trusted_keys or [])
     bundle = load_bundle(args.bundle, trusted_keys=keys, warn_unchecked=False)
@@ -362,8 +362,8 @@ def _selftest_line(bundle: Bundle) -> str:
 
 
 def _selftest(args: argparse.Namespace) -> int:
-    from edge_runtime.engine import Engine, EngineOptions
-    from edge_runtime.selftest import run_selftest
+    from edge_runtime.inference.engine import Engine, EngineOptions
+    from edge_runtime.trust.selftest import run_selftest
 
     with Engine.from_bundle(args.bundle, EngineOptions(backend=args.backend, precision=args.precision)) as engine:
         report = run_selftest(engine)
@@ -383,7 +383,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
     try:
         if args.command == "update":
-            from edge_runtime.update_cli import run_update
+            from edge_runtime.trust.update_cli import run_update
 
             return run_update(args)
         if args.command == "run":
@@ -393,15 +393,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "device":
             return _device(args)
         if args.command == "bench":
-            from edge_runtime.bench_run import run_bench
+            from edge_runtime.ops.bench_run import run_bench
 
             return run_bench(args)
         if args.command == "command":
-            from edge_runtime.command_cli import run_command
+            from edge_runtime.trust.command_cli import run_command
 
             return run_command(args)
         if args.command == "subscribe":
-            from edge_runtime.subscriber import run_subscribe
+            from edge_runtime.cloud.subscriber import run_subscribe
 
             return run_subscribe(args)
         if args.command == "selftest":

@@ -34,8 +34,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from edge_runtime.bundle.manifest import PRECISIONS
 from edge_runtime.errors import ConfigError, close_matches
-from edge_runtime.manifest import PRECISIONS
 from edge_runtime.names import check_device_id
 from edge_runtime.specfiles import load_mapping_file
 
@@ -90,7 +90,7 @@ class RuntimeConfig:
     bundle: Path
     source: str
     #: ``backend`` / ``precision`` / ``threads``: None = not set, the device profile decides
-    #: (edge_runtime/device.py; without one: onnxruntime, fp32, all cores).
+    #: (edge_runtime/ops/device.py; without one: onnxruntime, fp32, all cores).
     backend: str | None = None
     precision: str | None = None
     threads: int | None = None
@@ -115,13 +115,13 @@ class RuntimeConfig:
     codec: str = "msgpack"
     compression: str = "none"
     rbe_heartbeat_s: float = 30.0
-    #: Prometheus endpoint (edge_runtime/metrics.py, the ``metrics`` extra): 0 = off.
+    #: Prometheus endpoint (edge_runtime/ops/metrics.py, the ``metrics`` extra): 0 = off.
     metrics_port: int = 0
     metrics_host: str = "127.0.0.1"
     #: Public keys (PEM ``.pub``) one of which must have signed the bundle (``manifest.sig``);
     #: several allow key rotation. Empty: the signature is not checked (a warning says so).
     trusted_keys: tuple[Path, ...] = ()
-    #: Over-the-air updates (edge_runtime/update.py): roll back to the previous bundle after this
+    #: Over-the-air updates (edge_runtime/trust/updates.py): roll back to the previous bundle after this
     #: many starts in a row that never processed a few frames; refuse downloads over this size.
     update_max_boot_attempts: int = 3
     update_max_download_mb: int = 512
@@ -242,7 +242,7 @@ def _trusted_keys(value: Any, where: str, key: str = "trusted_keys") -> tuple[Pa
 
 
 def _profile_name(name: str, where: str) -> str:
-    from edge_runtime.device import AUTO, profile_names
+    from edge_runtime.ops.device import AUTO, profile_names
 
     names = profile_names()
     if name != AUTO and name not in names:

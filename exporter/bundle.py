@@ -20,9 +20,9 @@ from collections.abc import Collection, Mapping
 from dataclasses import replace
 from pathlib import Path
 
-from edge_runtime.bundle import MANIFEST_NAME, SIGNATURE_NAME, Bundle, sha256_file
+from edge_runtime.bundle.manifest import Manifest, check_bundle_path
+from edge_runtime.bundle.reader import MANIFEST_NAME, SIGNATURE_NAME, Bundle, sha256_file
 from edge_runtime.errors import ConfigError
-from edge_runtime.manifest import Manifest, check_bundle_path
 
 logger = logging.getLogger(__name__)
 

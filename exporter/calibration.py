@@ -9,7 +9,7 @@
   dtype, or raw RGB frames ``(N, H, W, 3)`` / grey frames ``(N, H, W)`` in ``uint8``;
 - ``"generated"`` (or ``"synthetic"``, or ``None``): synthetic frames, for a quick try only;
 
-and passes every frame through :class:`edge_runtime.preprocess.Preprocessor` with the
+and passes every frame through :class:`edge_runtime.frames.preprocess.Preprocessor` with the
 bundle's input spec, exactly as the runtime does on the device. The result is a
 :class:`CalibrationSet` whose :meth:`~CalibrationSet.split` holds back every k-th frame for
 the fidelity check, and :class:`ArrayDataReader` feeds arrays to
@@ -18,7 +18,7 @@ the fidelity check, and :class:`ArrayDataReader` feeds arrays to
 
 Example::
 
-    from edge_runtime.bundle import load_bundle
+    from edge_runtime.bundle.reader import load_bundle
     from exporter.calibration import ArrayDataReader, load_calibration
 
     spec = load_bundle("build/demo_bundle").manifest.input
@@ -42,11 +42,11 @@ from typing import Any
 import numpy as np
 from onnxruntime.quantization import CalibrationDataReader
 
+from edge_runtime.bundle.manifest import InputSpec
 from edge_runtime.errors import ConfigError
-from edge_runtime.frames import InvalidFrameError, optional_cv2
-from edge_runtime.manifest import InputSpec
-from edge_runtime.preprocess import Preprocessor
-from edge_runtime.sources import DEFAULT_SYNTHETIC_SIZE, SyntheticSource
+from edge_runtime.frames.frame import InvalidFrameError, optional_cv2
+from edge_runtime.frames.preprocess import Preprocessor
+from edge_runtime.frames.sources import DEFAULT_SYNTHETIC_SIZE, SyntheticSource
 
 logger = logging.getLogger(__name__)
 

@@ -403,7 +403,7 @@ def _run_quantize(args: argparse.Namespace) -> int:
 
 
 def _run_keygen(args: argparse.Namespace) -> int:
-    from edge_runtime.keys import generate_keypair, load_private_key, public_key_of
+    from edge_runtime.trust.keys import generate_keypair, load_private_key, public_key_of
 
     private_path, public_path = generate_keypair(args.prefix, force=args.force)
     key_id = public_key_of(load_private_key(private_path)).key_id
@@ -435,8 +435,8 @@ def _run_head_update(args: argparse.Namespace) -> int:
 
 
 def _run_inspect(args: argparse.Namespace) -> int:
-    from edge_runtime.bundle import load_bundle
-    from edge_runtime.bundle_summary import format_bundle
+    from edge_runtime.bundle.reader import load_bundle
+    from edge_runtime.bundle.summary import format_bundle
 
     print(format_bundle(load_bundle(args.bundle, warn_unchecked=False)))
     return 0
@@ -447,7 +447,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _build_parser()
     args = parser.parse_args(argv)
     _configure_logging(args.verbose, args.quiet)
-    from edge_runtime.bundle import silence_unchecked_warning
+    from edge_runtime.bundle.reader import silence_unchecked_warning
 
     silence_unchecked_warning()  # the exporter writes and self-tests bundles; devices check signatures
     try:

@@ -1,7 +1,7 @@
-"""Per-task fidelity of a quantized head against the float model: see :mod:`edge_runtime.fidelity`.
+"""Per-task fidelity of a quantized head against the float model: see :mod:`edge_runtime.inference.fidelity`.
 
 The metrics live in the runtime package (numpy only), so that the device's self-test
-(:mod:`edge_runtime.selftest`) measures exactly what the exporter's quantization gate measured;
+(:mod:`edge_runtime.trust.selftest`) measures exactly what the exporter's quantization gate measured;
 this module re-exports them for the exporter.
 
 Example::
@@ -12,7 +12,7 @@ Example::
 
 from __future__ import annotations
 
-from edge_runtime.fidelity import (
+from edge_runtime.inference.fidelity import (
     DECIMALS,
     DETECTION_IOU,
     MEASURES,

@@ -20,7 +20,7 @@ import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from edge_runtime.bundle import MANIFEST_NAME, SIGNATURE_NAME, load_bundle, read_manifest
+from edge_runtime.bundle.reader import MANIFEST_NAME, SIGNATURE_NAME, load_bundle, read_manifest
 from edge_runtime.errors import BundleError
 
 logger = logging.getLogger(__name__)

@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import onnx
 
-from edge_runtime.bundle import load_bundle
+from edge_runtime.bundle.reader import load_bundle
 from edge_runtime.errors import ConfigError, ModelError
 from exporter.frontends.torch import BOUNDARY_NAME, _flatten, _import_torch, load_torch_module
 from exporter.tflite import (

@@ -29,9 +29,9 @@ import numpy as np
 import onnx
 
 from edge_runtime import __version__
-from edge_runtime.bundle import read_manifest, sha256_file
+from edge_runtime.bundle.manifest import FORMAT, Artifact, GraphEntry, InputSpec, Manifest, TensorInfo
+from edge_runtime.bundle.reader import read_manifest, sha256_file
 from edge_runtime.errors import ConfigError, ModelError
-from edge_runtime.manifest import FORMAT, Artifact, GraphEntry, InputSpec, Manifest, TensorInfo
 from edge_runtime.specfiles import load_mapping_file
 from exporter.bundle import check_output_dir, write_bundle
 from exporter.compat import make_device_compatible

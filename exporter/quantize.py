@@ -42,9 +42,9 @@ from typing import Any
 import numpy as np
 import onnx
 
-from edge_runtime.bundle import Bundle, load_bundle
+from edge_runtime.bundle.manifest import Artifact, GraphEntry, Manifest
+from edge_runtime.bundle.reader import Bundle, load_bundle
 from edge_runtime.errors import ConfigError, ModelError
-from edge_runtime.manifest import Artifact, GraphEntry, Manifest
 from exporter.bundle import existing_files, rewrite_target, warn_signature_dropped, write_bundle
 from exporter.calibration import ArrayDataReader, CalibrationSet, load_calibration
 from exporter.fidelity import Fidelity, head_fidelity

@@ -10,7 +10,7 @@ input size) through the bundle's **FP32 ONNX** artifacts with the runtime's own 
 
 The files go into the manifest's ``files`` (sha256) and its ``selftest`` section; the manifest
 is rewritten atomically (any ``manifest.sig`` is dropped: sign again). The device compares the
-artifacts it loads against these with :func:`edge_runtime.selftest.check_selftest`.
+artifacts it loads against these with :func:`edge_runtime.trust.selftest.check_selftest`.
 
 Example::
 
@@ -33,13 +33,13 @@ from typing import Any
 
 import numpy as np
 
-from edge_runtime.decoders import build_decoder
-from edge_runtime.engine import Engine, EngineOptions
+from edge_runtime.bundle.manifest import DecoderSpec, InputSpec, SelfTestSpec
 from edge_runtime.errors import ConfigError, EdgeRuntimeError, ModelError
-from edge_runtime.manifest import DecoderSpec, InputSpec, SelfTestSpec
-from edge_runtime.preprocess import Preprocessor
-from edge_runtime.selftest import DECODED_PATH, EXPECTED_PATH, FRAMES_PATH
-from edge_runtime.sources import SyntheticSource
+from edge_runtime.frames.preprocess import Preprocessor
+from edge_runtime.frames.sources import SyntheticSource
+from edge_runtime.inference.decoders import build_decoder
+from edge_runtime.inference.engine import Engine, EngineOptions
+from edge_runtime.trust.selftest import DECODED_PATH, EXPECTED_PATH, FRAMES_PATH
 from exporter.bundle import existing_files, write_bundle
 
 logger = logging.getLogger(__name__)

@@ -7,7 +7,7 @@ sign it again afterwards.
 
 Example::
 
-    from edge_runtime.keys import generate_keypair
+    from edge_runtime.trust.keys import generate_keypair
     from exporter.signing import sign_bundle
     private, public = generate_keypair("release")          # release.key, release.pub
     sig_path = sign_bundle("build/demo_bundle", private)   # build/demo_bundle/manifest.sig
@@ -23,9 +23,9 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from edge_runtime.bundle import MANIFEST_NAME, SIGNATURE_NAME, load_bundle, unlisted_files
+from edge_runtime.bundle.reader import MANIFEST_NAME, SIGNATURE_NAME, load_bundle, unlisted_files
 from edge_runtime.errors import BundleError
-from edge_runtime.keys import encode_signature, load_private_key, public_key_of, sign
+from edge_runtime.trust.keys import encode_signature, load_private_key, public_key_of, sign
 
 logger = logging.getLogger(__name__)
 
@@ -72,7 +72,7 @@ def sign_bundle(bundle_dir: str | Path, private_key_path: str | Path) -> Path:
     """Sign the bundle at ``bundle_dir`` with the PKCS#8 PEM private key; return ``manifest.sig``'s path.
 
     Raises :class:`~edge_runtime.errors.BundleError` when the bundle does not check out and
-    :class:`~edge_runtime.keys.KeyFileError` when the key is missing or not a private key.
+    :class:`~edge_runtime.trust.keys.KeyFileError` when the key is missing or not a private key.
     """
     return sign_result(bundle_dir, private_key_path).path
 

@@ -39,9 +39,9 @@ from typing import Any
 import numpy as np
 import onnx
 
-from edge_runtime.bundle import SIGNATURE_NAME, Bundle, load_bundle
+from edge_runtime.bundle.manifest import Artifact, GraphEntry
+from edge_runtime.bundle.reader import SIGNATURE_NAME, Bundle, load_bundle
 from edge_runtime.errors import BackendUnavailableError, ConfigError, ModelError
-from edge_runtime.manifest import Artifact, GraphEntry
 from exporter.bundle import rewrite_target, warn_signature_dropped, write_bundle
 from exporter.calibration import load_calibration
 from exporter.fidelity import Fidelity, head_fidelity

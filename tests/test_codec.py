@@ -1,4 +1,4 @@
-"""edge_runtime.codec: the result envelope (docs/protocol.md), its test vectors and its errors."""
+"""edge_runtime.codec.wire: the result envelope (docs/protocol.md), its test vectors and its errors."""
 
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from edge_runtime import codec
-from edge_runtime.codec import (
+from edge_runtime.codec import wire as codec
+from edge_runtime.codec.wire import (
     CONTENT_TYPE,
     CONTENT_TYPE_JSON,
     MAX_BODY_BYTES,
@@ -30,7 +30,7 @@ from edge_runtime.codec import (
     read_header,
 )
 from edge_runtime.errors import EdgeRuntimeError
-from edge_runtime.results import (
+from edge_runtime.inference.results import (
     Classification,
     Detections,
     Embedding,

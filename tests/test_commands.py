@@ -24,7 +24,10 @@ from hypothesis import strategies as st
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 from edge_runtime.cli import main
-from edge_runtime.commands import (
+from edge_runtime.delivery.mqtt.publisher import MqttConfig, MqttPublisher, parse_status
+from edge_runtime.delivery.spool import Spool, SpoolOptions
+from edge_runtime.errors import ConfigError
+from edge_runtime.trust.commands import (
     FIELDS,
     REASONS,
     Command,
@@ -36,8 +39,7 @@ from edge_runtime.commands import (
     encode_command,
     sign_command,
 )
-from edge_runtime.errors import ConfigError
-from edge_runtime.keys import (
+from edge_runtime.trust.keys import (
     encode_signature,
     generate_keypair,
     load_private_key,
@@ -47,8 +49,6 @@ from edge_runtime.keys import (
     sign,
     verify,
 )
-from edge_runtime.mqtt import MqttConfig, MqttPublisher, parse_status
-from edge_runtime.spool import Spool, SpoolOptions
 from tests.broker import HOST, BrokerProcess, MosquittoBroker, find_mosquitto, find_mosquitto_passwd, wait_for
 
 pytest.importorskip("cryptography", reason="signed commands need the signing extra (cryptography)")
@@ -317,7 +317,7 @@ def test_worked_example_in_protocol_md() -> None:
     wire = _doc_block("message").strip().encode()
     message = json.loads(wire)
     assert canonical_body(message) == _doc_block("signed-body").strip().encode()
-    from edge_runtime.keys import decode_signature
+    from edge_runtime.trust.keys import decode_signature
 
     assert verify([public], canonical_body(message), decode_signature(message["sig"], "doc")) == public
     # ed25519 is deterministic: signing the same fields again gives the same bytes on the wire
@@ -478,7 +478,7 @@ def test_a_failing_reply_publisher_does_not_raise(keydir: Path, operator: Any) -
     ],
 )
 def test_cli_arguments(cmd_name: str, pairs: list[str], expected: Any) -> None:
-    from edge_runtime.command_cli import parse_command_args
+    from edge_runtime.trust.command_cli import parse_command_args
 
     if isinstance(expected, dict):
         assert parse_command_args(cmd_name, pairs) == expected

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from edge_runtime.config import HeadOverride, RuntimeConfig
-from edge_runtime.daemon import Daemon
+from edge_runtime.daemon.pipeline import Daemon
 from edge_runtime.errors import ConfigError
 from tests.conftest import write_npy_frames
 

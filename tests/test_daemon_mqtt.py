@@ -13,10 +13,10 @@ from typing import Any
 
 import pytest
 
-from edge_runtime.codec import decode_payload
+from edge_runtime.codec.wire import decode_payload
 from edge_runtime.config import RuntimeConfig
-from edge_runtime.daemon import Daemon
-from edge_runtime.spool import Spool
+from edge_runtime.daemon.pipeline import Daemon
+from edge_runtime.delivery.spool import Spool
 from tests.broker import HOST, BrokerProcess
 from tests.conftest import write_npy_frames
 from tests.test_mqtt import Subscriber

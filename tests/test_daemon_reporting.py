@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from edge_runtime.codec import decode_payload
+from edge_runtime.codec.wire import decode_payload
 from edge_runtime.config import RuntimeConfig
-from edge_runtime.daemon import Daemon
-from edge_runtime.mqtt import parse_status
+from edge_runtime.daemon.pipeline import Daemon
+from edge_runtime.delivery.mqtt.publisher import parse_status
 from tests.broker import HOST, BrokerProcess
 from tests.conftest import write_npy_frames
 from tests.test_mqtt import Subscriber

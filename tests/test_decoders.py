@@ -1,4 +1,4 @@
-"""edge_runtime.decoders (raw head outputs → results) and edge_runtime.results (typed results)."""
+"""edge_runtime.inference.decoders (raw head outputs → results) and edge_runtime.inference.results (typed results)."""
 
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ from typing import Any
 import numpy as np
 import pytest
 
-from edge_runtime.decoders import DECODERS, build_decoder, nms
+from edge_runtime.bundle.manifest import DECODER_PARAMS, DecoderSpec
 from edge_runtime.errors import ConfigError, ModelError
-from edge_runtime.geometry import FrameGeometry
-from edge_runtime.manifest import DECODER_PARAMS, DecoderSpec
-from edge_runtime.results import (
+from edge_runtime.frames.geometry import FrameGeometry
+from edge_runtime.inference.decoders import DECODERS, build_decoder, nms
+from edge_runtime.inference.results import (
     Classification,
     Detections,
     Embedding,

@@ -14,7 +14,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from edge_runtime.bundle import load_bundle
+from edge_runtime.bundle.reader import load_bundle
 from exporter.pipeline import SplitResult
 
 ROOT = Path(__file__).resolve().parent.parent

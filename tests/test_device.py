@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from edge_runtime.backends.onnxruntime import prefer_providers
 from edge_runtime.config import RuntimeConfig
-from edge_runtime.device import (
+from edge_runtime.errors import ConfigError
+from edge_runtime.inference.backends.onnxruntime import prefer_providers
+from edge_runtime.ops.device import (
     choose_profile,
     detect_board,
     engine_options_for,
@@ -21,7 +22,6 @@ from edge_runtime.device import (
     profile_names,
     resolve_engine_options,
 )
-from edge_runtime.errors import ConfigError
 
 CPUINFO_A72 = "".join(f"processor\t: {i}\nCPU implementer\t: 0x41\nCPU part\t: 0xd08\n\n" for i in range(4))
 CPUINFO_A76 = "".join(f"processor\t: {i}\nCPU implementer\t: 0x41\nCPU part\t: 0xd0b\n\n" for i in range(4))
@@ -126,7 +126,7 @@ def test_jetson_orin_profile(tmp_path: Path) -> None:
 
 def test_jetson_nano_is_plainly_unsupported(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     root = make_root(tmp_path, "NVIDIA Jetson Nano Developer Kit", "# R32 (release), REVISION: 7.1\n")
-    with caplog.at_level(logging.WARNING, logger="edge_runtime.device"):
+    with caplog.at_level(logging.WARNING, logger="edge_runtime.ops.device"):
         profile, _ = choose_profile(detect_board(root, "aarch64"), None)
     assert profile.name == "jetson-nano" and not profile.supported
     assert "Python 3.6" in profile.notes and "Unsupported" in profile.notes and "What to do" in profile.notes
@@ -138,7 +138,7 @@ def test_unknown_board_falls_back_with_a_warning(
     tmp_path: Path, caplog: pytest.LogCaptureFixture, machine: str, expected: str
 ) -> None:
     root = make_root(tmp_path, "Radxa ROCK 5B", cpuinfo=CPUINFO_A76)
-    with caplog.at_level(logging.WARNING, logger="edge_runtime.device"):
+    with caplog.at_level(logging.WARNING, logger="edge_runtime.ops.device"):
         profile, reason = choose_profile(detect_board(root, machine), None)
     assert profile.name == expected
     assert "not recognised" in reason and "Radxa ROCK 5B" in reason
@@ -146,7 +146,7 @@ def test_unknown_board_falls_back_with_a_warning(
 
 
 def test_x86_64_gets_the_generic_profile_quietly(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING, logger="edge_runtime.device"):
+    with caplog.at_level(logging.WARNING, logger="edge_runtime.ops.device"):
         profile, reason = choose_profile(detect_board(make_root(tmp_path), "x86_64"), None)
     assert profile.name == "generic-x86_64" and "x86_64" in reason
     assert caplog.text == ""

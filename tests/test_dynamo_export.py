@@ -10,7 +10,7 @@ from pathlib import Path
 import onnx
 import pytest
 
-from edge_runtime.bundle import load_bundle
+from edge_runtime.bundle.reader import load_bundle
 from exporter.pipeline import SplitOptions, split_model
 
 torch = pytest.importorskip("torch")

@@ -1,4 +1,4 @@
-"""edge_runtime.engine on the demo bundle: same answers as the original model, the trunk
+"""edge_runtime.inference.engine on the demo bundle: same answers as the original model, the trunk
 once per frame, schedules, conditional and disabled heads, artifact choice, bad bundles."""
 
 from __future__ import annotations
@@ -14,11 +14,11 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from edge_runtime.engine import Engine, EngineOptions
 from edge_runtime.errors import BundleError, ConfigError
-from edge_runtime.geometry import FrameGeometry
-from edge_runtime.preprocess import Preprocessor
-from edge_runtime.results import Classification, Regression, Segmentation
+from edge_runtime.frames.geometry import FrameGeometry
+from edge_runtime.frames.preprocess import Preprocessor
+from edge_runtime.inference.engine import Engine, EngineOptions
+from edge_runtime.inference.results import Classification, Regression, Segmentation
 from exporter.pipeline import SplitOptions, split_model
 
 ROOT = Path(__file__).resolve().parent.parent

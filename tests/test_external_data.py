@@ -9,7 +9,7 @@ import onnx
 import onnx_models as m
 import pytest
 
-from edge_runtime.bundle import load_bundle
+from edge_runtime.bundle.reader import load_bundle
 from edge_runtime.errors import ModelError
 from exporter.frontends.onnx import load_onnx_model
 from exporter.pipeline import split_model

@@ -28,13 +28,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from edge_runtime.bundle import load_bundle, read_manifest
-from edge_runtime.codec import CodecError, decode_payload, encode_frame, encode_heartbeat
+from edge_runtime.bundle.manifest import Manifest
+from edge_runtime.bundle.reader import load_bundle, read_manifest
+from edge_runtime.codec.wire import CodecError, decode_payload, encode_frame, encode_heartbeat
 from edge_runtime.config import RuntimeConfig, environment_settings, parse_env_value
-from edge_runtime.engine import Engine, EngineOptions
 from edge_runtime.errors import BundleError, ConfigError, EdgeRuntimeError, ModelError
-from edge_runtime.manifest import Manifest
-from edge_runtime.results import Classification, Detections, FrameResult, Regression, Segmentation
+from edge_runtime.inference.engine import Engine, EngineOptions
+from edge_runtime.inference.results import Classification, Detections, FrameResult, Regression, Segmentation
 
 try:  # the session fixture that builds (once, cached by pytest) the test .tflite models
     from tests.test_tflite_backend import models, write_bundle

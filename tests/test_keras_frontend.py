@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge_runtime.bundle import load_bundle
-from edge_runtime.engine import Engine, EngineOptions
+from edge_runtime.bundle.reader import load_bundle
 from edge_runtime.errors import ConfigError, ModelError
+from edge_runtime.inference.engine import Engine, EngineOptions
 from exporter.cli import main
 from exporter.frontends.keras import KerasSplitOptions, split_keras_model
 from exporter.toolenv import ToolEnv, ToolEnvError, ensure_env

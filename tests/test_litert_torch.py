@@ -18,7 +18,7 @@ pytest.importorskip("ai_edge_litert", reason="LiteRT is not installed (pip insta
 
 from ai_edge_litert.interpreter import Interpreter  # noqa: E402
 
-from edge_runtime.bundle import load_bundle  # noqa: E402
+from edge_runtime.bundle.reader import load_bundle  # noqa: E402
 from edge_runtime.errors import ConfigError  # noqa: E402
 from exporter.cli import main  # noqa: E402
 from exporter.frontends.torch import split_torch_model  # noqa: E402
@@ -163,7 +163,7 @@ def test_cli_convert_with_source_model(litert_env: ToolEnv, frames: Path, tmp_pa
 def test_the_runtime_runs_the_converted_bundle_like_onnxruntime(converted: Path, frames: Path, precision: str) -> None:
     """litert-torch bundles keep NCHW and name their tensors args_0 / output_0: the LiteRT backend
     must still feed and read them by the manifest's map, and agree with ONNX Runtime."""
-    from edge_runtime.engine import Engine, EngineOptions
+    from edge_runtime.inference.engine import Engine, EngineOptions
 
     inputs = np.load(frames)[:6]
 

@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 
 from edge_runtime.config import RuntimeConfig
-from edge_runtime.daemon import Daemon, LatestFrameSlot
+from edge_runtime.daemon.pipeline import Daemon, LatestFrameSlot
 from edge_runtime.errors import ConfigError
-from edge_runtime.metrics import Metrics, MetricsSnapshot
+from edge_runtime.ops.metrics import Metrics, MetricsSnapshot
 from tests.broker import BrokerProcess
 
 pytest.importorskip("prometheus_client")

@@ -19,10 +19,10 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from edge_runtime.codec import CONTENT_TYPE, decode_payload
+from edge_runtime.codec.wire import CONTENT_TYPE, decode_payload
+from edge_runtime.delivery.mqtt.publisher import MqttConfig, MqttPublisher, parse_status
+from edge_runtime.delivery.spool import Spool, SpoolOptions
 from edge_runtime.errors import ConfigError
-from edge_runtime.mqtt import MqttConfig, MqttPublisher, parse_status
-from edge_runtime.spool import Spool, SpoolOptions
 from tests.broker import HOST, MosquittoBroker, find_mosquitto, wait_for
 
 needs_mosquitto = pytest.mark.skipif(find_mosquitto() is None, reason="mosquitto is not installed")
@@ -209,8 +209,8 @@ def test_broker_down_at_start(tmp_path: Path, spool: Spool) -> None:
 PUBLISHER_SCRIPT = textwrap.dedent(
     """
     import sys, time
-    from edge_runtime.mqtt import MqttConfig, MqttPublisher, parse_status
-    from edge_runtime.spool import Spool
+    from edge_runtime.delivery.mqtt.publisher import MqttConfig, MqttPublisher, parse_status
+    from edge_runtime.delivery.spool import Spool
     spool = Spool.open(sys.argv[2])
     pub = MqttPublisher(MqttConfig.from_url(sys.argv[1], client_id="lwt-pub"), "cam9", spool).start()
     if not pub.wait_connected(10):

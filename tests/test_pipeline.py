@@ -1,5 +1,5 @@
 """exporter.pipeline.split_model end to end: bundles written under ``tmp_path``, read back
-with edge_runtime.bundle.load_bundle, and run trunk → heads from the written files."""
+with edge_runtime.bundle.reader.load_bundle, and run trunk → heads from the written files."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import onnx
 import onnx_models as m
 import pytest
 
-from edge_runtime.bundle import load_bundle
+from edge_runtime.bundle.reader import load_bundle
 from edge_runtime.errors import BundleError, ConfigError, EdgeRuntimeError, ModelError
 from exporter.pipeline import SplitOptions, split_model
 

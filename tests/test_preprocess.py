@@ -1,4 +1,4 @@
-"""edge_runtime.preprocess: frame → model input (resize modes, colour, normalisation, layout)."""
+"""edge_runtime.frames.preprocess: frame → model input (resize modes, colour, normalisation, layout)."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ from typing import Any
 import numpy as np
 import pytest
 
+from edge_runtime.bundle.manifest import InputSpec
 from edge_runtime.errors import BackendUnavailableError, ConfigError
-from edge_runtime.frames import Frame, InvalidFrameError, optional_cv2
-from edge_runtime.manifest import InputSpec
-from edge_runtime.preprocess import Preprocessor, numpy_resize_bilinear
+from edge_runtime.frames.frame import Frame, InvalidFrameError, optional_cv2
+from edge_runtime.frames.preprocess import Preprocessor, numpy_resize_bilinear
 
 cv2: Any = optional_cv2()  # the camera extra is optional: None without it
 

@@ -15,9 +15,9 @@ import numpy as np
 import onnx
 import pytest
 
-from edge_runtime.bundle import load_bundle
-from edge_runtime.engine import Engine, EngineOptions
+from edge_runtime.bundle.reader import load_bundle
 from edge_runtime.errors import ConfigError, ModelError
+from edge_runtime.inference.engine import Engine, EngineOptions
 from exporter.quantize import QuantizeOptions, compute_nodes, int8_graph, quantize_bundle
 from exporter.verify import make_session
 from tests import onnx_models as m

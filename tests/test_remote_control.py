@@ -14,9 +14,9 @@ import pytest
 
 from edge_runtime.cli import main
 from edge_runtime.config import RuntimeConfig
-from edge_runtime.daemon import Daemon
+from edge_runtime.daemon.pipeline import Daemon
 from edge_runtime.errors import ConfigError
-from edge_runtime.keys import generate_keypair
+from edge_runtime.trust.keys import generate_keypair
 from tests.broker import BrokerProcess
 from tests.conftest import write_npy_frames
 from tests.test_update import _head_package, _is_v2, _lines, _wait_lines, bundles  # noqa: F401  (fixture)

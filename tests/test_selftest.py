@@ -1,4 +1,4 @@
-"""Self-test data in the bundle (exporter.selftest) and its check on the device (edge_runtime.selftest):
+"""Self-test data in the bundle (exporter.selftest) and its check on the device (edge_runtime.trust.selftest):
 real splits, real ONNX Runtime sessions, bundles changed on disk and re-hashed."""
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
-from edge_runtime.bundle import load_bundle, sha256_file
+from edge_runtime.bundle.reader import load_bundle, sha256_file
 from edge_runtime.cli import main as runtime_main
-from edge_runtime.engine import Engine, EngineOptions
-from edge_runtime.selftest import NO_DATA, SelfTestError, SelfTestReport, check_selftest, run_selftest
+from edge_runtime.inference.engine import Engine, EngineOptions
+from edge_runtime.trust.selftest import NO_DATA, SelfTestError, SelfTestReport, check_selftest, run_selftest
 from exporter.bundle import existing_files, write_bundle
 from exporter.pipeline import SplitOptions, SplitResult, split_model
 from exporter.quantize import QuantizeOptions, quantize_bundle
@@ -238,8 +238,8 @@ def test_cli_prints_one_line_per_head(demo_bundle: Path, capsys: pytest.CaptureF
     ],
 )
 def test_manifest_selftest_section(section: object, error: str | None, caplog: pytest.LogCaptureFixture) -> None:
+    from edge_runtime.bundle.manifest import SelfTestSpec
     from edge_runtime.errors import BundleError
-    from edge_runtime.manifest import SelfTestSpec
 
     if error is None:
         spec = SelfTestSpec.from_mapping({**section, "future": 1}, "m: selftest")  # type: ignore[dict-item]

@@ -18,14 +18,14 @@ import pytest
 
 pytest.importorskip("cryptography", reason="signing needs the [signing] extra (cryptography)")
 
-from edge_runtime import bundle as bundle_module
-from edge_runtime.bundle import load_bundle
+from edge_runtime.bundle import reader as bundle_module
+from edge_runtime.bundle.reader import load_bundle
 from edge_runtime.config import RuntimeConfig
-from edge_runtime.daemon import Daemon, validate
-from edge_runtime.engine import Engine, EngineOptions
+from edge_runtime.daemon.pipeline import Daemon, validate
 from edge_runtime.errors import BundleError, ConfigError
-from edge_runtime.keys import KeyFileError, PublicKey, generate_keypair, load_public_keys
-from edge_runtime.trust import SignatureError
+from edge_runtime.inference.engine import Engine, EngineOptions
+from edge_runtime.trust.keys import KeyFileError, PublicKey, generate_keypair, load_public_keys
+from edge_runtime.trust.signatures import SignatureError
 from exporter.signing import sign_bundle
 
 EXPORT = [sys.executable, "-m", "exporter.cli"]
@@ -220,7 +220,7 @@ def test_no_trusted_key_warns_once_and_loads(
     signed: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     monkeypatch.setattr(bundle_module, "_warned_unchecked", False)
-    with caplog.at_level(logging.WARNING, logger="edge_runtime.bundle"):
+    with caplog.at_level(logging.WARNING, logger="edge_runtime.bundle.reader"):
         assert load_bundle(signed).signed_by is None
         assert load_bundle(signed, trusted_keys=[]).signed_by is None  # empty = not configured
     warnings = [r.getMessage() for r in caplog.records if "not signature-checked" in r.getMessage()]

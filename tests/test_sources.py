@@ -1,4 +1,4 @@
-"""edge_runtime.sources: synthetic frames, image folders, video files, cameras and streams.
+"""edge_runtime.frames.sources: synthetic frames, image folders, video files, cameras and streams.
 
 Image and video files are written by the tests (OpenCV's PNG/BMP encoders, an MJPG .avi);
 the camera tests use an index that does not exist and scripted fake captures.
@@ -20,8 +20,8 @@ import numpy as np
 import pytest
 
 from edge_runtime.errors import BackendUnavailableError, ConfigError
-from edge_runtime.frames import Frame, optional_cv2
-from edge_runtime.sources import (
+from edge_runtime.frames.frame import Frame, optional_cv2
+from edge_runtime.frames.sources import (
     FrameSource,
     ReconnectOptions,
     StreamSource,
@@ -181,7 +181,7 @@ def test_image_folder_skips_unreadable_files(tmp_path: Path, caplog: pytest.LogC
     values = write_images(tmp_path, 3)
     (tmp_path / "img_001b.png").write_bytes(b"\x89PNG broken")
 
-    with caplog.at_level(logging.WARNING, logger="edge_runtime.sources"):
+    with caplog.at_level(logging.WARNING, logger="edge_runtime.frames.sources"):
         frames = collect(open_source(str(tmp_path)))
 
     assert [int(f.image[0, 0, 0]) for f in frames] == values
@@ -340,7 +340,7 @@ def test_missing_camera_retries_with_backoff_and_close_stops_it(caplog: pytest.L
     result: list[Any] = []
     reader = threading.Thread(target=lambda: result.append(next(source, "ended")))
 
-    with caplog.at_level(logging.WARNING, logger="edge_runtime.sources"):
+    with caplog.at_level(logging.WARNING, logger="edge_runtime.frames.sources"):
         reader.start()
         deadline = time.monotonic() + 5
         while caplog.text.count("retrying") < 5 and time.monotonic() < deadline:
@@ -402,7 +402,7 @@ def test_a_lost_stream_reconnects_and_frame_ids_continue(caplog: pytest.LogCaptu
     opener = scripted_opener([FakeCapture([], opened=False), first, second])
     source = StreamSource("camera:9", lambda: next(opener), reconnect=TINY_BACKOFF, max_frames=4)
 
-    with caplog.at_level(logging.INFO, logger="edge_runtime.sources"):
+    with caplog.at_level(logging.INFO, logger="edge_runtime.frames.sources"):
         frames = collect(source)
 
     assert [f.frame_id for f in frames] == [0, 1, 2, 3]

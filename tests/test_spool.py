@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
+from edge_runtime.delivery.spool import Spool, SpoolError, SpoolOptions
 from edge_runtime.errors import ConfigError
-from edge_runtime.spool import Spool, SpoolError, SpoolOptions
 
 TOPIC = "edge/dev1/results"
 
@@ -25,7 +25,7 @@ TOPIC = "edge/dev1/results"
 # messages after a flushed prefix and prints "ready".
 WRITER = r"""
 import sys
-from edge_runtime.spool import Spool, SpoolOptions
+from edge_runtime.delivery.spool import Spool, SpoolOptions
 
 path, sync, interval, n, k, prefix = sys.argv[1], sys.argv[2], float(sys.argv[3]), *map(int, sys.argv[4:7])
 spool = Spool.open(path, SpoolOptions(synchronous=sync, commit_interval_ms=interval))
@@ -181,7 +181,7 @@ def test_expired_messages_are_deleted_and_counted(tmp_path: Path) -> None:
 
 def test_overflow_drops_the_oldest_by_rows(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     path = tmp_path / "s.db"
-    with caplog.at_level(logging.WARNING, logger="edge_runtime.spool"):
+    with caplog.at_level(logging.WARNING, logger="edge_runtime.delivery.spool"):
         with open_spool(path, max_rows=5) as spool:
             for i in range(8):
                 spool.append(TOPIC, bytes([i]))

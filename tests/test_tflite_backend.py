@@ -22,15 +22,17 @@ from typing import Any
 import numpy as np
 import pytest
 
-from edge_runtime import backends
-from edge_runtime.backends import BackendOptions, get_backend
-from edge_runtime.bundle import sha256_file
-from edge_runtime.engine import Engine, EngineOptions
+from edge_runtime.bundle.manifest import Artifact
+from edge_runtime.bundle.reader import sha256_file
 from edge_runtime.errors import BackendUnavailableError, BundleError, ModelError
-from edge_runtime.manifest import Artifact
+from edge_runtime.inference import backends
+from edge_runtime.inference.backends import BackendOptions, get_backend
+from edge_runtime.inference.engine import Engine, EngineOptions
 from exporter.toolenv import ToolEnvError, ensure_env
 
-tfl = pytest.importorskip("edge_runtime.backends.tflite", reason="no TFLite runtime: install edge-runtime[tflite]")
+tfl = pytest.importorskip(
+    "edge_runtime.inference.backends.tflite", reason="no TFLite runtime: install edge-runtime[tflite]"
+)
 
 SCRIPT = Path(__file__).with_name("tflite_models.py")
 NCHW_TO_NHWC = [0, 2, 3, 1]
@@ -455,7 +457,7 @@ def without_tflite_module(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """The backend module unloaded, so that the next import runs its runtime detection again
     (sys.modules and the package attribute are restored afterwards)."""
     monkeypatch.setattr(backends, "tflite", tfl, raising=False)
-    monkeypatch.delitem(sys.modules, "edge_runtime.backends.tflite")
+    monkeypatch.delitem(sys.modules, "edge_runtime.inference.backends.tflite")
     monkeypatch.setitem(sys.modules, "ai_edge_litert", None)
     monkeypatch.setitem(sys.modules, "ai_edge_litert.interpreter", None)
     yield

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge_runtime.bundle import load_bundle
+from edge_runtime.bundle.reader import load_bundle
 from exporter.tflite import TfliteOptions, convert_bundle, run_onnx2tf
 from exporter.toolenv import ToolEnv, ToolEnvError, ensure_env
 
@@ -99,7 +99,7 @@ def test_onnx2tf_failure_shows_its_last_lines(onnx2tf_env: ToolEnv, tmp_path: Pa
 
 def _raw_outputs(bundle: Path, backend: str, precision: str, frames: np.ndarray) -> tuple[dict, list[dict]]:
     """(artifacts chosen, per-frame raw head outputs) through the engine on one backend."""
-    from edge_runtime.engine import Engine, EngineOptions
+    from edge_runtime.inference.engine import Engine, EngineOptions
 
     with Engine.from_bundle(bundle, EngineOptions(backend=backend, precision=precision, threads=2)) as engine:
         chosen = {name: (a.format, a.precision) for name, a in engine.artifacts.items()}

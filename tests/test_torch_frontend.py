@@ -11,7 +11,7 @@ import pytest
 
 torch = pytest.importorskip("torch", reason="the PyTorch frontend needs the [torch] extra (torch==2.13.0)")
 
-from edge_runtime.bundle import load_bundle  # noqa: E402
+from edge_runtime.bundle.reader import load_bundle  # noqa: E402
 from edge_runtime.errors import ConfigError, ModelError  # noqa: E402
 from exporter.frontends.torch import load_torch_module, split_torch_model  # noqa: E402
 from exporter.pipeline import SplitOptions  # noqa: E402

@@ -21,12 +21,12 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
-from edge_runtime.bundle import sha256_file
+from edge_runtime.bundle.reader import sha256_file
 from edge_runtime.cli import main as runtime_main
 from edge_runtime.config import RuntimeConfig
-from edge_runtime.daemon import Daemon
-from edge_runtime.engine import Engine, EngineOptions
-from edge_runtime.update import Slots, UpdateError, install_update
+from edge_runtime.daemon.pipeline import Daemon
+from edge_runtime.inference.engine import Engine, EngineOptions
+from edge_runtime.trust.updates import Slots, UpdateError, install_update
 from exporter.cli import main as export_main
 from exporter.selftest import write_selftest
 from tests.conftest import write_npy_frames
@@ -396,7 +396,7 @@ def test_signed_head_update_with_trusted_keys(
     """With trusted keys only signed packages install; a signed head-only package (manifest.sig
     in the tarball, the trunk taken from the running bundle) installs and the daemon starts on it
     with its signature checked."""
-    from edge_runtime.keys import generate_keypair
+    from edge_runtime.trust.keys import generate_keypair
     from exporter.signing import sign_bundle
 
     v1, v2 = (Path(shutil.copytree(b, tmp_path / b.name)) for b in bundles)
@@ -444,7 +444,7 @@ def test_a_new_deployment_of_the_configured_bundle_supersedes_the_slots(
 def test_self_test_runs_at_start(bundles: tuple[Path, Path], tmp_path: Path) -> None:
     """At start the daemon runs the bundle's golden self-test: a factory bundle that fails it
     does not start (the head is named); an update slot that fails it is rolled back."""
-    from edge_runtime.selftest import SelfTestError
+    from edge_runtime.trust.selftest import SelfTestError
 
     v1, v2 = bundles
     stale = v2.parent / "v2-stale-selftest"  # v2's graphs with v1's golden outputs

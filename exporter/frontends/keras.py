@@ -45,9 +45,9 @@ from typing import Any
 import numpy as np
 
 from edge_runtime import __version__
-from edge_runtime.bundle import sha256_file
+from edge_runtime.bundle.manifest import FORMAT, Artifact, GraphEntry, InputSpec, Manifest, TensorInfo, check_keys
+from edge_runtime.bundle.reader import sha256_file
 from edge_runtime.errors import ConfigError, ModelError
-from edge_runtime.manifest import FORMAT, Artifact, GraphEntry, InputSpec, Manifest, TensorInfo, check_keys
 from edge_runtime.specfiles import load_mapping_file
 from exporter.bundle import check_output_dir, write_bundle
 from exporter.calibration import load_calibration

@@ -1,0 +1,716 @@
+"""paho-mqtt publisher that drains the store-and-forward spool (DESIGN.md §8).
+
+Results are appended to the :class:`~edge_runtime.delivery.spool.Spool` first (``publish_line``, the
+daemon's ``ResultSink.write``); a sender thread publishes what is committed there, at most
+``max_inflight`` at a time, and acks a message in the spool only when its PUBACK arrived
+(``on_publish`` for its mid). A message in flight when the connection drops stays in the spool
+and in paho's session queue; paho re-sends it after the reconnect (at-least-once: the subscriber
+de-duplicates on (device, epoch, seq)).
+
+Example::
+
+    config = MqttConfig.from_url("mqtts://user:secret@broker.local:8883")
+    with Spool.open("/var/lib/edge-runtime/spool.sqlite") as spool, \\
+            MqttPublisher(config, "cam1", spool) as publisher:
+        publisher.publish_line(line)     # line: a §7 result line with "epoch"; "seq" is set here
+
+Topics: ``<prefix>/<device>/results`` (the payloads) and ``<prefix>/<device>/status``: a retained
+JSON object, ``{"state": "online", ...counters}`` on connect and every status interval
+(:meth:`MqttPublisher.publish_status`), ``{"state": "offline", ...}`` on close and as the last
+will (see ``docs/protocol.md``; :func:`parse_status` reads it).
+
+Remote commands (``docs/protocol.md`` §9): with ``on_command`` set, the publisher subscribes to
+``<prefix>/<device>/cmd`` (QoS 1) on every (re)connect and hands each payload to it on paho's
+network thread (``CommandProcessor.handle``); :meth:`MqttPublisher.publish_reply` publishes an
+outcome as JSON on ``<prefix>/<device>/reply``.
+
+A refused or failed connection is retried with backoff; its reason (bad password, TLS
+verification, connection refused…) is logged once per distinct reason and kept in
+:attr:`MqttPublisher.last_error`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import socket
+import ssl
+import threading
+import time
+import urllib.parse
+from collections import deque
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass, fields
+from types import TracebackType
+from typing import Any, cast
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+
+from edge_runtime.bounded_json import loads_bounded
+from edge_runtime.codec.wire import content_type, encode_line
+from edge_runtime.delivery.spool import Spool, SpooledMessage
+from edge_runtime.errors import ConfigError, TransportError, close_matches
+from edge_runtime.names import check_device_id
+
+logger = logging.getLogger(__name__)
+
+PROTOCOLS = ("5", "3.1.1")
+SCHEMES = {"mqtt": 1883, "mqtts": 8883}
+ONLINE = "online"
+OFFLINE = "offline"
+STATUS_CONTENT_TYPE = "application/json"
+_QUERY_KEYS = (
+    "client_id", "topic_prefix", "protocol", "qos", "keepalive", "session_expiry_s", "tls_ca", "tls_cert", "tls_key",
+)  # fmt: skip
+
+
+def redact_url(url: str) -> str:
+    """``url`` with the password replaced by ``***`` (for logs and error messages)."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        if parts.password is None:
+            return url
+        user = parts.username or ""
+        netloc = f"{user}:***@{parts.netloc.rpartition('@')[2]}"
+        return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+    except ValueError:
+        return "<unparseable URL>"
+
+
+_RETRY_REJECTED_S = 5.0
+_IDLE_WAIT_S = 0.5  # the sender's wait with nothing in flight and nothing uncommitted
+_ACK_WAIT_S = 0.005  # at most this long between applying PUBACKs while messages are in flight
+_PROPERTIES_CACHE = 256  # PUBLISH properties kept for reuse, one per distinct expiry interval
+
+
+@dataclass(frozen=True)
+class MqttConfig:
+    """Where and how to publish. ``protocol``: ``"5"`` (default) or ``"3.1.1"``; TLS is on when
+    ``tls`` is true or any ``tls_*`` file is given (``mqtts://`` URLs)."""
+
+    host: str
+    port: int = 1883
+    client_id: str | None = None
+    username: str | None = None
+    password: str | None = None
+    tls: bool = False
+    tls_ca: str | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    protocol: str = "5"
+    keepalive: int = 30
+    topic_prefix: str = "edge"
+    qos: int = 1
+    session_expiry_s: int = 3600
+    reconnect_min_s: float = 0.5
+    reconnect_max_s: float = 30.0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.host, str) or not self.host:
+            raise ConfigError(f"MQTT host must be a non-empty string, got {self.host!r}")
+        if isinstance(self.port, bool) or not isinstance(self.port, int) or not 0 < self.port < 65536:
+            raise ConfigError(f"MQTT port must be 1..65535, got {self.port!r}")
+        if self.protocol not in PROTOCOLS:
+            raise ConfigError(
+                f"MQTT protocol {self.protocol!r} is not one of {', '.join(PROTOCOLS)}"
+                f"{close_matches(str(self.protocol), PROTOCOLS)}"
+            )
+        if self.qos not in (0, 1, 2) or isinstance(self.qos, bool):
+            raise ConfigError(f"MQTT qos must be 0, 1 or 2, got {self.qos!r}")
+        if isinstance(self.keepalive, bool) or not isinstance(self.keepalive, int) or self.keepalive < 1:
+            raise ConfigError(f"MQTT keepalive must be a positive integer (seconds), got {self.keepalive!r}")
+        if not isinstance(self.session_expiry_s, int) or not 0 <= self.session_expiry_s <= 0xFFFFFFFF:
+            raise ConfigError(f"MQTT session_expiry_s must be 0..4294967295, got {self.session_expiry_s!r}")
+        if not self.topic_prefix or any(c in self.topic_prefix for c in "+#\0"):
+            raise ConfigError(f"MQTT topic prefix {self.topic_prefix!r}: must be non-empty, without + # or NUL")
+        if not 0 < self.reconnect_min_s <= self.reconnect_max_s:
+            raise ConfigError(
+                f"MQTT reconnect delays: need 0 < min <= max, got {self.reconnect_min_s!r}, {self.reconnect_max_s!r}"
+            )
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ConfigError("MQTT client certificate: give both tls_cert and tls_key, or neither")
+
+    @property
+    def uses_tls(self) -> bool:
+        return self.tls or self.tls_ca is not None or self.tls_cert is not None
+
+    @classmethod
+    def from_url(cls, url: str, **overrides: Any) -> MqttConfig:
+        """``mqtt://[user[:pass]@]host[:port][?client_id=..&topic_prefix=..&protocol=..&qos=..]``
+        or ``mqtts://`` (TLS, port 8883 by default; ``?tls_ca=PATH`` trusts that CA instead of the
+        system's, ``&tls_cert=PATH&tls_key=PATH`` is a client certificate); ``overrides`` set any
+        other field. Errors never show the password."""
+        if not isinstance(url, str):
+            raise ConfigError(f"broker URL must be a string, got {type(url).__name__}")
+        shown = redact_url(url)
+        try:
+            parts = urllib.parse.urlsplit(url)
+            port = parts.port
+        except ValueError as exc:
+            raise ConfigError(f"broker URL {shown!r}: {exc}") from None
+        scheme = parts.scheme.lower()
+        if scheme not in SCHEMES:
+            hint = close_matches(scheme, SCHEMES)
+            raise ConfigError(f"broker URL {shown!r}: scheme must be mqtt:// or mqtts://{hint}")
+        if not parts.hostname:
+            raise ConfigError(f"broker URL {shown!r}: no host")
+        if parts.path not in ("", "/") or parts.fragment:
+            raise ConfigError(f"broker URL {shown!r}: unexpected path or fragment")
+        values: dict[str, Any] = {
+            "host": parts.hostname,
+            "port": port if port is not None else SCHEMES[scheme],
+            "username": urllib.parse.unquote(parts.username) if parts.username is not None else None,
+            "password": urllib.parse.unquote(parts.password) if parts.password is not None else None,
+            "tls": scheme == "mqtts",
+        }
+        for key, value in urllib.parse.parse_qsl(parts.query, keep_blank_values=True):
+            if key not in _QUERY_KEYS:
+                raise ConfigError(
+                    f"broker URL {shown!r}: unknown parameter {key!r}{close_matches(key, _QUERY_KEYS)}"
+                    f" (known: {', '.join(_QUERY_KEYS)})"
+                )
+            if key in ("qos", "keepalive", "session_expiry_s"):
+                try:
+                    values[key] = int(value)
+                except ValueError:
+                    raise ConfigError(f"broker URL {shown!r}: {key} must be an integer, got {value!r}") from None
+            else:
+                values[key] = value
+        known = {f.name for f in fields(cls)}
+        for key in overrides:
+            if key not in known:
+                raise ConfigError(f"MQTT option {key!r} is unknown{close_matches(key, known)}")
+        values.update(overrides)
+        try:
+            return cls(**values)
+        except ConfigError as exc:
+            raise ConfigError(f"broker URL {shown!r}: {exc}") from None
+
+
+def describe_refusal(reason_code: ReasonCode | int | str) -> str:
+    """A CONNACK refusal in words, with a hint for the usual user mistakes."""
+    text = str(reason_code)
+    lowered = text.lower()
+    if "user name or password" in lowered or "not authori" in lowered:
+        return f"{text} (check the user and password in the broker URL)"
+    if "client identifier" in lowered:
+        return f"{text} (check the client id)"
+    return text
+
+
+def describe_connect_error(exc: BaseException) -> str:
+    """Why a connection attempt failed, in words (TLS verification, refused, name lookup…)."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return f"TLS certificate verification failed: {exc.verify_message or exc} (check tls_ca and the host name)"
+    if isinstance(exc, ssl.SSLError):
+        return f"TLS handshake failed: {exc.reason or exc} (is this a TLS port? check the client certificate)"
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused (is the broker running and listening on that port?)"
+    if isinstance(exc, socket.gaierror):
+        return f"cannot resolve the host name: {exc.strerror or exc}"
+    if isinstance(exc, (TimeoutError, socket.timeout)):
+        return "connection timed out"
+    return f"{type(exc).__name__}: {exc}"
+
+
+class _Client(paho.Client):
+    """paho's client, keeping the exception of the last failed connection attempt (paho
+    retries silently and tells ``on_connect_fail`` only that it failed)."""
+
+    last_connect_exception: BaseException | None = None
+
+    def reconnect(self) -> MQTTErrorCode:
+        try:
+            return super().reconnect()
+        except OSError as exc:
+            self.last_connect_exception = exc
+            raise
+
+
+def _no_delay(client: paho.Client, userdata: Any, sock: Any) -> None:
+    """TCP_NODELAY on the broker connection (paho leaves Nagle's algorithm on): a result is a
+    small packet that should leave now, not wait for the ACK of the previous one."""
+    with contextlib.suppress(OSError, AttributeError):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+def status_payload(state: str, fields: Mapping[str, Any] | None = None) -> bytes:
+    """The JSON status message: ``{"state": ..., **fields}``."""
+    return json.dumps({"state": state, **(fields or {})}, separators=(",", ":")).encode()
+
+
+def parse_status(payload: bytes) -> dict[str, Any]:
+    """A status message as a dict (``state`` always present; ``ValueError`` if it is not one)."""
+    data = loads_bounded(payload)
+    if not isinstance(data, dict) or not isinstance(data.get("state"), str):
+        raise ValueError(f"not a status message: {payload[:80]!r}")
+    return data
+
+
+class MqttPublisher:
+    """Publishes the spool's messages; a context manager (``start`` / ``close``).
+
+    ``publish_line`` / ``write`` append to the spool (the seq in the payload is the spool's seq);
+    counters ``published`` (PUBLISH calls, re-sends by paho not counted), ``acked`` (PUBACKs that
+    removed a message from the spool), ``reconnects`` and ``rejected`` (PUBACKs with an error
+    reason code: the message stays in the spool and is tried again later); ``last_error``: why
+    the last connection attempt failed (None once connected). ``epoch`` goes into the status
+    messages; ``compression``: ``"zstd"`` compresses payloads (see :mod:`edge_runtime.codec.wire`).
+    """
+
+    def __init__(
+        self,
+        config: MqttConfig,
+        device_id: str,
+        spool: Spool,
+        *,
+        mode: str = "msgpack",
+        compression: str | None = None,
+        max_inflight: int = 100,
+        expiry_s: float | None = None,
+        epoch: str | None = None,
+        on_command: Callable[[bytes], object] | None = None,
+    ) -> None:
+        check_device_id(device_id, "MQTT publisher", "device id")
+        if max_inflight < 1:
+            raise ConfigError(f"max_inflight must be >= 1, got {max_inflight}")
+        self.config = config
+        self.device_id = device_id
+        self.spool = spool
+        self.mode = mode
+        self.compression = compression
+        self.epoch = epoch
+        self.content_type = content_type(mode)
+        self.max_inflight = max_inflight
+        self.expiry_s = expiry_s
+        self.results_topic = f"{config.topic_prefix}/{device_id}/results"
+        self.status_topic = f"{config.topic_prefix}/{device_id}/status"
+        self.command_topic = f"{config.topic_prefix}/{device_id}/cmd"
+        self.reply_topic = f"{config.topic_prefix}/{device_id}/reply"
+        #: Called (network thread) with the payload of each message on ``command_topic``; when
+        #: set before :meth:`start`, the publisher subscribes to that topic on every connect.
+        self.on_command = on_command
+        #: Extra fields merged into every status message (e.g. the command counters).
+        self.status_extra: Callable[[], Mapping[str, Any]] | None = None
+        self.published = 0
+        self.acked = 0
+        self.reconnects = 0
+        self.rejected = 0
+        #: Called (sender thread) with each acknowledged result's PUBLISH → PUBACK seconds.
+        self.on_ack_latency: Callable[[float], None] | None = None
+        self._sent_at: dict[int, float] = {}  # mid -> monotonic PUBLISH time, only with on_ack_latency
+        self.last_error: str | None = None
+        self._logged_error: str | None = None
+        self._status_fields: dict[str, Any] = {}
+        self._v5 = config.protocol == "5"
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._connected = threading.Event()
+        self._ever_connected = False
+        self._live_after_id = 0
+        self._acks: deque[tuple[int, bool]] = deque()  # (mid, ok) from the network thread
+        self._inflight: dict[int, int] = {}  # mid -> spool id; owned by the sender thread
+        self._held: dict[int, float] = {}  # spool id -> monotonic time it may be re-sent (rejected)
+        self._batch = max(1, max_inflight // 4)  # spool writes (acks, attempts) per batch; read-ahead
+        self._ready: deque[SpooledMessage] = deque()  # read from the spool, not yet published
+        self._acked_ids: list[int] = []  # PUBACKed, to delete from the spool
+        self._attempted: list[int] = []  # published, attempt not yet counted in the spool
+        self._writes_since: float | None = None
+        self._wake_every = self._batch  # PUBACKs that wake the sender (else its timer does)
+        self._idle = True  # the sender waits long: an append must wake it
+        self._sender: threading.Thread | None = None
+        self._closed = False
+        self._publish_properties: dict[int | None, Properties] = {}  # by message expiry interval (s)
+        self._client = self._make_client()
+
+    # -- setup -----------------------------------------------------------------------------
+    def _make_client(self) -> paho.Client:
+        cfg = self.config
+        client_id = cfg.client_id or f"edge-runtime-{self.device_id}"
+        if self._v5:
+            client = _Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=MQTTProtocolVersion.MQTTv5)
+        else:
+            client = _Client(
+                CallbackAPIVersion.VERSION2,
+                client_id=client_id,
+                protocol=MQTTProtocolVersion.MQTTv311,
+                clean_session=False,
+            )
+        if cfg.username is not None:
+            client.username_pw_set(cfg.username, cfg.password)
+        if cfg.uses_tls:
+            try:
+                client.tls_set(ca_certs=cfg.tls_ca, certfile=cfg.tls_cert, keyfile=cfg.tls_key)
+            except (OSError, ValueError) as exc:
+                raise ConfigError(f"MQTT TLS setup failed: {exc}") from None
+        client.will_set(
+            self.status_topic,
+            status_payload(OFFLINE, self._identity()),
+            qos=1,
+            retain=True,
+            properties=self._status_properties(will=True),
+        )
+        client.reconnect_delay_set(cast(int, cfg.reconnect_min_s), cast(int, cfg.reconnect_max_s))
+        client.max_inflight_messages_set(self.max_inflight + 4)  # + birth / offline status, replies
+        client.max_queued_messages_set(0)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_publish = self._on_publish
+        client.on_message = self._on_message
+        client.on_connect_fail = self._on_connect_fail
+        client.on_socket_open = _no_delay
+        return client
+
+    def _identity(self) -> dict[str, Any]:
+        fields: dict[str, Any] = {"device": self.device_id}
+        if self.epoch is not None:
+            fields["epoch"] = self.epoch
+        return fields
+
+    def _status_properties(self, will: bool = False) -> Properties | None:
+        if not self._v5:
+            return None
+        props = Properties(PacketTypes.WILLMESSAGE if will else PacketTypes.PUBLISH)
+        props.ContentType = STATUS_CONTENT_TYPE
+        return props
+
+    def start(self) -> MqttPublisher:
+        """Connect in the background (retrying until the broker is there) and start sending."""
+        if self._sender is not None:
+            return self
+        cfg = self.config
+        # the spool's content at start is backlog; results appended from now on are live, even
+        # those appended before the first connection is up
+        self._live_after_id = self.spool.last_id
+        try:
+            if self._v5:
+                props = Properties(PacketTypes.CONNECT)
+                props.SessionExpiryInterval = cfg.session_expiry_s
+                self._client.connect_async(cfg.host, cfg.port, cfg.keepalive, clean_start=False, properties=props)
+            else:
+                self._client.connect_async(cfg.host, cfg.port, cfg.keepalive)
+        except (OSError, ValueError) as exc:
+            raise TransportError(f"MQTT broker {cfg.host}:{cfg.port}: {exc}") from None
+        self._client.loop_start()
+        self._sender = threading.Thread(target=self._send_loop, name="mqtt-sender", daemon=True)
+        self._sender.start()
+        return self
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    def wait_connected(self, timeout: float) -> bool:
+        return self._connected.wait(timeout)
+
+    # -- paho callbacks (network thread) ----------------------------------------------------
+    def _on_connect(
+        self, client: paho.Client, userdata: Any, flags: Any, reason_code: ReasonCode, properties: Any
+    ) -> None:
+        if reason_code.is_failure:
+            self._set_error(f"refused the connection: {describe_refusal(reason_code)}")
+            return
+        self.last_error = self._logged_error = None
+        if self._ever_connected:
+            self.reconnects += 1
+            logger.info("MQTT reconnected to %s:%s", self.config.host, self.config.port)
+            # what piled up during the outage is backlog; what comes from now on is live
+            with contextlib.suppress(Exception):
+                self._live_after_id = self.spool.last_id
+        self._ever_connected = True
+        if self.on_command is not None:
+            client.subscribe(self.command_topic, qos=1)
+        client.publish(
+            self.status_topic, self._status(ONLINE), qos=1, retain=True, properties=self._status_properties()
+        )
+        self._connected.set()
+        self._wake.set()
+
+    def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
+        handler = self.on_command
+        if handler is None or message.topic != self.command_topic:
+            return
+        try:
+            handler(bytes(message.payload))
+        except Exception:  # never into paho's network thread
+            logger.exception("MQTT command handler failed")
+
+    def _on_connect_fail(self, client: paho.Client, userdata: Any) -> None:
+        exc = getattr(client, "last_connect_exception", None)
+        self._set_error(describe_connect_error(exc) if exc is not None else "connection failed")
+
+    def _set_error(self, reason: str) -> None:
+        message = f"MQTT broker {self.config.host}:{self.config.port}: {reason}; retrying"
+        self.last_error = message
+        if message != self._logged_error:  # once per distinct reason, not on every retry
+            self._logged_error = message
+            logger.error("%s", message)
+
+    def _on_disconnect(
+        self, client: paho.Client, userdata: Any, flags: Any, reason_code: ReasonCode, properties: Any
+    ) -> None:
+        was_connected = self._connected.is_set()
+        self._connected.clear()
+        if not self._closed and was_connected:  # not after a refused CONNACK: keep its reason
+            self.last_error = f"MQTT broker {self.config.host}:{self.config.port}: connection lost: {reason_code}"
+            logger.warning("MQTT connection to %s:%s lost: %s", self.config.host, self.config.port, reason_code)
+        elif not self._closed and self.last_error is None:  # e.g. TLS: the broker hung up during the handshake
+            hint = " (does it require a client certificate? set tls_cert and tls_key)" if self.config.uses_tls else ""
+            self._set_error(f"closed the connection before it was established: {reason_code}{hint}")
+
+    def _on_publish(
+        self, client: paho.Client, userdata: Any, mid: int, reason_code: ReasonCode, properties: Any
+    ) -> None:
+        # Called under paho's message lock: only queue the ack; the sender thread applies it.
+        self._acks.append((mid, not reason_code.is_failure))
+        if len(self._acks) >= self._wake_every:
+            self._wake.set()
+
+    # -- the sender thread ------------------------------------------------------------------
+    def _apply_acks(self, force: bool = False) -> None:
+        """Free the slots of the PUBACKed messages now; delete them from the spool (and count
+        the attempts of the sent ones) in batches: when ``force``, when a batch is full or
+        when the oldest pending write waited ``_ACK_WAIT_S``."""
+        while self._acks:
+            mid, ok = self._acks.popleft()
+            msg_id = self._inflight.pop(mid, None)
+            sent_at = self._sent_at.pop(mid, None)
+            if msg_id is None:
+                continue  # the birth / offline status message, or a mid we did not send
+            if ok:
+                self._acked_ids.append(msg_id)
+                observer = self.on_ack_latency
+                if observer is not None and sent_at is not None:
+                    observer(time.monotonic() - sent_at)
+            else:
+                self.rejected += 1
+                self._held[msg_id] = time.monotonic() + _RETRY_REJECTED_S
+        pending = len(self._acked_ids) + len(self._attempted)
+        if not pending:
+            return
+        now = time.monotonic()
+        if self._writes_since is None:
+            self._writes_since = now
+        if force or pending >= self._batch or now - self._writes_since >= _ACK_WAIT_S:
+            if self._attempted:
+                self.spool.mark_attempt(self._attempted)
+                self._attempted = []
+            if self._acked_ids:
+                done, self._acked_ids = self._acked_ids, []
+                self.spool.ack(done)
+                self.acked += len(done)
+            self._writes_since = None
+
+    def _properties(self, msg: SpooledMessage) -> Properties | None:
+        """PUBLISH properties, one object per expiry interval, reused: building one costs
+        ~50 µs of the sender thread (measured), and paho only packs them."""
+        if not self._v5:
+            return None
+        remaining = msg.remaining_expiry_s()
+        interval = None if remaining is None else max(1, math.ceil(remaining))
+        props = self._publish_properties.get(interval)
+        if props is None:
+            props = Properties(PacketTypes.PUBLISH)
+            props.ContentType = self.content_type
+            if interval is not None:
+                props.MessageExpiryInterval = interval
+            if len(self._publish_properties) >= _PROPERTIES_CACHE:
+                self._publish_properties.clear()
+            self._publish_properties[interval] = props
+        return props
+
+    def _send_batch(self) -> None:
+        """Fill every free in-flight slot from the ready buffer, which is refilled from the spool
+        in batches (live and backlog interleaved). Refilling only once a quarter of the slots
+        was free measured 911 results/s at max_inflight 20 (the client went quiet while the
+        broker's Nagle algorithm held PUBACKs for delayed ACKs); every free slot: ~3,700/s."""
+        room = self.max_inflight - len(self._inflight)
+        if room <= 0 or not self._connected.is_set():
+            return
+        if len(self._ready) < room:
+            now = time.monotonic()
+            for msg_id, until in list(self._held.items()):
+                if until <= now:
+                    del self._held[msg_id]
+            exclude = {*self._inflight.values(), *self._held, *self._acked_ids, *(m.id for m in self._ready)}
+            self._ready.extend(self.spool.interleaved(room + self._batch, self._live_after_id, exclude=exclude))
+        while room > 0 and self._ready:
+            msg = self._ready.popleft()
+            info = self._client.publish(msg.topic, msg.payload, qos=msg.qos, properties=self._properties(msg))
+            if info.rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):
+                logger.warning("MQTT publish failed: %s", paho.error_string(info.rc))
+                self._ready.appendleft(msg)
+                break
+            # NO_CONN: paho queued it and sends it after the reconnect.
+            self.published += 1
+            room -= 1
+            self._attempted.append(msg.id)
+            if self.on_ack_latency is not None and msg.qos > 0:
+                self._sent_at[info.mid] = time.monotonic()
+            if msg.qos == 0:
+                self._acks.append((info.mid, True))
+            self._inflight[info.mid] = msg.id
+
+    def _send_loop(self) -> None:
+        while not self._stop.is_set():
+            self._wake.clear()
+            try:
+                self._apply_acks()
+                self._send_batch()
+                self._apply_acks()
+            except Exception:  # keep sending: a transient spool error must not end the thread
+                logger.exception("MQTT sender: unexpected error")
+                self._stop.wait(0.5)
+            due = self.spool.seconds_until_commit()
+            timeout = _IDLE_WAIT_S if due is None else max(due, 0.001)
+            if self._inflight or self._acks or self._acked_ids or self._attempted:
+                timeout = min(timeout, _ACK_WAIT_S)
+            self._idle = timeout >= _IDLE_WAIT_S
+            self._wake.wait(timeout)
+            self._idle = False
+
+    # -- the sink API -----------------------------------------------------------------------
+    def publish_line(
+        self,
+        line: Mapping[str, Any],
+        *,
+        qos: int | None = None,
+        expiry_s: float | None = None,
+        float32_heads: Collection[str] = (),
+    ) -> SpooledMessage:
+        """Append one result (or heartbeat) line, its ``seq`` set to the spool's seq, for
+        publishing; ``qos`` / ``expiry_s`` default to the publisher's."""
+        if self._closed:
+            raise TransportError("the MQTT publisher is closed")
+        mode, compression = self.mode, self.compression
+        msg = self.spool.append_with(
+            self.results_topic,
+            lambda seq: encode_line(
+                {**line, "seq": seq}, mode=mode, compression=compression, float32_heads=float32_heads
+            ),
+            qos=self.config.qos if qos is None else qos,
+            expiry_s=self.expiry_s if expiry_s is None else expiry_s,
+        )
+        if self._idle:  # otherwise the sender looks when the spool's batch is committed
+            self._wake.set()
+        return msg
+
+    def status_fields(self) -> dict[str, Any]:
+        """The counters of the status message: the caller's (:meth:`publish_status`) and the
+        spool's and the publisher's own."""
+        fields: dict[str, Any] = {**self._identity(), "ts": round(time.time(), 3), **self._status_fields}
+        extra = self.status_extra
+        if extra is not None:
+            try:
+                fields.update(extra())
+            except Exception:
+                logger.exception("MQTT status_extra failed")
+        with contextlib.suppress(Exception):
+            stats = self.spool.stats()
+            fields["spool"] = {
+                "depth": stats.depth,
+                "bytes": stats.bytes,
+                "dropped_overflow": stats.dropped_overflow,
+                "expired": stats.expired,
+                "oldest_age_s": None if stats.oldest_age_s is None else round(stats.oldest_age_s, 3),
+            }
+        fields["mqtt"] = {
+            "published": self.published,
+            "acked": self.acked,
+            "reconnects": self.reconnects,
+            "rejected": self.rejected,
+        }
+        return fields
+
+    def _status(self, state: str) -> bytes:
+        return status_payload(state, self.status_fields())
+
+    def publish_status(self, fields: Mapping[str, Any] | None = None) -> bool:
+        """Publish the retained ``online`` status with ``fields`` (e.g. fps, dropped frames)
+        added to the counters; they are kept for the next birth message too. False when not
+        connected (nothing is queued: a status is only worth its latest value)."""
+        if fields is not None:
+            self._status_fields = dict(fields)
+        if self._closed or not self._connected.is_set():
+            return False
+        info = self._client.publish(
+            self.status_topic, self._status(ONLINE), qos=1, retain=True, properties=self._status_properties()
+        )
+        return info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS
+
+    def publish_reply(self, reply: Mapping[str, Any]) -> bool:
+        """Publish a command's outcome as JSON on ``reply_topic`` (QoS 1, not retained; paho
+        queues it while disconnected). False when the publisher is closed or paho refused it."""
+        if self._closed:
+            return False
+        props = self._status_properties()
+        payload = json.dumps(reply, separators=(",", ":"), ensure_ascii=False, default=str).encode()
+        info = self._client.publish(self.reply_topic, payload, qos=1, retain=False, properties=props)
+        return info.rc in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN)
+
+    def write(self, line: dict[str, Any]) -> None:
+        """``ResultSink.write``."""
+        self.publish_line(line)
+
+    def in_flight(self) -> int:
+        return len(self._inflight)
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Flush the spool, wait (at most ``timeout``, and only while connected) until it is
+        drained and acked, publish the retained ``offline`` status and disconnect. What is not
+        acked stays in the spool."""
+        if self._closed:
+            return
+        deadline = time.monotonic() + timeout
+        with contextlib.suppress(Exception):
+            self.spool.flush()
+        if self._sender is not None:
+            while time.monotonic() < deadline:
+                if self.spool.stats().depth == 0 and not self._inflight:
+                    break
+                if not self._connected.is_set() and self.last_error is not None:
+                    break  # the broker is away: what is left stays in the spool for the next start
+                self._wake.set()
+                time.sleep(0.02)
+        self._closed = True
+        self._stop.set()
+        self._wake.set()
+        if self._sender is not None:
+            self._sender.join(max(1.0, deadline - time.monotonic()))
+            with contextlib.suppress(Exception):
+                self._apply_acks(force=True)
+        if self._connected.is_set():
+            info = self._client.publish(
+                self.status_topic, self._status(OFFLINE), qos=1, retain=True, properties=self._status_properties()
+            )
+            with contextlib.suppress(Exception):
+                info.wait_for_publish(max(0.5, min(2.0, deadline - time.monotonic())))
+        with contextlib.suppress(Exception):
+            self._client.disconnect()
+        self._client.loop_stop()
+        self._connected.clear()
+
+    def __enter__(self) -> MqttPublisher:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+__all__ = [
+    "MqttConfig",
+    "MqttPublisher",
+    "describe_connect_error",
+    "describe_refusal",
+    "parse_status",
+    "redact_url",
+    "status_payload",
+]

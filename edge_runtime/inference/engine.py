@@ -1,0 +1,301 @@
+"""The multi-task engine: the trunk once per frame, then every head that is due.
+
+``Engine.from_bundle`` verifies the bundle (schema, sha256 of every file), picks one
+artifact per graph for the backend and preferred precision (falling back per graph, and
+saying so once), and loads the sessions. ``infer`` preprocesses a frame as the manifest's
+input spec says, runs the trunk **once**, hands the boundary tensors by name to each head
+due on this frame (backend-native values, no copy), decodes each head's output and returns
+a :class:`~edge_runtime.inference.results.FrameResult` with per-stage latencies.
+
+Example::
+
+    with Engine.from_bundle("build/demo_bundle", EngineOptions(threads=2)) as engine:
+        result = engine.infer(frame)            # Frame or (H, W, 3) uint8 RGB array
+        print(result.results["shape"], result.latency_ms)
+
+CLI: ``edge-runtime run --bundle build/demo_bundle --source synthetic --max-frames 10``
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge_runtime.bundle.manifest import PRECISIONS, Artifact, DecoderSpec, GraphEntry
+from edge_runtime.bundle.reader import Bundle, load_bundle
+from edge_runtime.errors import BundleError, ConfigError, close_matches
+from edge_runtime.frames.frame import Frame
+from edge_runtime.frames.preprocess import Preprocessor
+from edge_runtime.inference.backends import BackendOptions, GraphSession, get_backend
+from edge_runtime.inference.decoders import Decoder, build_decoder
+from edge_runtime.inference.results import FrameResult, HeadResult
+from edge_runtime.inference.schedule import HeadScheduler
+from edge_runtime.trust.keys import PublicKey
+
+logger = logging.getLogger(__name__)
+
+#: For each preferred precision, the order in which to fall back when a graph lacks it.
+PRECISION_FALLBACK: dict[str, tuple[str, ...]] = {
+    "fp32": ("fp32", "fp16", "int8"),
+    "fp16": ("fp16", "fp32", "int8"),
+    "int8": ("int8", "fp16", "fp32"),
+}
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    """How to build an :class:`Engine`.
+
+    ``precision`` is a preference (DESIGN.md §8): a graph without an artifact at that
+    precision uses the next best one. ``heads`` limits the loaded heads (None: all).
+    ``threads`` sizes the trunk's thread pool (None: all cores); heads are small, and
+    one thread each was measured faster than two (a MobileNetV2-sized model's three heads:
+    0.208 vs 0.243 ms p50), so ``head_threads`` defaults to 1. ``trusted_keys``: the public
+    keys (:func:`edge_runtime.trust.keys.load_public_keys`) one of which must have signed the bundle;
+    None or empty: the signature is not checked (a warning says so once).
+    """
+
+    backend: str = "onnxruntime"
+    precision: str = "fp32"
+    threads: int | None = None
+    head_threads: int = 1
+    providers: tuple[str, ...] | None = None
+    heads: tuple[str, ...] | None = None
+    verify_hashes: bool = True
+    trusted_keys: tuple[PublicKey, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise ConfigError(
+                f"precision {self.precision!r} is not one of {', '.join(PRECISIONS)}"
+                f"{close_matches(self.precision, PRECISIONS)}"
+            )
+        if self.threads is not None and self.threads < 1:
+            raise ConfigError(f"threads must be >= 1, got {self.threads}")
+        if self.head_threads < 1:
+            raise ConfigError(f"head_threads must be >= 1, got {self.head_threads}")
+
+
+def choose_artifact(entry: GraphEntry, what: str, backend_format: str, precision: str) -> Artifact:
+    """The artifact of ``entry`` for a backend format, by preferred precision with fallback."""
+    candidates = [a for a in entry.artifacts if a.format == backend_format]
+    if not candidates:
+        formats = sorted({a.format for a in entry.artifacts})
+        raise BundleError(
+            f"{what} has no {backend_format} artifact (it has: {', '.join(formats)}); "
+            "choose another backend or re-export with that format"
+        )
+    for wanted in PRECISION_FALLBACK[precision]:
+        for artifact in candidates:
+            if artifact.precision == wanted:
+                if wanted != precision:
+                    logger.info(
+                        "%s: no %s %s artifact, using %s (%s)", what, backend_format, precision, wanted, artifact.path
+                    )
+                return artifact
+    return candidates[0]
+
+
+@dataclass
+class EngineStats:
+    """Counters since the engine was built."""
+
+    frames: int = 0
+    trunk_runs: int = 0
+    head_runs: dict[str, int] = field(default_factory=dict)
+    head_skips: dict[str, int] = field(default_factory=dict)
+
+
+class _Head:
+    def __init__(self, name: str, entry: GraphEntry, session: GraphSession, decoder: Decoder) -> None:
+        self.name = name
+        self.entry = entry
+        self.session = session
+        self.decoder = decoder
+        self.inputs = entry.inputs
+        self.outputs = entry.outputs
+
+
+class Engine:
+    """Trunk once per frame, scheduled heads, decoded results. Use :meth:`from_bundle`."""
+
+    def __init__(
+        self,
+        bundle: Bundle,
+        trunk: GraphSession,
+        heads: Mapping[str, _Head],
+        preprocessor: Preprocessor,
+        backend_description: str,
+        artifacts: Mapping[str, Artifact],
+    ) -> None:
+        self.bundle = bundle
+        self.manifest = bundle.manifest
+        self._trunk = trunk
+        self._heads = dict(heads)
+        self._preprocess = preprocessor
+        self.backend_description = backend_description
+        self.artifacts = dict(artifacts)
+        self.scheduler = HeadScheduler({name: h.entry.schedule for name, h in self._heads.items()})
+        # Heads run in an order where a conditional head comes after the head it watches.
+        self._heads = {name: self._heads[name] for name in self.scheduler.order}
+        self.stats = EngineStats(head_runs=dict.fromkeys(self._heads, 0), head_skips=dict.fromkeys(self._heads, 0))
+        self._input_name = self.manifest.input.name
+        self._closed = False
+
+    @classmethod
+    def from_bundle(cls, path: str | Path, options: EngineOptions | None = None) -> Engine:
+        """Verify the bundle at ``path``, choose artifacts and create every session."""
+        options = options or EngineOptions()
+        bundle = load_bundle(path, verify_hashes=options.verify_hashes, trusted_keys=options.trusted_keys)
+        manifest = bundle.manifest
+        backend = get_backend(options.backend)
+        backend_options = BackendOptions(threads=options.threads, providers=options.providers)
+        head_options = BackendOptions(threads=options.head_threads, providers=options.providers)
+        names = list(manifest.heads)
+        if options.heads is not None:
+            for name in options.heads:
+                if name not in manifest.heads:
+                    raise ConfigError(
+                        f"head {name!r} is not in the bundle{close_matches(name, names)}; heads: {', '.join(names)}"
+                    )
+            names = [n for n in names if n in options.heads]
+        available = {manifest.input.name, *manifest.trunk.outputs}
+        artifacts: dict[str, Artifact] = {}
+        artifact = choose_artifact(manifest.trunk, "trunk", backend.artifact_format, options.precision)
+        artifacts["trunk"] = artifact
+        trunk = backend.load(bundle.path_of(artifact), backend_options, "trunk", artifact=artifact)
+        heads: dict[str, _Head] = {}
+        for name in names:
+            entry = manifest.heads[name]
+            missing = [i for i in entry.inputs if i not in available]
+            if missing:
+                raise BundleError(
+                    f"head {name!r} reads {', '.join(missing)}, which neither the trunk nor the input provides"
+                )
+            what = f"head {name!r}"
+            artifact = choose_artifact(entry, what, backend.artifact_format, options.precision)
+            artifacts[name] = artifact
+            session = backend.load(bundle.path_of(artifact), head_options, what, artifact=artifact)
+            decoder = build_decoder(name, entry.decoder or _raw_decoder(), entry.outputs)
+            heads[name] = _Head(name, entry, session, decoder)
+        logger.info(
+            "engine: %s v%s, trunk -> %s, heads %s; artifacts %s; %s",
+            manifest.name,
+            manifest.version,
+            ", ".join(manifest.trunk.outputs),
+            ", ".join(heads),
+            ", ".join(f"{graph} {a.precision}" for graph, a in artifacts.items()),
+            backend.describe(),
+        )
+        return cls(bundle, trunk, heads, Preprocessor(manifest.input), backend.describe(), artifacts)
+
+    # -- run-time control ----------------------------------------------------------------
+    @property
+    def head_names(self) -> tuple[str, ...]:
+        """Loaded heads in run order."""
+        return tuple(self._heads)
+
+    def set_head_enabled(self, name: str, enabled: bool) -> None:
+        """Turn a head on or off from the next frame; a disabled head costs nothing."""
+        if name not in self._heads:
+            raise ConfigError(f"no head {name!r}{close_matches(name, self._heads)}; heads: {', '.join(self._heads)}")
+        self.scheduler.set_enabled(name, enabled)
+
+    # -- inference -------------------------------------------------------------------------
+    def infer(
+        self, frame: Frame | np.ndarray, *, frame_id: int | None = None, timestamp: float | None = None
+    ) -> FrameResult:
+        """Run one frame: preprocess, trunk once, due heads, decode."""
+        if self._closed:
+            raise ConfigError("the engine is closed")
+        if isinstance(frame, Frame):
+            frame_id = frame.frame_id if frame_id is None else frame_id
+            timestamp = frame.timestamp if timestamp is None else timestamp
+        frame_id = self.stats.frames if frame_id is None else frame_id
+        timestamp = time.time() if timestamp is None else timestamp
+        latency: dict[str, float] = {}
+        start = time.perf_counter_ns()
+        model_input, geometry = self._preprocess(frame)
+        t_pre = time.perf_counter_ns()
+        latency["preprocess"] = (t_pre - start) / 1e6
+
+        due = self.scheduler.due(self.stats.frames)
+        values: dict[str, Any] = {self._input_name: model_input}
+        if due:
+            values.update(self._trunk.run({self._input_name: model_input}, self.manifest.trunk.outputs))
+            self.stats.trunk_runs += 1
+        t_trunk = time.perf_counter_ns()
+        latency["trunk"] = (t_trunk - t_pre) / 1e6
+
+        results: dict[str, HeadResult] = {}
+        skipped: list[str] = []
+        decode_ns = 0
+        for name, head in self._heads.items():
+            if name not in due or not self.scheduler.condition_met(name, results):
+                skipped.append(name)
+                self.stats.head_skips[name] += 1
+                continue
+            t0 = time.perf_counter_ns()
+            raw = head.session.run({i: values[i] for i in head.inputs}, head.outputs)
+            t1 = time.perf_counter_ns()
+            tensors = {k: head.session.to_numpy(v) for k, v in raw.items()}
+            results[name] = head.decoder(tensors, geometry)
+            t2 = time.perf_counter_ns()
+            latency[f"head:{name}"] = (t1 - t0) / 1e6
+            decode_ns += t2 - t1
+            self.stats.head_runs[name] += 1
+        latency["decode"] = decode_ns / 1e6
+        latency["total"] = (time.perf_counter_ns() - start) / 1e6
+        self.stats.frames += 1
+        return FrameResult(
+            frame_id=int(frame_id),
+            timestamp=float(timestamp),
+            results=results,
+            latency_ms=latency,
+            skipped=tuple(skipped),
+        )
+
+    def run_graphs(self, model_input: np.ndarray, heads: Sequence[str] | None = None) -> dict[str, Any]:
+        """Trunk then the given heads (default: all) on an already preprocessed input, with
+        no schedule and no decoding: the raw backend cost, for benchmarks and checks."""
+        values: dict[str, Any] = {self._input_name: model_input}
+        values.update(self._trunk.run({self._input_name: model_input}, self.manifest.trunk.outputs))
+        outputs: dict[str, Any] = {}
+        for name in heads if heads is not None else self._heads:
+            head = self._heads[name]
+            outputs.update(head.session.run({i: values[i] for i in head.inputs}, head.outputs))
+        return outputs
+
+    def to_numpy(self, value: Any) -> np.ndarray:
+        """A value from :meth:`run_graphs` as a numpy array in the manifest's layout (float for
+        quantized TFLite outputs)."""
+        return self._trunk.to_numpy(value)
+
+    def preprocess(self, frame: Frame | np.ndarray) -> np.ndarray:
+        """The model input for a frame, as :meth:`infer` computes it."""
+        return self._preprocess(frame)[0]
+
+    def close(self) -> None:
+        """Release every session."""
+        if self._closed:
+            return
+        self._closed = True
+        self._trunk.close()
+        for head in self._heads.values():
+            head.session.close()
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+
+def _raw_decoder() -> DecoderSpec:
+    return DecoderSpec()
