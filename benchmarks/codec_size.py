@@ -12,7 +12,7 @@ latencies. Compared, on the same results:
 * ``naive_json``       ``json.dumps`` of ``to_dict`` + epoch, compact separators: the JSON line
                        the daemon writes today, already compact (mask RLE, floats rounded to 4
                        or 2 decimals); the default ``json.dumps`` spacing is reported too
-* ``msgpack``          ``codec.encode_frame`` (float16 arrays, RLE mask blobs)
+* ``msgpack``          ``encode_frame`` (float16 arrays, RLE mask blobs)
 * ``msgpack+zstd``     the same, zstd level 3 (needs ``pip install 'edge-runtime[zstd]'``)
 * ``json mode``        the JSON line behind the envelope header, and JSON + zstd for reference
 
@@ -46,7 +46,7 @@ from typing import Any
 import numpy as np
 from bench_support import ROOT, engine_all_heads, package_version, split_for_bench
 
-from edge_runtime.codec import wire as codec
+from edge_runtime.codec import CodecError, decode_payload, encode_frame
 from edge_runtime.inference.results import FrameResult
 from edge_runtime.ops.bench import environment, format_timings, run_interleaved, write_report
 
@@ -120,15 +120,15 @@ def sizes(result: FrameResult, seq: int) -> dict[str, int]:
         "naive_full_json": len(naive_full_json(result, seq)),
         "naive_json": len(naive),
         "naive_json_default_spacing": len(json.dumps(line).encode()),
-        "msgpack": len(codec.encode_frame(result, device=DEVICE, epoch=EPOCH, seq=seq)),
-        "json_mode": len(codec.encode_frame(result, device=DEVICE, epoch=EPOCH, seq=seq, mode="json")),
+        "msgpack": len(encode_frame(result, device=DEVICE, epoch=EPOCH, seq=seq)),
+        "json_mode": len(encode_frame(result, device=DEVICE, epoch=EPOCH, seq=seq, mode="json")),
     }
     try:
-        out["msgpack_zstd"] = len(codec.encode_frame(result, device=DEVICE, epoch=EPOCH, seq=seq, compression="zstd"))
+        out["msgpack_zstd"] = len(encode_frame(result, device=DEVICE, epoch=EPOCH, seq=seq, compression="zstd"))
         out["json_mode_zstd"] = len(
-            codec.encode_frame(result, device=DEVICE, epoch=EPOCH, seq=seq, mode="json", compression="zstd")
+            encode_frame(result, device=DEVICE, epoch=EPOCH, seq=seq, mode="json", compression="zstd")
         )
-    except codec.CodecError as exc:
+    except CodecError as exc:
         logger.warning("%s: zstd sizes left out", exc)
     return out
 
@@ -165,9 +165,9 @@ def main(argv: list[str] | None = None) -> int:
     logger.info("frame 0: %s", described)
 
     zstd = "msgpack_zstd" in per_frame[0]
-    payload = codec.encode_frame(result, device=DEVICE, epoch=EPOCH, seq=1)
-    payload_z = codec.encode_frame(result, device=DEVICE, epoch=EPOCH, seq=1, compression="zstd") if zstd else b""
-    payload_j = codec.encode_frame(result, device=DEVICE, epoch=EPOCH, seq=1, mode="json")
+    payload = encode_frame(result, device=DEVICE, epoch=EPOCH, seq=1)
+    payload_z = encode_frame(result, device=DEVICE, epoch=EPOCH, seq=1, compression="zstd") if zstd else b""
+    payload_j = encode_frame(result, device=DEVICE, epoch=EPOCH, seq=1, mode="json")
 
     def naive() -> Any:
         line = result.to_dict(device=DEVICE, seq=1)
@@ -177,21 +177,19 @@ def main(argv: list[str] | None = None) -> int:
     cases = {
         "naive_full_json_dumps": lambda: naive_full_json(result, 1),
         "naive_json_dumps": naive,
-        "msgpack_encode": lambda: codec.encode_frame(result, device=DEVICE, epoch=EPOCH, seq=1),
-        "msgpack_decode": lambda: codec.decode_payload(payload),
-        "msgpack_roundtrip": lambda: codec.decode_payload(
-            codec.encode_frame(result, device=DEVICE, epoch=EPOCH, seq=1)
+        "msgpack_encode": lambda: encode_frame(result, device=DEVICE, epoch=EPOCH, seq=1),
+        "msgpack_decode": lambda: decode_payload(payload),
+        "msgpack_roundtrip": lambda: decode_payload(encode_frame(result, device=DEVICE, epoch=EPOCH, seq=1)),
+        "json_mode_roundtrip": lambda: decode_payload(
+            encode_frame(result, device=DEVICE, epoch=EPOCH, seq=1, mode="json")
         ),
-        "json_mode_roundtrip": lambda: codec.decode_payload(
-            codec.encode_frame(result, device=DEVICE, epoch=EPOCH, seq=1, mode="json")
-        ),
-        "json_mode_decode": lambda: codec.decode_payload(payload_j),
+        "json_mode_decode": lambda: decode_payload(payload_j),
     }
     if zstd:
-        cases["msgpack_zstd_roundtrip"] = lambda: codec.decode_payload(
-            codec.encode_frame(result, device=DEVICE, epoch=EPOCH, seq=1, compression="zstd")
+        cases["msgpack_zstd_roundtrip"] = lambda: decode_payload(
+            encode_frame(result, device=DEVICE, epoch=EPOCH, seq=1, compression="zstd")
         )
-        cases["msgpack_zstd_decode"] = lambda: codec.decode_payload(payload_z)
+        cases["msgpack_zstd_decode"] = lambda: decode_payload(payload_z)
     timings = run_interleaved(cases, warmup=args.warmup, seconds=args.seconds)
     print(format_timings(timings))
 

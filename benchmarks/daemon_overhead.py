@@ -36,7 +36,7 @@ from bench_support import DEMO_MODEL, split_for_bench
 
 from edge_runtime.config import RuntimeConfig
 from edge_runtime.daemon.pipeline import Daemon
-from edge_runtime.frames.sources import SyntheticSource
+from edge_runtime.frames.synthetic import SyntheticSource
 from edge_runtime.inference.engine import Engine, EngineOptions
 from edge_runtime.ops.bench import environment
 
@@ -86,7 +86,7 @@ def per_frame_daemon(bundle: Path, folder: Path, count: int, state: Path) -> flo
     start = time.perf_counter()
     assert daemon.run(install_signals=False) == 0
     elapsed = time.perf_counter() - start
-    assert daemon.results_written == count, (daemon.results_written, count)
+    assert daemon.counters.results_written == count, (daemon.counters.results_written, count)
     return elapsed / count * 1000
 
 

@@ -88,9 +88,11 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from edge_runtime.codec import wire as codec
-from edge_runtime.delivery.mqtt.publisher import MqttConfig, MqttPublisher
-from edge_runtime.delivery.spool import Spool, SpoolOptions
+from edge_runtime.codec import CONTENT_TYPE, HEADER_SIZE, encode_line, read_header
+from edge_runtime.delivery.mqtt.publisher import MqttPublisher
+from edge_runtime.delivery.mqtt.settings import MqttConfig
+from edge_runtime.delivery.spool import Spool
+from edge_runtime.delivery.spool_file import SpoolOptions
 from edge_runtime.inference.engine import Engine, EngineOptions
 from edge_runtime.ops.bench import Timing, environment, write_report
 
@@ -235,14 +237,14 @@ def subscriber_main(port: int, conn: Connection) -> None:
         mono, wall = time.monotonic(), time.time()
         payload = bytes(msg.payload)
         try:
-            header = codec.read_header(payload)
+            header = read_header(payload)
             if header.kind != "frame" or header.compression != "none":
                 raise ValueError(f"unexpected payload {header}")
             if header.mode == "json":
-                line = json.loads(payload[codec.HEADER_SIZE :])
+                line = json.loads(payload[HEADER_SIZE:])
                 seq, ts = line["seq"], line["ts"]
             else:  # the seq and ts only: a full decode_payload would make this the slowest peer
-                body = msgpack.unpackb(payload[codec.HEADER_SIZE :], raw=False)
+                body = msgpack.unpackb(payload[HEADER_SIZE:], raw=False)
                 seq, ts = body["s"], body["t"]
         except Exception:
             malformed[0] += 1
@@ -353,7 +355,7 @@ class PlainPaho:
         self._room = threading.Semaphore(window)
         self._connected = threading.Event()
         self._props = Properties(PacketTypes.PUBLISH)
-        self._props.ContentType = codec.CONTENT_TYPE
+        self._props.ContentType = CONTENT_TYPE
         self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=MQTTProtocolVersion.MQTTv5)
         self.client.max_inflight_messages_set(window)
         self.client.max_queued_messages_set(0)
@@ -400,7 +402,7 @@ def run_once(
     plain: PlainPaho | None = None
     if case.kind == "paho_only":
         payloads = [
-            codec.encode_line({**lines[i % len(lines)], "frame_id": i, "ts": time.time(), "seq": i}) for i in range(n)
+            encode_line({**lines[i % len(lines)], "frame_id": i, "ts": time.time(), "seq": i}) for i in range(n)
         ]
         client = plain = PlainPaho(port, f"bench-{device}", case.max_inflight)
 
@@ -674,7 +676,7 @@ def main(argv: list[str] | None = None) -> int:
 
     progress(f"building {args.frames} demo result lines ...")
     lines = demo_lines(args.frames)
-    sizes = [len(codec.encode_line({**line, "seq": 1000 + i})) for i, line in enumerate(lines)]
+    sizes = [len(encode_line({**line, "seq": 1000 + i})) for i, line in enumerate(lines)]
     progress(f"  msgpack payload: mean {np.mean(sizes):.0f} B (min {min(sizes)}, max {max(sizes)})")
 
     inflights = [int(v) for v in args.inflight.split(",") if v]

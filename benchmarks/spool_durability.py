@@ -30,7 +30,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from edge_runtime.delivery.spool import Spool, SpoolOptions
+from edge_runtime.delivery.spool import Spool
+from edge_runtime.delivery.spool_file import SpoolOptions
 from edge_runtime.ops.bench import Timing, environment, format_timings, run_interleaved, write_report
 
 PAYLOAD_BYTES = 300

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 
-from edge_runtime.bundle.manifest import InputSpec, Manifest
+from edge_runtime.bundle.manifest import Manifest
 from edge_runtime.bundle.reader import Bundle, load_bundle
+from edge_runtime.bundle.specs import InputSpec
 from edge_runtime.config import RuntimeConfig
 from edge_runtime.errors import (
     BackendUnavailableError,

@@ -55,8 +55,8 @@ def loads_bounded(data: str | bytes | bytearray, *, max_depth: int = MAX_DEPTH, 
     check_depth(text, max_depth)
     try:
         return json.loads(text, **kwargs)
-    except RecursionError:  # an object_hook or parse_* callback recursing: still a bad document
-        raise JsonNestingError(f"nested too deeply to parse (limit {max_depth} levels)") from None
+    except RecursionError as exc:  # an object_hook or parse_* callback recursing: still a bad document
+        raise JsonNestingError(f"nested too deeply to parse (limit {max_depth} levels)") from exc
 
 
 __all__ = ["MAX_DEPTH", "JsonNestingError", "check_depth", "loads_bounded"]

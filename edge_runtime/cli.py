@@ -20,6 +20,7 @@ import argparse
 import logging
 import sys
 import time
+import traceback
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -119,7 +120,7 @@ def _build_parser() -> argparse.ArgumentParser:
     health.add_argument("--state-dir", metavar="DIR", help="the daemon's state directory")
     health.add_argument("--max-age", type=float, help="seconds (default: 3 heartbeat intervals)")
 
-    from edge_runtime.cloud.subscriber import SUBSCRIBE_EXAMPLES, add_subscribe_arguments
+    from edge_runtime.cloud.cli import SUBSCRIBE_EXAMPLES, add_subscribe_arguments
 
     subscribe = sub.add_parser(
         "subscribe",
@@ -208,12 +209,26 @@ def _build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_bench_arguments(bench)
+    handlers = {
+        "run": _run,
+        "health": _health,
+        "subscribe": _subscribe,
+        "command": _command,
+        "update": _update,
+        "inspect": _inspect,
+        "selftest": _selftest,
+        "device": _device,
+        "bench": _bench,
+    }
+    for name, subparser in sub.choices.items():
+        subparser.set_defaults(func=handlers[name])  # a subcommand without a handler fails here, loudly
     return parser
 
 
 def _run(args: argparse.Namespace) -> int:
     from edge_runtime.config import RuntimeConfig
-    from edge_runtime.daemon.pipeline import Daemon, validate
+    from edge_runtime.daemon.pipeline import Daemon
+    from edge_runtime.daemon.validation import validate
 
     flags = {
         "bundle": args.bundle,
@@ -376,38 +391,42 @@ def _selftest(args: argparse.Namespace) -> int:
     return 0
 
 
+def _update(args: argparse.Namespace) -> int:
+    from edge_runtime.trust.update_cli import run_update
+
+    return run_update(args)
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from edge_runtime.ops.bench_run import run_bench
+
+    return run_bench(args)
+
+
+def _command(args: argparse.Namespace) -> int:
+    from edge_runtime.trust.command_cli import run_command
+
+    return run_command(args)
+
+
+def _subscribe(args: argparse.Namespace) -> int:
+    from edge_runtime.cloud.cli import run_subscribe
+
+    return run_subscribe(args)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``edge-runtime``; returns the process exit code."""
+    """Entry point of ``edge-runtime``; returns the process exit code. A user mistake is one
+    line on stderr and exit code 2 (``-v`` adds the traceback, with the error's cause)."""
     args = _build_parser().parse_args(argv)
     level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
     try:
-        if args.command == "update":
-            from edge_runtime.trust.update_cli import run_update
-
-            return run_update(args)
-        if args.command == "run":
-            return _run(args)
-        if args.command == "health":
-            return _health(args)
-        if args.command == "device":
-            return _device(args)
-        if args.command == "bench":
-            from edge_runtime.ops.bench_run import run_bench
-
-            return run_bench(args)
-        if args.command == "command":
-            from edge_runtime.trust.command_cli import run_command
-
-            return run_command(args)
-        if args.command == "subscribe":
-            from edge_runtime.cloud.subscriber import run_subscribe
-
-            return run_subscribe(args)
-        if args.command == "selftest":
-            return _selftest(args)
-        return _inspect(args)
+        code: int = args.func(args)
+        return code
     except EdgeRuntimeError as exc:
+        if args.verbose:
+            traceback.print_exc()
         print(f"edge-runtime: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from edge_runtime.bundle.manifest import PRECISIONS
+from edge_runtime.bundle.specs import PRECISIONS
 from edge_runtime.errors import ConfigError, close_matches
 from edge_runtime.names import check_device_id
 from edge_runtime.specfiles import load_mapping_file

@@ -9,7 +9,7 @@ Steps:
 2. A broker on a free loopback port with its own config in a temp dir: ``mosquitto`` when
    installed (``max_queued_messages 0``, so QoS 1 messages are never dropped), else the
    pure-Python ``amqtt`` (MQTT 3.1.1 only, hence ``?protocol=3.1.1`` in the broker URL).
-3. A subscriber (:class:`edge_runtime.cloud.subscriber.ResultStream`, in this process) on
+3. A subscriber (:class:`edge_runtime.cloud.stream.ResultStream`, in this process) on
    ``edge/demo/results``.
 4. ``edge-runtime run --source synthetic --broker ...`` as a subprocess for ``--seconds``, then
    SIGTERM: the daemon finishes the frames in flight and flushes its spool. It also writes every
@@ -184,7 +184,8 @@ class Collector:
     """A ResultStream on ``edge/demo/results`` whose lines a thread appends to ``lines``."""
 
     def __init__(self, broker_url: str) -> None:
-        from edge_runtime.cloud.subscriber import ResultStream, SubscribeOptions
+        from edge_runtime.cloud.options import SubscribeOptions
+        from edge_runtime.cloud.stream import ResultStream
 
         options = SubscribeOptions(broker=broker_url, topic=f"edge/{DEVICE_ID}/results", heartbeats=True)
         self.stream = ResultStream(options).start()
@@ -271,7 +272,7 @@ def compact_result(line: dict[str, Any]) -> str:
 
 
 def summarize(sent: list[dict[str, Any]], collector: Collector, seconds: float) -> bool:
-    from edge_runtime.codec.wire import encode_line
+    from edge_runtime.codec import encode_line
 
     frames_sent = [s for s in sent if s.get("kind") != "heartbeat"]
     received = [r for r in collector.lines if r.get("kind") != "heartbeat"]

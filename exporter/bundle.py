@@ -2,12 +2,16 @@
 
 The bundle is assembled in a temporary directory beside the target and moved into place
 only when complete, so an interrupted or failed export never leaves a half-written bundle.
-An existing non-empty target is replaced only when ``force`` is true.
+An existing non-empty target is replaced only when ``force`` is true. Commands that change a
+bundle (quantize, convert, the self-test data) write it again with :func:`rewrite_bundle`, or
+:func:`rewrite_artifacts` when they replace graphs' artifacts.
 
 Example::
 
     path = write_bundle("build/demo_bundle", files={"trunk.fp32.onnx": trunk_bytes, ...},
                         manifest=manifest, force=True)
+    rewrite_artifacts(bundle, "build/demo_int8", replaced=lambda a: a.precision == "int8",
+                      added={"trunk": [int8_trunk]}, files={"trunk.int8.onnx": data})
 """
 
 from __future__ import annotations
@@ -16,12 +20,14 @@ import json
 import logging
 import shutil
 import tempfile
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from edge_runtime.bundle.manifest import Manifest, check_bundle_path
+from edge_runtime.bundle.fields import check_bundle_path
+from edge_runtime.bundle.manifest import Manifest
 from edge_runtime.bundle.reader import MANIFEST_NAME, SIGNATURE_NAME, Bundle, sha256_file
+from edge_runtime.bundle.specs import Artifact, GraphEntry
 from edge_runtime.errors import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -101,3 +107,48 @@ def existing_files(bundle: Bundle, drop: Collection[str] = ()) -> dict[str, byte
             continue
         files[rel] = (bundle.root / rel).read_bytes()
     return files
+
+
+def rewrite_bundle(
+    bundle: Bundle,
+    target: str | Path,
+    manifest: Manifest,
+    files: Mapping[str, bytes],
+    *,
+    drop: Collection[str] = (),
+    force: bool = False,
+) -> Path:
+    """Write ``bundle`` again, to ``target``, with ``manifest``: every file it lists except
+    ``drop`` (see :func:`existing_files`), and ``files`` (new ones, or replacing those of the
+    same name); return the path."""
+    kept = existing_files(bundle, {*drop, *files})
+    kept.update(files)
+    return write_bundle(target, kept, manifest, force=force)
+
+
+def rewrite_artifacts(
+    bundle: Bundle,
+    target: str | Path,
+    *,
+    replaced: Callable[[Artifact], bool],
+    added: Mapping[str, Sequence[Artifact]],
+    files: Mapping[str, bytes],
+    force: bool = False,
+) -> Path:
+    """Write ``bundle`` again with, on every graph, the artifacts ``replaced`` selects taken
+    out (their files too) and ``added[graph]`` (``"trunk"`` or a head's name) appended;
+    ``files`` are the added artifacts' files and any report. See :func:`rewrite_bundle`."""
+    stale: set[str] = set()
+
+    def update(graph: str, entry: GraphEntry) -> GraphEntry:
+        stale.update(a.path for a in entry.artifacts if replaced(a))
+        kept = [a for a in entry.artifacts if not replaced(a)]
+        return replace(entry, artifacts=(*kept, *added.get(graph, ())))
+
+    manifest = bundle.manifest
+    manifest = replace(
+        manifest,
+        trunk=update("trunk", manifest.trunk),
+        heads={name: update(name, entry) for name, entry in manifest.heads.items()},
+    )
+    return rewrite_bundle(bundle, target, manifest, files, drop=stale, force=force)

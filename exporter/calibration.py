@@ -42,11 +42,11 @@ from typing import Any
 import numpy as np
 from onnxruntime.quantization import CalibrationDataReader
 
-from edge_runtime.bundle.manifest import InputSpec
+from edge_runtime.bundle.specs import InputSpec
 from edge_runtime.errors import ConfigError
 from edge_runtime.frames.frame import InvalidFrameError, optional_cv2
 from edge_runtime.frames.preprocess import Preprocessor
-from edge_runtime.frames.sources import DEFAULT_SYNTHETIC_SIZE, SyntheticSource
+from edge_runtime.frames.synthetic import DEFAULT_SYNTHETIC_SIZE, SyntheticSource
 
 logger = logging.getLogger(__name__)
 
@@ -208,11 +208,11 @@ def _image_decoder(folder: Path) -> Callable[[Path], np.ndarray | str]:
         return decode_cv2
     try:
         from PIL import Image, ImageOps
-    except ImportError:
+    except ImportError as exc:
         raise ConfigError(
             f"calibration folder {folder}: decoding images needs Pillow or OpenCV, and neither is installed: "
             f"{DECODER_EXTRA_HINT}"
-        ) from None
+        ) from exc
 
     def decode_pil(path: Path) -> np.ndarray | str:
         try:
@@ -288,7 +288,7 @@ def _load_npy(path: Path, spec: InputSpec, limit: int | None, progress: Progress
     try:
         array = np.load(path, mmap_mode="r", allow_pickle=False)
     except (OSError, ValueError, EOFError) as exc:
-        raise ConfigError(f"calibration array {path}: not a readable .npy array ({exc})") from None
+        raise ConfigError(f"calibration array {path}: not a readable .npy array ({exc})") from exc
     if not isinstance(array, np.ndarray):  # an .npz saved under a .npy name
         raise ConfigError(f"calibration array {path}: not a .npy array (an .npz archive?)")
     sample_shape = tuple(spec.shape[1:])

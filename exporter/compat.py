@@ -52,7 +52,7 @@ def make_device_compatible(model: onnx.ModelProto) -> tuple[onnx.ModelProto, lis
         try:
             model = version_converter.convert_version(model, target)
         except Exception as exc:
-            raise ModelError(f"cannot convert the model from opset {opset} to {target} ({reason}): {exc}") from None
+            raise ModelError(f"cannot convert the model from opset {opset} to {target} ({reason}): {exc}") from exc
         notes.append(f"converted opset {opset} -> {target} ({reason})")
     if model.ir_version > MAX_IR_VERSION:
         notes.append(

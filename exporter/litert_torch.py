@@ -1,7 +1,7 @@
 """TFLite artifacts for a bundle made from a PyTorch model: the trunk and each head converted
 with ``litert-torch`` (in its own virtualenv, run as a subprocess: DESIGN.md §8), FP32 and
 full INT8, measured against the bundle's float ONNX graphs behind the same gate as
-:mod:`exporter.tflite`.
+:mod:`exporter.tflite` (:mod:`exporter.gate`).
 
 The model is the one :func:`exporter.frontends.torch.split_torch_model` split (an
 ``nn.Module`` with ``trunk`` and a ``heads`` ``ModuleDict``, or a ``.pt``/``.pth`` file or
@@ -39,17 +39,15 @@ import onnx
 from edge_runtime.bundle.reader import load_bundle
 from edge_runtime.errors import ConfigError, ModelError
 from exporter.frontends.torch import BOUNDARY_NAME, _flatten, _import_torch, load_torch_module
-from exporter.tflite import (
-    SIGNATURE,
+from exporter.tflite import TfliteOptions, TfliteResult, convert_bundle
+from exporter.tflite_graphs import (
     ConversionInputs,
     TfliteConverter,
-    TfliteOptions,
-    TfliteResult,
-    _details,
-    _interpreter,
-    _tensor_info,
-    _TfliteGraph,
-    convert_bundle,
+    TfliteGraph,
+    onnx_io_shapes,
+    signature_details,
+    signature_runner,
+    tensor_info,
 )
 from exporter.toolenv import ToolEnv, ensure_env
 from exporter.verify import make_session
@@ -133,7 +131,7 @@ def convert_torch_bundle(
     module = load_torch_module(model) if isinstance(model, str) else model
     layout = load_bundle(bundle_dir).manifest.input.layout or "NCHW"
 
-    def convert(env: ToolEnv, job: ConversionInputs) -> dict[tuple[str, str], _TfliteGraph]:
+    def convert(env: ToolEnv, job: ConversionInputs) -> dict[tuple[str, str], TfliteGraph]:
         return _litert_graphs(module, env, job, observer)
 
     converter = TfliteConverter(name=TOOL, layout=layout, prepare=lambda: ensure_env(TOOL), convert=convert)
@@ -261,7 +259,7 @@ def _match_outputs(torch_outs: Sequence[np.ndarray], onnx_outs: Mapping[str, np.
 
 def _litert_graphs(
     module: Any, env: ToolEnv, job: ConversionInputs, observer: str
-) -> dict[tuple[str, str], _TfliteGraph]:
+) -> dict[tuple[str, str], TfliteGraph]:
     torch = _import_torch()
     trunk, heads = _structure(module)
     entries = dict(job.graphs)
@@ -314,7 +312,7 @@ def _litert_graphs(
     (work / "litert_driver.py").write_text(DRIVER)
     logger.info("      litert-torch: %s (%s)", ", ".join(plans), " + ".join(p.upper() for p in job.precisions))
     env.run(["litert_driver.py", "job.json"], cwd=work, what="litert-torch conversion")
-    converted: dict[tuple[str, str], _TfliteGraph] = {}
+    converted: dict[tuple[str, str], TfliteGraph] = {}
     for graph, (_program, inputs, outputs) in plans.items():
         for precision in job.precisions:
             path = work / f"{graph}.{precision}.tflite"
@@ -329,20 +327,13 @@ _ARG = re.compile(r"args_(\d+)$")
 _OUT = re.compile(r"output_(\d+)$")
 
 
-def load_litert(path: Path, inputs: Sequence[str], outputs: Sequence[str], model: onnx.ModelProto) -> _TfliteGraph:
+def load_litert(path: Path, inputs: Sequence[str], outputs: Sequence[str], model: onnx.ModelProto) -> TfliteGraph:
     """Load a litert-torch graph and map its signature (``args_0``…, ``output_0``… in the order of
     ``inputs`` / ``outputs``, or the logical names themselves) to the logical names. The layout
     is the PyTorch one: each shape must equal the ONNX one (batch aside), ``perm`` None."""
-    interpreter = _interpreter(path)
-    signatures = interpreter.get_signature_list()
-    if SIGNATURE not in signatures:
-        raise ModelError(f"{path.name}: no {SIGNATURE!r} signature (has {', '.join(signatures) or 'none'})")
-    runner = interpreter.get_signature_runner(SIGNATURE)
-    in_details, out_details = _details(runner)
-    shapes = {
-        v.name: [d.dim_value if d.HasField("dim_value") else None for d in v.type.tensor_type.shape.dim]
-        for v in [*model.graph.input, *model.graph.output]
-    }
+    runner = signature_runner(path)
+    in_details, out_details = signature_details(runner)
+    shapes = onnx_io_shapes(model)
     tensors: dict[str, dict[str, Any]] = {}
     for names, details, pattern in ((inputs, in_details, _ARG), (outputs, out_details, _OUT)):
         positional = {int(m.group(1)): key for key in details if (m := pattern.match(key))}
@@ -355,8 +346,8 @@ def load_litert(path: Path, inputs: Sequence[str], outputs: Sequence[str], model
                 len(expected) != len(shape) or any(e not in (None, s) for e, s in zip(expected, shape, strict=True))
             ):
                 raise ModelError(f"{path.name}: {name!r} is {shape} in TFLite but {expected} in ONNX")
-            tensors[name] = _tensor_info(details[key], key, None)
-    return _TfliteGraph(path, tensors, list(inputs), list(outputs), runner)
+            tensors[name] = tensor_info(details[key], key, None)
+    return TfliteGraph(path, tensors, list(inputs), list(outputs), runner)
 
 
 __all__ = ["OBSERVERS", "convert_torch_bundle", "load_litert"]

@@ -29,8 +29,9 @@ import numpy as np
 import onnx
 
 from edge_runtime import __version__
-from edge_runtime.bundle.manifest import FORMAT, Artifact, GraphEntry, InputSpec, Manifest, TensorInfo
+from edge_runtime.bundle.manifest import FORMAT, Manifest
 from edge_runtime.bundle.reader import read_manifest, sha256_file
+from edge_runtime.bundle.specs import Artifact, GraphEntry, InputSpec, TensorInfo
 from edge_runtime.errors import ConfigError, ModelError
 from edge_runtime.specfiles import load_mapping_file
 from exporter.bundle import check_output_dir, write_bundle
@@ -103,7 +104,7 @@ def _serialise(model: onnx.ModelProto, what: str) -> bytes:
     try:
         onnx.checker.check_model(model)
     except Exception as exc:
-        raise ModelError(f"{what}: the extracted graph is not valid ONNX: {exc}") from None
+        raise ModelError(f"{what}: the extracted graph is not valid ONNX: {exc}") from exc
     return model.SerializeToString()
 
 

@@ -33,14 +33,14 @@ from typing import Any
 
 import numpy as np
 
-from edge_runtime.bundle.manifest import DecoderSpec, InputSpec, SelfTestSpec
+from edge_runtime.bundle.specs import DecoderSpec, InputSpec, SelfTestSpec
 from edge_runtime.errors import ConfigError, EdgeRuntimeError, ModelError
 from edge_runtime.frames.preprocess import Preprocessor
-from edge_runtime.frames.sources import SyntheticSource
+from edge_runtime.frames.synthetic import SyntheticSource
 from edge_runtime.inference.decoders import build_decoder
 from edge_runtime.inference.engine import Engine, EngineOptions
 from edge_runtime.trust.selftest import DECODED_PATH, EXPECTED_PATH, FRAMES_PATH
-from exporter.bundle import existing_files, write_bundle
+from exporter.bundle import rewrite_bundle
 
 logger = logging.getLogger(__name__)
 
@@ -120,14 +120,12 @@ def write_selftest(
     }
     old = manifest.selftest
     stale = {old.frames, old.expected, *([old.decoded] if old.decoded else [])} if old is not None else set()
-    files = existing_files(bundle, stale)
-    files.update(blobs)
     spec = SelfTestSpec(
         frames=FRAMES_PATH,
         expected=EXPECTED_PATH,
         decoded=DECODED_PATH,
         tolerance={h: dict(t) for h, t in (tolerance or (old.tolerance if old else {})).items()},
     )
-    written = write_bundle(bundle.root, files, replace(manifest, selftest=spec), force=True)
+    written = rewrite_bundle(bundle, bundle.root, replace(manifest, selftest=spec), blobs, drop=stale, force=True)
     logger.info("self-test: %d frames, heads %s -> %s", len(frames), ", ".join(manifest.heads), written)
     return written

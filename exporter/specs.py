@@ -23,7 +23,8 @@ from typing import Any
 
 import onnx
 
-from edge_runtime.bundle.manifest import DecoderSpec, InputSpec, Schedule, check_keys
+from edge_runtime.bundle.fields import check_keys
+from edge_runtime.bundle.specs import DecoderSpec, InputSpec, Schedule
 from edge_runtime.errors import ConfigError, close_matches
 from edge_runtime.specfiles import load_mapping_file
 from exporter.graph import tensor_type_of

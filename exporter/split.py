@@ -418,7 +418,7 @@ def probe_tensor_types(model: onnx.ModelProto, names: Sequence[str]) -> dict[str
         session = ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
         values = session.run(list(names), feed)
     except Exception as exc:
-        raise ModelError(f"cannot determine the type of {', '.join(names)}: {exc}") from None
+        raise ModelError(f"cannot determine the type of {', '.join(names)}: {exc}") from exc
     result = {}
     for name, value in zip(names, values, strict=True):
         elem = helper.np_dtype_to_tensor_dtype(np.asarray(value).dtype)

@@ -130,8 +130,8 @@ class ToolEnv:
                 timeout=timeout,
                 stdin=subprocess.DEVNULL,
             )
-        except subprocess.TimeoutExpired:
-            raise ToolEnvError(f"{what}: no result after {timeout:.0f} s") from None
+        except subprocess.TimeoutExpired as exc:
+            raise ToolEnvError(f"{what}: no result after {timeout:.0f} s") from exc
         output = done.stdout + done.stderr
         if done.returncode != 0:
             raise ToolEnvError(f"{what} failed (exit {done.returncode}); its last lines:\n{_tail(output, 15)}")

@@ -38,7 +38,7 @@ def make_session(model: onnx.ModelProto | bytes, what: str) -> ort.InferenceSess
     try:
         return ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
     except Exception as exc:
-        raise ModelError(f"{what}: onnxruntime {ort.__version__} cannot load it: {exc}") from None
+        raise ModelError(f"{what}: onnxruntime {ort.__version__} cannot load it: {exc}") from exc
 
 
 @dataclass

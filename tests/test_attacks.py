@@ -33,13 +33,17 @@ import pytest
 
 from edge_runtime.bounded_json import JsonNestingError, loads_bounded
 from edge_runtime.bundle.reader import read_manifest
-from edge_runtime.cloud.subscriber import ResultStream, StreamTracker, SubscribeOptions
-from edge_runtime.codec.wire import encode_line
+from edge_runtime.cloud.options import SubscribeOptions
+from edge_runtime.cloud.stream import ResultStream
+from edge_runtime.cloud.tracker import StreamTracker
+from edge_runtime.codec import encode_line
 from edge_runtime.errors import BundleError
 from edge_runtime.names import printable
-from edge_runtime.trust.commands import CommandRejected, CommandVerifier
+from edge_runtime.trust.command_verify import CommandVerifier
+from edge_runtime.trust.commands import CommandRejected
 from edge_runtime.trust.keys import generate_keypair, load_public_keys
-from edge_runtime.trust.updates import Slots, UpdateError, install_update
+from edge_runtime.trust.update_install import install_update
+from edge_runtime.trust.updates import Slots, UpdateError
 from exporter.signing import sign_bundle
 from tests.broker import BrokerProcess
 from tests.test_subscriber import RawPublisher, frame, url_for
@@ -188,7 +192,7 @@ def read_manifest_digest(path: Path) -> str:
 def test_manifest_paths_follow_one_rule() -> None:
     """Every ``files`` key is a normalised relative path: what the update resolves against the
     package and against the running bundle is the same file."""
-    from edge_runtime.bundle.manifest import bundle_path_problem
+    from edge_runtime.bundle.fields import bundle_path_problem
 
     for good in ("trunk.fp32.onnx", "heads/box.int8.onnx", "selftest/frames.npy", "a b/ü.onnx"):
         assert bundle_path_problem(good) is None, good
@@ -307,7 +311,7 @@ def test_a_payload_for_another_device_is_rejected_and_cannot_preempt_its_seqs(
     tracker = StreamTracker()
     options = SubscribeOptions(broker=url_for(broker), topic="edge/+/results")
     pub = RawPublisher(broker)
-    caplog.set_level(logging.WARNING, logger="edge_runtime.cloud.subscriber")
+    caplog.set_level(logging.WARNING, logger="edge_runtime.cloud.stream")
     try:
         with ResultStream(options, tracker) as stream:
             for seq in range(5):

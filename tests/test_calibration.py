@@ -15,8 +15,8 @@ import pytest
 from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
 import exporter.calibration as calibration
-from edge_runtime.bundle.manifest import InputSpec
 from edge_runtime.bundle.reader import load_bundle
+from edge_runtime.bundle.specs import InputSpec
 from edge_runtime.errors import ConfigError
 from edge_runtime.frames.frame import optional_cv2
 from edge_runtime.frames.preprocess import Preprocessor

@@ -199,3 +199,38 @@ def test_help_shows_examples(command: list[str], args: list[str], example: str, 
     assert done.returncode == 0
     assert re.search(r"^examples?:$", done.stdout, re.MULTILINE)
     assert example in done.stdout
+
+
+def test_every_runtime_subcommand_dispatches_to_its_own_handler() -> None:
+    """Each subcommand carries its handler (``set_defaults(func=...)``): none falls through to
+    another command's code."""
+    import argparse
+
+    from edge_runtime import cli
+
+    parser = cli._build_parser()
+    subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    funcs = {name: sub.get_default("func") for name, sub in subparsers.choices.items()}
+    assert all(callable(f) for f in funcs.values()), funcs
+    assert len({id(f) for f in funcs.values()}) == len(funcs)
+    assert funcs["inspect"] is cli._inspect and funcs["run"] is cli._run
+
+
+def test_runtime_errors_are_one_line_and_verbose_adds_the_traceback_with_its_cause(tmp_path: Path) -> None:
+    bundle = tmp_path / "b"
+    bundle.mkdir()
+    (bundle / "manifest.json").write_text("{not json")
+    plain = subprocess.run(
+        [sys.executable, "-m", "edge_runtime.cli", "inspect", str(bundle)], capture_output=True, text=True, check=False
+    )
+    assert plain.returncode == 2
+    assert plain.stderr.strip().splitlines() == [
+        f"edge-runtime: error: {bundle}/manifest.json: not a readable JSON manifest: "
+        "Expecting property name enclosed in double quotes: line 1 column 2 (char 1)"
+    ]
+    verbose = subprocess.run(
+        [sys.executable, "-m", "edge_runtime.cli", "-v", "inspect", str(bundle)],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert verbose.returncode == 2
+    assert "Traceback" in verbose.stderr and "JSONDecodeError" in verbose.stderr  # the cause is kept

@@ -1,4 +1,4 @@
-"""edge_runtime.codec.wire: the result envelope (docs/protocol.md), its test vectors and its errors."""
+"""edge_runtime.codec: the result envelope (docs/protocol.md), its test vectors and its errors."""
 
 from __future__ import annotations
 
@@ -16,12 +16,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from edge_runtime.codec import wire as codec
-from edge_runtime.codec.wire import (
+from edge_runtime.codec import (
     CONTENT_TYPE,
     CONTENT_TYPE_JSON,
+    FLAG_HEARTBEAT,
+    FLAG_ZSTD,
     MAX_BODY_BYTES,
     CodecError,
+    Header,
     content_type,
     decode_payload,
     encode_frame,
@@ -29,6 +31,7 @@ from edge_runtime.codec.wire import (
     encode_line,
     read_header,
 )
+from edge_runtime.codec.__main__ import main
 from edge_runtime.errors import EdgeRuntimeError
 from edge_runtime.inference.results import (
     Classification,
@@ -224,7 +227,7 @@ def test_json_mode_is_the_json_line_behind_the_header() -> None:
     payload = encode_frame(frame, device=DEVICE, epoch=EPOCH, seq=3, mode="json")
     assert payload[:4] == HEADER + b"\x01" and payload[4:5] == b"{"
     assert json.loads(payload[4:]) == _expected(frame, 3) == decode_payload(payload)
-    assert read_header(payload) == codec.Header(1, "json", "none", "frame")
+    assert read_header(payload) == Header(1, "json", "none", "frame")
 
 
 @pytest.fixture
@@ -238,7 +241,7 @@ def test_zstd_on_and_off(zstandard: Any, mode: str) -> None:
     frame = _frame({"mask": big, "cls": SAMPLES[0][1]})
     plain = encode_frame(frame, device=DEVICE, epoch=EPOCH, seq=1, mode=mode)
     packed = encode_frame(frame, device=DEVICE, epoch=EPOCH, seq=1, mode=mode, compression="zstd")
-    assert packed[3] & codec.FLAG_ZSTD and not plain[3] & codec.FLAG_ZSTD
+    assert packed[3] & FLAG_ZSTD and not plain[3] & FLAG_ZSTD
     assert len(packed) < len(plain)
     assert decode_payload(packed) == decode_payload(plain)
     assert zstandard.ZstdDecompressor().decompress(packed[4:]) == plain[4:]
@@ -259,7 +262,7 @@ def test_zstd_missing_names_the_extra(monkeypatch: pytest.MonkeyPatch, zstandard
 def test_heartbeat_round_trip(mode: str) -> None:
     heads = {"shape": {"since_seq": 40, "unchanged": True}, "mask": {"since_seq": 38, "note": None, "x": [1.5]}}
     payload = encode_heartbeat(DEVICE, EPOCH, 44, 1764000001.1234567, heads, mode=mode)
-    assert read_header(payload).kind == "heartbeat" and payload[3] & codec.FLAG_HEARTBEAT
+    assert read_header(payload).kind == "heartbeat" and payload[3] & FLAG_HEARTBEAT
     decoded = decode_payload(payload)
     assert decoded == {
         "kind": "heartbeat",
@@ -315,7 +318,7 @@ def test_content_type_and_header() -> None:
         content_type("xml")
     payload = encode_frame(_frame({}), device=DEVICE, epoch=EPOCH, seq=0)
     assert payload[:4] == b"\xed\x52\x01\x00"
-    assert read_header(payload) == codec.Header(1, "msgpack", "none", "frame")
+    assert read_header(payload) == Header(1, "msgpack", "none", "frame")
     assert issubclass(CodecError, EdgeRuntimeError)
 
 
@@ -575,8 +578,8 @@ def test_protocol_vector(vector: tuple[dict[str, str], bytes, dict[str, Any]]) -
 
 def test_cli_decodes_hex(capsys: pytest.CaptureFixture[str]) -> None:
     payload = VECTOR_SOURCES["heartbeat"]()
-    assert codec.main(["--hex", payload.hex()]) == 0
+    assert main(["--hex", payload.hex()]) == 0
     out, err = capsys.readouterr()
     assert json.loads(out) == decode_payload(payload) and "heartbeat" in err
-    assert codec.main(["--hex", "0011"]) == 1
+    assert main(["--hex", "0011"]) == 1
     assert "bad magic" in capsys.readouterr().err

@@ -24,21 +24,20 @@ from hypothesis import strategies as st
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 from edge_runtime.cli import main
-from edge_runtime.delivery.mqtt.publisher import MqttConfig, MqttPublisher, parse_status
-from edge_runtime.delivery.spool import Spool, SpoolOptions
+from edge_runtime.delivery.mqtt.publisher import MqttPublisher, parse_status
+from edge_runtime.delivery.mqtt.settings import MqttConfig
+from edge_runtime.delivery.spool import Spool
+from edge_runtime.delivery.spool_file import SpoolOptions
 from edge_runtime.errors import ConfigError
-from edge_runtime.trust.commands import (
+from edge_runtime.trust.command_verify import (
     FIELDS,
-    REASONS,
-    Command,
-    CommandProcessor,
-    CommandRejected,
     CommandVerifier,
     NonceStore,
     canonical_body,
     encode_command,
     sign_command,
 )
+from edge_runtime.trust.commands import COMMANDS, REASONS, Command, CommandProcessor, CommandRejected
 from edge_runtime.trust.keys import (
     encode_signature,
     generate_keypair,
@@ -330,6 +329,12 @@ def test_worked_example_in_protocol_md() -> None:
     with pytest.raises(CommandRejected) as info:
         late.parse(wire)
     assert info.value.reason == "expired"
+
+
+def test_protocol_md_lists_the_commands_of_the_registry() -> None:
+    text = (ROOT / "docs" / "protocol.md").read_text(encoding="utf-8")
+    table = text.split("### 9.2 Commands", 1)[1].split("###", 1)[0]
+    assert re.findall(r"^\| `(\w+)` \|", table, re.M)[1:] == list(COMMANDS)  # [0]: the header
 
 
 # -- the processor with a recording controller ----------------------------------------------------
@@ -636,6 +641,28 @@ def test_cli_connection_and_usage_errors(keydir: Path, capsys: pytest.CaptureFix
     pub = str(keydir / "operator.pub")
     assert main(["command", "--broker", url, "--device", DEVICE, "--key", pub, "status"]) == 2
     assert "PUBLIC key" in capsys.readouterr().err
+
+
+def test_cli_unreadable_tls_ca_is_one_line_naming_the_file(keydir: Path) -> None:
+    """An unreadable ``tls_ca`` in the broker URL: exit 2 and one line naming the file, no traceback."""
+    done = subprocess.run(
+        [sys.executable, "-m", "edge_runtime.cli", "command", "--broker", "mqtts://127.0.0.1:1?tls_ca=/nonexistent.pem",
+         "--device", DEVICE, "--key", str(keydir / "operator.key"), "status"],
+        capture_output=True, text=True, timeout=60, cwd=ROOT,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr and done.stdout == ""
+    assert done.stderr.strip().splitlines() == [
+        "edge-runtime: error: MQTT TLS setup: tls_ca '/nonexistent.pem': No such file or directory"
+    ]
+
+
+def test_cli_device_id_rule_is_the_runtime_one(keydir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    key = str(keydir / "operator.key")
+    for device in ("cam/1", "cam+", "cam\nFAKE", ""):
+        assert main(["command", "--broker", "mqtt://127.0.0.1:1", "--device", device, "--key", key, "status"]) == 2
+        err = capsys.readouterr().err
+        assert f"edge-runtime command: --device {device!r} must" in err and len(err.splitlines()) == 1
 
 
 # -- the example ACL on a real mosquitto ----------------------------------------------------------

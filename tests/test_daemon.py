@@ -189,9 +189,11 @@ def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedP
 
 
 def test_validate_and_tampered_bundle(bundle: Path, tmp_path: Path) -> None:
-    done = _cli("run", "--bundle", str(bundle), "--source", "synthetic", "--state-dir", str(tmp_path), "--validate")
+    state = tmp_path / "state"
+    done = _cli("run", "--bundle", str(bundle), "--source", "synthetic", "--state-dir", str(state), "--validate")
     assert done.returncode == 0, done.stderr
     assert "config ok" in done.stdout and "heads shape, box, mask" in done.stdout
+    assert not state.exists(), "run --validate wrote into the state directory"
     broken = tmp_path / "broken"
     broken.mkdir()
     for item in bundle.rglob("*"):

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from edge_runtime.codec.wire import decode_payload, encode_line
+from edge_runtime.codec import decode_payload, encode_line
 from edge_runtime.delivery.mqtt.publisher import parse_status
 from edge_runtime.delivery.spool import Spool
 from tests.broker import HOST, MosquittoBroker, find_mosquitto, wait_for

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from edge_runtime.codec.wire import decode_payload
+from edge_runtime.codec import decode_payload
 from edge_runtime.config import RuntimeConfig
 from edge_runtime.daemon.pipeline import Daemon
 from edge_runtime.delivery.spool import Spool

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from edge_runtime.bundle.manifest import DECODER_PARAMS, DecoderSpec
+from edge_runtime.bundle.specs import DECODER_PARAMS, DecoderSpec
 from edge_runtime.errors import ConfigError, ModelError
 from edge_runtime.frames.geometry import FrameGeometry
 from edge_runtime.inference.decoders import DECODERS, build_decoder, nms

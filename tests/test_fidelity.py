@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from edge_runtime.bundle.manifest import DecoderSpec
+from edge_runtime.bundle.specs import DecoderSpec
 from exporter.fidelity import METRICS, Fidelity, box_iou, head_fidelity
 
 SIZE = (128, 128)

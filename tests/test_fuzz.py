@@ -30,7 +30,7 @@ from hypothesis import strategies as st
 
 from edge_runtime.bundle.manifest import Manifest
 from edge_runtime.bundle.reader import load_bundle, read_manifest
-from edge_runtime.codec.wire import CodecError, decode_payload, encode_frame, encode_heartbeat
+from edge_runtime.codec import CodecError, decode_payload, encode_frame, encode_heartbeat
 from edge_runtime.config import RuntimeConfig, environment_settings, parse_env_value
 from edge_runtime.errors import BundleError, ConfigError, EdgeRuntimeError, ModelError
 from edge_runtime.inference.engine import Engine, EngineOptions

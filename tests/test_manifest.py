@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 
-from edge_runtime.bundle.manifest import InputSpec, Manifest
+from edge_runtime.bundle.manifest import Manifest
+from edge_runtime.bundle.specs import InputSpec
 from edge_runtime.errors import BundleError, ConfigError
 from edge_runtime.specfiles import load_mapping_file
 
@@ -141,7 +142,7 @@ def test_manifest_validation(path: str, value: Any, message: str) -> None:
 def test_unknown_manifest_keys_warn_but_load(path: str, where: str, caplog: pytest.LogCaptureFixture) -> None:
     data = with_change(path, {"added": "later"})
 
-    with caplog.at_level(logging.WARNING, logger="edge_runtime.bundle.manifest"):
+    with caplog.at_level(logging.WARNING, logger="edge_runtime.bundle"):
         manifest = Manifest.from_mapping(data, "m.json")
 
     assert manifest.trunk.outputs == ("feat",)
@@ -191,7 +192,7 @@ def test_input_spec_unknown_key_strict_and_lenient(caplog: pytest.LogCaptureFixt
 
     with pytest.raises(ConfigError, match=r"unknown key 'colour' \(did you mean 'color'.*; valid keys: color, dtype"):
         InputSpec.from_mapping(data, "input.toml", strict=True, exc=ConfigError)
-    with caplog.at_level(logging.WARNING, logger="edge_runtime.bundle.manifest"):
+    with caplog.at_level(logging.WARNING, logger="edge_runtime.bundle.fields"):
         spec = InputSpec.from_mapping(data, "manifest.json: input")
 
     assert "manifest.json: input: ignoring unknown key 'colour' (did you mean 'color'" in caplog.text

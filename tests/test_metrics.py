@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 
 from edge_runtime.config import RuntimeConfig
-from edge_runtime.daemon.pipeline import Daemon, LatestFrameSlot
+from edge_runtime.daemon.handoff import LatestFrameSlot
+from edge_runtime.daemon.pipeline import Daemon
 from edge_runtime.errors import ConfigError
 from edge_runtime.ops.metrics import Metrics, MetricsSnapshot
 from tests.broker import BrokerProcess
@@ -165,7 +166,7 @@ def test_status_counters_carry_per_stage_percentiles(tmp_path: Path) -> None:
     daemon = Daemon(config)
     assert daemon.status_counters(LatestFrameSlot(drop_old=True))["latency_ms"] == {}
     for value in range(1, 101):
-        daemon._stages.add({"trunk": float(value), "total": 2.0 * value})
+        daemon.counters.add_latencies({"trunk": float(value), "total": 2.0 * value})
     latency = daemon.status_counters(LatestFrameSlot(drop_old=True))["latency_ms"]
     assert set(latency) == {"trunk", "total"}
     assert latency["trunk"] == {"p50": 50.5, "p95": 95.05}

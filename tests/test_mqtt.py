@@ -19,9 +19,11 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from edge_runtime.codec.wire import CONTENT_TYPE, decode_payload
-from edge_runtime.delivery.mqtt.publisher import MqttConfig, MqttPublisher, parse_status
-from edge_runtime.delivery.spool import Spool, SpoolOptions
+from edge_runtime.codec import CONTENT_TYPE, decode_payload
+from edge_runtime.delivery.mqtt.publisher import MqttPublisher, parse_status
+from edge_runtime.delivery.mqtt.settings import MqttConfig
+from edge_runtime.delivery.spool import Spool
+from edge_runtime.delivery.spool_file import SpoolOptions
 from edge_runtime.errors import ConfigError
 from tests.broker import HOST, MosquittoBroker, find_mosquitto, wait_for
 
@@ -209,7 +211,8 @@ def test_broker_down_at_start(tmp_path: Path, spool: Spool) -> None:
 PUBLISHER_SCRIPT = textwrap.dedent(
     """
     import sys, time
-    from edge_runtime.delivery.mqtt.publisher import MqttConfig, MqttPublisher, parse_status
+    from edge_runtime.delivery.mqtt.publisher import MqttPublisher, parse_status
+    from edge_runtime.delivery.mqtt.settings import MqttConfig
     from edge_runtime.delivery.spool import Spool
     spool = Spool.open(sys.argv[2])
     pub = MqttPublisher(MqttConfig.from_url(sys.argv[1], client_id="lwt-pub"), "cam9", spool).start()
@@ -270,3 +273,45 @@ def test_url_errors_hide_the_password_and_tls_files_come_from_the_url() -> None:
     )
     with pytest.raises(ConfigError, match="both tls_cert and tls_key"):
         MqttConfig.from_url("mqtts://broker?tls_cert=/etc/c.pem")
+
+
+# -- the client factory ---------------------------------------------------------------------------
+
+
+def test_client_factory_names_the_tls_file_that_fails(tmp_path: Path) -> None:
+    from edge_runtime.delivery.mqtt.client import make_client
+
+    junk = tmp_path / "junk.pem"
+    junk.write_text("not a certificate\n")
+    cases = [
+        ("mqtts://h?tls_ca=/nonexistent.pem", "tls_ca '/nonexistent.pem': No such file or directory"),
+        (f"mqtts://h?tls_ca={tmp_path}", f"tls_ca '{tmp_path}': Is a directory"),
+        (f"mqtts://h?tls_ca={junk}", f"tls_ca '{junk}': cannot load it"),
+        (f"mqtts://h?tls_cert={junk}&tls_key=/nonexistent.key", "tls_key '/nonexistent.key': No such file"),
+        (f"mqtts://h?tls_cert={junk}&tls_key={junk}", f"tls_cert '{junk}' / tls_key '{junk}': cannot load it"),
+    ]
+    for url, named in cases:
+        with pytest.raises(ConfigError) as caught:
+            make_client(MqttConfig.from_url(url), "c1")
+        assert str(caught.value).startswith("MQTT TLS setup: ") and named in str(caught.value), url
+        assert "\n" not in str(caught.value)
+    assert make_client(MqttConfig.from_url("mqtts://h"), "c1")._ssl  # the system's CAs
+
+
+def test_client_factory_protocol_login_session_and_client_ids(spool: Spool) -> None:
+    from edge_runtime.delivery.mqtt.client import make_client
+
+    v311 = make_client(MqttConfig.from_url("mqtt://op:pw@h?protocol=3.1.1"), "c1", clean_start=False)
+    assert (v311.protocol, v311.username, v311.password, v311._clean_session) == (
+        MQTTProtocolVersion.MQTTv311, "op", "pw", False,
+    )  # fmt: skip
+    v5 = make_client(MqttConfig.from_url(f"mqtt://{HOST}:1"), "c2")  # nothing listens on port 1
+    assert (v5.protocol, v5.username, v5._ssl) == (MQTTProtocolVersion.MQTTv5, None, False)
+    with pytest.raises(ConnectionRefusedError):
+        v5.connect_broker()
+    assert isinstance(v5.last_connect_exception, ConnectionRefusedError)
+    publisher = MqttPublisher(MqttConfig.from_url(f"mqtt://{HOST}:1"), DEVICE, spool)
+    named = MqttPublisher(MqttConfig.from_url(f"mqtt://{HOST}:1?client_id=fixed"), DEVICE, spool)
+    assert (publisher._client._client_id, named._client._client_id) == (f"edge-{DEVICE}".encode(), b"fixed")
+    with pytest.raises(ConfigError, match="device id 'cam/1'"):
+        MqttPublisher(MqttConfig.from_url(f"mqtt://{HOST}:1"), "cam/1", spool)

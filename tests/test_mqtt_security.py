@@ -24,9 +24,11 @@ import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
-from edge_runtime.codec.wire import MAGIC, decode_payload
-from edge_runtime.delivery.mqtt.publisher import MqttConfig, MqttPublisher
-from edge_runtime.delivery.spool import Spool, SpoolOptions
+from edge_runtime.codec import MAGIC, decode_payload
+from edge_runtime.delivery.mqtt.publisher import MqttPublisher
+from edge_runtime.delivery.mqtt.settings import MqttConfig
+from edge_runtime.delivery.spool import Spool
+from edge_runtime.delivery.spool_file import SpoolOptions
 from tests.broker import (
     HOST,
     BrokerProcess,

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from edge_runtime.bundle.manifest import InputSpec
+from edge_runtime.bundle.specs import InputSpec
 from edge_runtime.errors import BackendUnavailableError, ConfigError
 from edge_runtime.frames.frame import Frame, InvalidFrameError, optional_cv2
 from edge_runtime.frames.preprocess import Preprocessor, numpy_resize_bilinear

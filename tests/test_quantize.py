@@ -18,7 +18,8 @@ import pytest
 from edge_runtime.bundle.reader import load_bundle
 from edge_runtime.errors import ConfigError, ModelError
 from edge_runtime.inference.engine import Engine, EngineOptions
-from exporter.quantize import QuantizeOptions, compute_nodes, int8_graph, quantize_bundle
+from exporter.quantize import QuantizeOptions, quantize_bundle
+from exporter.quantize_graphs import compute_nodes, int8_graph
 from exporter.verify import make_session
 from tests import onnx_models as m
 

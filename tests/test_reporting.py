@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from edge_runtime.codec.wire import decode_payload, encode_line
+from edge_runtime.codec import decode_payload, encode_line
 from edge_runtime.delivery.reporting import HeadPolicy, Reporter, changed
 from edge_runtime.errors import ConfigError
 

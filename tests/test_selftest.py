@@ -238,7 +238,7 @@ def test_cli_prints_one_line_per_head(demo_bundle: Path, capsys: pytest.CaptureF
     ],
 )
 def test_manifest_selftest_section(section: object, error: str | None, caplog: pytest.LogCaptureFixture) -> None:
-    from edge_runtime.bundle.manifest import SelfTestSpec
+    from edge_runtime.bundle.specs import SelfTestSpec
     from edge_runtime.errors import BundleError
 
     if error is None:

@@ -21,7 +21,8 @@ pytest.importorskip("cryptography", reason="signing needs the [signing] extra (c
 from edge_runtime.bundle import reader as bundle_module
 from edge_runtime.bundle.reader import load_bundle
 from edge_runtime.config import RuntimeConfig
-from edge_runtime.daemon.pipeline import Daemon, validate
+from edge_runtime.daemon.pipeline import Daemon
+from edge_runtime.daemon.validation import validate
 from edge_runtime.errors import BundleError, ConfigError
 from edge_runtime.inference.engine import Engine, EngineOptions
 from edge_runtime.trust.keys import KeyFileError, PublicKey, generate_keypair, load_public_keys

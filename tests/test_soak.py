@@ -36,7 +36,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from edge_runtime.codec.wire import decode_payload
+from edge_runtime.codec import decode_payload
 from edge_runtime.delivery.spool import Spool
 from tests.broker import HOST, MosquittoBroker, find_mosquitto, wait_for
 

@@ -1,4 +1,5 @@
-"""edge_runtime.frames.sources: synthetic frames, image folders, video files, cameras and streams.
+"""Frame sources (edge_runtime.frames.sources, .source, .synthetic, .folders, .capture): synthetic frames,
+image folders, video files, cameras and streams.
 
 Image and video files are written by the tests (OpenCV's PNG/BMP encoders, an MJPG .avi);
 the camera tests use an index that does not exist and scripted fake captures.
@@ -20,16 +21,12 @@ import numpy as np
 import pytest
 
 from edge_runtime.errors import BackendUnavailableError, ConfigError
+from edge_runtime.frames.capture import ReconnectOptions, StreamSource, check_gstreamer
+from edge_runtime.frames.folders import read_bmp
 from edge_runtime.frames.frame import Frame, optional_cv2
-from edge_runtime.frames.sources import (
-    FrameSource,
-    ReconnectOptions,
-    StreamSource,
-    SyntheticSource,
-    _check_gstreamer,
-    open_source,
-    read_bmp,
-)
+from edge_runtime.frames.source import FrameSource
+from edge_runtime.frames.sources import open_source
+from edge_runtime.frames.synthetic import SyntheticSource
 
 cv2: Any = optional_cv2()  # the camera extra is optional: None without it
 
@@ -181,7 +178,7 @@ def test_image_folder_skips_unreadable_files(tmp_path: Path, caplog: pytest.LogC
     values = write_images(tmp_path, 3)
     (tmp_path / "img_001b.png").write_bytes(b"\x89PNG broken")
 
-    with caplog.at_level(logging.WARNING, logger="edge_runtime.frames.sources"):
+    with caplog.at_level(logging.WARNING, logger="edge_runtime.frames.folders"):
         frames = collect(open_source(str(tmp_path)))
 
     assert [int(f.image[0, 0, 0]) for f in frames] == values
@@ -340,7 +337,7 @@ def test_missing_camera_retries_with_backoff_and_close_stops_it(caplog: pytest.L
     result: list[Any] = []
     reader = threading.Thread(target=lambda: result.append(next(source, "ended")))
 
-    with caplog.at_level(logging.WARNING, logger="edge_runtime.frames.sources"):
+    with caplog.at_level(logging.WARNING, logger="edge_runtime.frames.capture"):
         reader.start()
         deadline = time.monotonic() + 5
         while caplog.text.count("retrying") < 5 and time.monotonic() < deadline:
@@ -402,7 +399,7 @@ def test_a_lost_stream_reconnects_and_frame_ids_continue(caplog: pytest.LogCaptu
     opener = scripted_opener([FakeCapture([], opened=False), first, second])
     source = StreamSource("camera:9", lambda: next(opener), reconnect=TINY_BACKOFF, max_frames=4)
 
-    with caplog.at_level(logging.INFO, logger="edge_runtime.frames.sources"):
+    with caplog.at_level(logging.INFO, logger="edge_runtime.frames.capture"):
         frames = collect(source)
 
     assert [f.frame_id for f in frames] == [0, 1, 2, 3]
@@ -463,7 +460,7 @@ def test_gst_without_gstreamer_is_a_clear_error() -> None:
             return "  Video I/O:\n    FFMPEG:                      YES\n    GStreamer:                   NO\n"
 
     with pytest.raises(BackendUnavailableError, match=r"built without it .*'GStreamer: NO'.*Jetson.*system OpenCV"):
-        _check_gstreamer(OpenCVWithoutGStreamer())
+        check_gstreamer(OpenCVWithoutGStreamer())
 
 
 @needs_cv2

@@ -15,7 +15,8 @@ from typing import Any
 
 import pytest
 
-from edge_runtime.delivery.spool import Spool, SpoolError, SpoolOptions
+from edge_runtime.delivery.spool import Spool
+from edge_runtime.delivery.spool_file import SpoolError, SpoolOptions
 from edge_runtime.errors import ConfigError
 
 TOPIC = "edge/dev1/results"
@@ -25,7 +26,8 @@ TOPIC = "edge/dev1/results"
 # messages after a flushed prefix and prints "ready".
 WRITER = r"""
 import sys
-from edge_runtime.delivery.spool import Spool, SpoolOptions
+from edge_runtime.delivery.spool import Spool
+from edge_runtime.delivery.spool_file import SpoolOptions
 
 path, sync, interval, n, k, prefix = sys.argv[1], sys.argv[2], float(sys.argv[3]), *map(int, sys.argv[4:7])
 spool = Spool.open(path, SpoolOptions(synchronous=sync, commit_interval_ms=interval))

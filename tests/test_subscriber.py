@@ -25,20 +25,16 @@ import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
-from edge_runtime.cloud.subscriber import (
-    CSV_COLUMNS,
-    CsvWriter,
-    JsonLinesWriter,
-    ResultStream,
-    StreamTracker,
-    SubscribeOptions,
-    add_subscribe_arguments,
-    iter_results,
-    run_subscribe,
-)
-from edge_runtime.codec.wire import encode_heartbeat, encode_line
-from edge_runtime.delivery.mqtt.publisher import MqttConfig, MqttPublisher
-from edge_runtime.delivery.spool import Spool, SpoolOptions
+from edge_runtime.cloud.cli import add_subscribe_arguments, run_subscribe
+from edge_runtime.cloud.options import SubscribeOptions
+from edge_runtime.cloud.stream import ResultStream, iter_results
+from edge_runtime.cloud.tracker import StreamTracker
+from edge_runtime.cloud.writers import CSV_COLUMNS, CsvWriter, JsonLinesWriter
+from edge_runtime.codec import encode_heartbeat, encode_line
+from edge_runtime.delivery.mqtt.publisher import MqttPublisher
+from edge_runtime.delivery.mqtt.settings import MqttConfig
+from edge_runtime.delivery.spool import Spool
+from edge_runtime.delivery.spool_file import SpoolOptions
 from edge_runtime.errors import ConfigError, TransportError
 from tests.broker import HOST, BrokerProcess, MosquittoBroker, find_mosquitto, free_port, make_test_pki
 
@@ -368,7 +364,7 @@ def test_malformed_payloads_are_counted_and_the_stream_goes_on(
     tracker = StreamTracker()
     good = encode_line(frame(1))
     garbage = [b"junk", b"{}", good[:-3], good[:3], b"", encode_line(frame(0))[:2] + b"\x09\x00"]
-    with caplog.at_level(logging.WARNING, logger="edge_runtime.cloud.subscriber"):
+    with caplog.at_level(logging.WARNING, logger="edge_runtime.cloud.stream"):
         with ResultStream(opts(broker), tracker) as stream:
             raw.publish(encode_line(frame(0)))
             for payload in garbage:

@@ -22,8 +22,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from edge_runtime.bundle.manifest import Artifact
 from edge_runtime.bundle.reader import sha256_file
+from edge_runtime.bundle.specs import Artifact
 from edge_runtime.errors import BackendUnavailableError, BundleError, ModelError
 from edge_runtime.inference import backends
 from edge_runtime.inference.backends import BackendOptions, get_backend

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from edge_runtime.bundle.reader import load_bundle
-from exporter.tflite import TfliteOptions, convert_bundle, run_onnx2tf
+from exporter.onnx2tf_converter import run_onnx2tf
+from exporter.tflite import TfliteOptions, convert_bundle
 from exporter.toolenv import ToolEnv, ToolEnvError, ensure_env
 
 pytest.importorskip("ai_edge_litert", reason="LiteRT is not installed (pip install 'edge-runtime[tflite]')")

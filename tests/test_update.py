@@ -26,7 +26,8 @@ from edge_runtime.cli import main as runtime_main
 from edge_runtime.config import RuntimeConfig
 from edge_runtime.daemon.pipeline import Daemon
 from edge_runtime.inference.engine import Engine, EngineOptions
-from edge_runtime.trust.updates import Slots, UpdateError, install_update
+from edge_runtime.trust.update_install import install_update
+from edge_runtime.trust.updates import Slots, UpdateError
 from exporter.cli import main as export_main
 from exporter.selftest import write_selftest
 from tests.conftest import write_npy_frames

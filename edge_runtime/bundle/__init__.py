@@ -1,4 +1,4 @@
-"""The bundle contract: the manifest, the bundle reader (sizes, hashes, signature) and its summary.
+"""The bundle contract: the manifest and its parts, the bundle reader (sizes, hashes, signature), its summary.
 
 Public names are imported from their module on first use (:mod:`edge_runtime.lazy_exports`).
 """
@@ -10,38 +10,17 @@ from typing import TYPE_CHECKING
 from edge_runtime.lazy_exports import lazy_exports
 
 if TYPE_CHECKING:
-    from edge_runtime.bundle.manifest import (
-        Artifact as Artifact,
+    from edge_runtime.bundle.fields import (
+        bundle_path_problem as bundle_path_problem,
     )
-    from edge_runtime.bundle.manifest import (
-        DecoderSpec as DecoderSpec,
+    from edge_runtime.bundle.fields import (
+        check_bundle_path as check_bundle_path,
     )
-    from edge_runtime.bundle.manifest import (
-        GraphEntry as GraphEntry,
-    )
-    from edge_runtime.bundle.manifest import (
-        InputSpec as InputSpec,
+    from edge_runtime.bundle.fields import (
+        check_keys as check_keys,
     )
     from edge_runtime.bundle.manifest import (
         Manifest as Manifest,
-    )
-    from edge_runtime.bundle.manifest import (
-        Schedule as Schedule,
-    )
-    from edge_runtime.bundle.manifest import (
-        SelfTestSpec as SelfTestSpec,
-    )
-    from edge_runtime.bundle.manifest import (
-        TensorInfo as TensorInfo,
-    )
-    from edge_runtime.bundle.manifest import (
-        bundle_path_problem as bundle_path_problem,
-    )
-    from edge_runtime.bundle.manifest import (
-        check_bundle_path as check_bundle_path,
-    )
-    from edge_runtime.bundle.manifest import (
-        check_keys as check_keys,
     )
     from edge_runtime.bundle.reader import (
         Bundle as Bundle,
@@ -70,6 +49,27 @@ if TYPE_CHECKING:
     from edge_runtime.bundle.reader import (
         unlisted_files as unlisted_files,
     )
+    from edge_runtime.bundle.specs import (
+        Artifact as Artifact,
+    )
+    from edge_runtime.bundle.specs import (
+        DecoderSpec as DecoderSpec,
+    )
+    from edge_runtime.bundle.specs import (
+        GraphEntry as GraphEntry,
+    )
+    from edge_runtime.bundle.specs import (
+        InputSpec as InputSpec,
+    )
+    from edge_runtime.bundle.specs import (
+        Schedule as Schedule,
+    )
+    from edge_runtime.bundle.specs import (
+        SelfTestSpec as SelfTestSpec,
+    )
+    from edge_runtime.bundle.specs import (
+        TensorInfo as TensorInfo,
+    )
     from edge_runtime.bundle.summary import (
         format_bundle as format_bundle,
     )
@@ -80,19 +80,8 @@ if TYPE_CHECKING:
 __getattr__, __all__ = lazy_exports(
     __name__,
     {
-        "manifest": (
-            "check_keys",
-            "bundle_path_problem",
-            "check_bundle_path",
-            "InputSpec",
-            "TensorInfo",
-            "Artifact",
-            "DecoderSpec",
-            "Schedule",
-            "GraphEntry",
-            "SelfTestSpec",
-            "Manifest",
-        ),
+        "fields": ("check_keys", "bundle_path_problem", "check_bundle_path"),
+        "manifest": ("Manifest",),
         "reader": (
             "sha256_file",
             "Bundle",
@@ -103,6 +92,15 @@ __getattr__, __all__ = lazy_exports(
             "unlisted_files",
             "silence_unchecked_warning",
             "load_bundle",
+        ),
+        "specs": (
+            "InputSpec",
+            "TensorInfo",
+            "Artifact",
+            "DecoderSpec",
+            "Schedule",
+            "GraphEntry",
+            "SelfTestSpec",
         ),
         "summary": ("format_table", "format_bundle"),
     },

@@ -27,7 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edge_runtime.bounded_json import loads_bounded
-from edge_runtime.bundle.manifest import Artifact, Manifest
+from edge_runtime.bundle.manifest import Manifest
+from edge_runtime.bundle.specs import Artifact
 from edge_runtime.errors import BundleError
 from edge_runtime.trust.keys import PublicKey
 from edge_runtime.trust.signatures import SignatureError, verify_bundle_signature
@@ -90,10 +91,10 @@ def read_manifest_bytes(root: Path) -> bytes:
     try:
         with path.open("rb") as handle:
             data = handle.read(MAX_MANIFEST_BYTES + 1)
-    except FileNotFoundError:
-        raise BundleError(f"{path}: missing: {root} is not a bundle") from None
+    except FileNotFoundError as exc:
+        raise BundleError(f"{path}: missing: {root} is not a bundle") from exc
     except OSError as exc:
-        raise BundleError(f"{path}: not a readable JSON manifest: {exc}") from None
+        raise BundleError(f"{path}: not a readable JSON manifest: {exc}") from exc
     check_manifest_size(data, path)
     return data
 
@@ -110,7 +111,7 @@ def parse_manifest(data: bytes, path: Path) -> Manifest:
     try:
         parsed = loads_bounded(data)
     except ValueError as exc:  # bad UTF-8, bad JSON, nested too deeply
-        raise BundleError(f"{path}: not a readable JSON manifest: {exc}") from None
+        raise BundleError(f"{path}: not a readable JSON manifest: {exc}") from exc
     return Manifest.from_mapping(parsed, str(path))
 
 

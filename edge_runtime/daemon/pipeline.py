@@ -28,37 +28,33 @@ CLI: ``edge-runtime run --bundle build/demo_bundle --source synthetic --max-fram
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import queue
 import signal
-import socket
-import sys
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterator
-from dataclasses import replace
 from pathlib import Path
-from typing import IO, Any, Protocol
+from typing import Any
 
-import numpy as np
-
-from edge_runtime.bundle.reader import read_manifest
 from edge_runtime.config import RuntimeConfig
+from edge_runtime.daemon.handoff import LatestFrameSlot, notify_systemd
 from edge_runtime.daemon.remote_control import DaemonController, attach_commands
-from edge_runtime.daemon.swaps import BOOT_OK_FRAMES, PROBATION_FRAMES, STATE_POLL_S, UpdateSlotsMixin, _Swap
+from edge_runtime.daemon.sinks import JsonLinesSink, ResultSink
+from edge_runtime.daemon.status import PipelineCounters
+from edge_runtime.daemon.swaps import STATE_POLL_S, HotSwaps
+from edge_runtime.daemon.validation import build_engine
 from edge_runtime.delivery.reporting import HeadPolicy, Reporter
 from edge_runtime.delivery.state import StateDir
-from edge_runtime.errors import ConfigError, EdgeRuntimeError, close_matches
+from edge_runtime.errors import EdgeRuntimeError
 from edge_runtime.frames.frame import Frame
-from edge_runtime.frames.sources import FrameSource, open_source
+from edge_runtime.frames.source import FrameSource
+from edge_runtime.frames.sources import open_source
 from edge_runtime.inference.engine import Engine
 from edge_runtime.inference.results import FrameResult
-from edge_runtime.ops.device import bundle_formats, resolve_engine_options
 from edge_runtime.ops.metrics import Metrics, MetricsSnapshot
 from edge_runtime.trust.commands import CommandProcessor
+from edge_runtime.trust.update_install import UpdateOutcome
 from edge_runtime.trust.updates import Slots
 
 logger = logging.getLogger(__name__)
@@ -66,121 +62,7 @@ logger = logging.getLogger(__name__)
 SEQ_SAVE_EVERY = 100
 
 
-class ResultSink(Protocol):
-    """Where numbered results go: ``write`` one, ``close`` at the end."""
-
-    def write(self, line: dict[str, Any]) -> None:
-        """Deliver one result line (DESIGN.md §7 fields)."""
-        ...
-
-    def close(self) -> None:
-        """Flush and release."""
-        ...
-
-
-class JsonLinesSink:
-    """One JSON object per line to a stream (``-``: stdout) or a file (appended)."""
-
-    def __init__(self, target: str) -> None:
-        self.target = target
-        self._owned: IO[str] | None = None
-        if target == "-":
-            self._stream: IO[str] = sys.stdout
-        else:
-            try:
-                self._owned = open(target, "a", encoding="utf-8")  # closed in close()
-            except OSError as exc:
-                raise ConfigError(f"--output {target}: cannot open: {exc.strerror or exc}") from None
-            self._stream = self._owned
-
-    def write(self, line: dict[str, Any]) -> None:
-        self._stream.write(json.dumps(line, separators=(",", ":")) + "\n")
-        self._stream.flush()
-
-    def close(self) -> None:
-        if self._owned is not None:
-            self._owned.close()
-        else:
-            self._stream.flush()
-
-
-class LatestFrameSlot:
-    """A one-frame mailbox. ``put`` replaces an unread frame (counted as dropped) when
-    ``drop_old``; otherwise it waits until the frame was taken."""
-
-    def __init__(self, drop_old: bool) -> None:
-        self.drop_old = drop_old
-        self.dropped = 0
-        self._frame: Frame | None = None
-        self._closed = False
-        self._cond = threading.Condition()
-
-    def put(self, frame: Frame, stop: threading.Event) -> None:
-        with self._cond:
-            if self._frame is not None and not self.drop_old:
-                while self._frame is not None and not stop.is_set():
-                    self._cond.wait(0.1)
-            if self._frame is not None:
-                self.dropped += 1
-            self._frame = frame
-            self._cond.notify_all()
-
-    def get(self) -> Frame | None:
-        """The next frame, or None once closed and empty."""
-        with self._cond:
-            while self._frame is None and not self._closed:
-                self._cond.wait(0.1)
-            frame, self._frame = self._frame, None
-            self._cond.notify_all()
-            return frame
-
-    def close(self) -> None:
-        with self._cond:
-            self._closed = True
-            self._cond.notify_all()
-
-
-def notify_systemd(message: str) -> bool:
-    """Send an sd_notify message (``READY=1``, ``WATCHDOG=1``…) when run under systemd."""
-    address = os.environ.get("NOTIFY_SOCKET")
-    if not address:
-        return False
-    if address.startswith("@"):
-        address = "\0" + address[1:]
-    try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
-            sock.connect(address)
-            sock.sendall(message.encode())
-    except OSError as exc:
-        logger.debug("sd_notify failed: %s", exc)
-        return False
-    return True
-
-
-class StageStats:
-    """Rolling per-stage latencies (last 256 frames) for the status line."""
-
-    def __init__(self) -> None:
-        self.window: dict[str, deque[float]] = {}
-
-    def add(self, latency_ms: dict[str, float]) -> None:
-        for stage, value in latency_ms.items():
-            self.window.setdefault(stage, deque(maxlen=256)).append(value)
-
-    def p50(self) -> dict[str, float]:
-        return {stage: float(np.median(values)) for stage, values in self.window.items() if values}
-
-    def percentiles(self) -> dict[str, dict[str, float]]:
-        """``{stage: {"p50": ms, "p95": ms}}`` over the window (for the status message)."""
-        out: dict[str, dict[str, float]] = {}
-        for stage, values in list(self.window.items()):
-            if values:
-                p50, p95 = np.percentile(np.fromiter(values, dtype=np.float64), [50, 95])
-                out[stage] = {"p50": round(float(p50), 3), "p95": round(float(p95), 3)}
-        return out
-
-
-class Daemon(UpdateSlotsMixin):
+class Daemon:
     """Runs one configured pipeline until the source ends, ``max_frames`` or a signal."""
 
     def __init__(self, config: RuntimeConfig, sinks: list[ResultSink] | None = None) -> None:
@@ -188,64 +70,38 @@ class Daemon(UpdateSlotsMixin):
         self.state = StateDir.open(config.state_dir)
         self._extra_sinks = sinks or []
         self.stop = threading.Event()
-        self.results_written = 0
-        self.frames_in = 0
-        self.frames_processed = 0
+        self.counters = PipelineCounters()
         self._errors: list[BaseException] = []
-        self._stages = StageStats()
-        self._started = time.monotonic()
         self._seq = 0
         self._publisher: Any = None
         self._metrics: Metrics | None = None
-        self._engine: Engine | None = None
         self._slot: LatestFrameSlot | None = None
-        self.reporter: Reporter | None = None
-        self.slots = Slots.open(self.state.path)
-        self._running_slot: str | None = self._existing_slot(self.slots.active_slot())
-        self._running_key = self._slot_key(self._running_slot)
-        self._bundle_override = None
-        self._build_lock = threading.Lock()
-        self._update_lock = threading.Lock()
-        self._swap_lock = threading.Lock()
-        self._pending_swap = None
-        self._probation_engine = None
-        self._running = False
-        self._boot_reported = False
         self.controller = DaemonController(self)
+        self.swaps = HotSwaps(
+            config,
+            Slots.open(self.state.path),
+            self.build_engine,
+            self.build_reporter,
+            apply_commands=self.controller.apply,
+        )
         self._commands: CommandProcessor | None = None
 
-    # -- building --------------------------------------------------------------------------
-    def build_engine(self) -> Engine:
-        """The engine with the config's backend, precision, threads (over the device profile's),
-        trusted keys (the bundle's signature is checked first) and head overrides."""
-        from edge_runtime.trust.keys import KeyFileError, load_public_keys
+    @property
+    def slots(self) -> Slots:
+        """The A/B update slots of the state directory."""
+        return self.swaps.slots
 
-        config = self.config
-        try:
-            keys = tuple(load_public_keys(config.trusted_keys))
-        except KeyFileError as exc:
-            raise ConfigError(f"trusted_keys: {exc}") from None
-        options, _ = resolve_engine_options(
-            config.profile,
-            backend=config.backend,
-            precision=config.precision,
-            threads=config.threads,
-            bundle_formats=bundle_formats(read_manifest(self._bundle_path())),
-        )
-        options = replace(options, trusted_keys=keys or None)
-        engine = Engine.from_bundle(self._bundle_path(), options)
-        for name, override in config.heads.items():
-            if name not in engine.head_names:
-                engine.close()
-                raise ConfigError(
-                    f"config heads.{name}: the bundle has no head {name!r}"
-                    f"{close_matches(name, engine.head_names)}; heads: {', '.join(engine.head_names)}"
-                )
-            if override.enabled is not None:
-                engine.set_head_enabled(name, override.enabled)
-            if override.every_n_frames is not None:
-                engine.scheduler.set_every_n_frames(name, override.every_n_frames)
-        self.controller.apply(engine)  # what remote commands changed outlives a swap
+    @property
+    def reporter(self) -> Reporter | None:
+        """The publishing policy of the running engine's heads."""
+        return self.swaps.reporter
+
+    # -- building --------------------------------------------------------------------------
+    def build_engine(self, bundle: Path | None = None) -> Engine:
+        """The engine of ``bundle`` (default: the one to run) as :func:`build_engine` makes it,
+        with the head settings remote commands changed (they outlive a swap)."""
+        engine = build_engine(self.config, bundle if bundle is not None else self.swaps.bundle_path())
+        self.controller.apply(engine)
         return engine
 
     def build_reporter(self, engine: Engine) -> Reporter:
@@ -264,19 +120,27 @@ class Daemon(UpdateSlotsMixin):
             )
         return Reporter(policies, heartbeat_s=self.config.rbe_heartbeat_s)
 
+    # -- updates (any thread) ----------------------------------------------------------------
+    def request_update(self, source: str, timeout: float = 60.0) -> UpdateOutcome:
+        """Install ``source`` and swap to it between two frames (:meth:`HotSwaps.request_update`)."""
+        return self.swaps.request_update(source, timeout)
+
+    def request_rollback(self, reason: str = "rollback requested", timeout: float = 60.0) -> UpdateOutcome:
+        """The previous bundle again, swapped in between two frames (:meth:`HotSwaps.request_rollback`)."""
+        return self.swaps.request_rollback(reason, timeout)
+
     # -- running ---------------------------------------------------------------------------
     def run(self, install_signals: bool = True) -> int:
         """Run to the end; return the process exit code (0 after a clean stop)."""
         if self.config.command_keys and self.config.broker is None:
             logger.warning("command_keys is set but there is no broker: remote commands arrive over MQTT, none will")
-        self._boot()
-        with self._build_lock:
-            engine = self._checked_engine()
+        swaps = self.swaps
+        swaps.boot()
+        engine = swaps.checked_engine()
         sinks: list[ResultSink] = list(self._extra_sinks)
         self._publisher = None
-        self._engine = engine
         try:
-            self.reporter = self.build_reporter(engine)
+            reporter = self.build_reporter(engine)
             if self.config.metrics_port:
                 self._metrics = Metrics.serve(self.config.metrics_host, self.config.metrics_port, self.metrics_snapshot)
             if self.config.broker is not None:
@@ -304,14 +168,15 @@ class Daemon(UpdateSlotsMixin):
             threading.Thread(target=self._guard(self._capture, source, slot), name="capture", daemon=True),
             threading.Thread(target=self._guard(self._infer, engine, slot, results), name="inference", daemon=True),
         ]
-        output = threading.Thread(target=self._guard(self._output, results, sinks, seq), name="output", daemon=True)
+        output = threading.Thread(
+            target=self._guard(self._output, results, sinks, seq, reporter), name="output", daemon=True
+        )
         logger.info(
             "running %s on %s (%s), device %s, epoch %s, state %s",
-            self._bundle_path(), self.config.source, "live: newest frame wins" if slot.drop_old else "every frame",
+            swaps.bundle_path(), self.config.source, "live: newest frame wins" if slot.drop_old else "every frame",
             self.config.device_id, self.state.epoch, self.state.path,
         )  # fmt: skip
-        with self._swap_lock:
-            self._running = True
+        swaps.start(engine, reporter, lambda new: self._put(results, new))
         for thread in [*threads, output]:
             thread.start()
         notify_systemd("READY=1")
@@ -324,7 +189,7 @@ class Daemon(UpdateSlotsMixin):
                 if thread.is_alive():
                     logger.warning("thread %s did not stop within 30 s", thread.name)
             source.close()
-            self._close_engines(engine)
+            swaps.close(engine)
             for sink in sinks:
                 sink.close()
             if self._publisher is not None:  # the final counters go into the offline status
@@ -335,11 +200,12 @@ class Daemon(UpdateSlotsMixin):
             self._write_heartbeat(slot, final=True)
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
+        counters = self.counters
         logger.info(
             "stopped: %d frames in, %d results written, %d frames dropped",
-            self.frames_in, self.results_written, slot.dropped,
+            counters.frames_in, counters.results_written, slot.dropped,
         )  # fmt: skip
-        if not self._errors and self.frames_processed and not self._boot_reported:
+        if not self._errors and counters.frames_processed and not swaps.boot_reported:
             self.slots.boot_ok()  # a clean stop is not a crash on start
         if self._errors:
             error = self._errors[0]
@@ -347,19 +213,6 @@ class Daemon(UpdateSlotsMixin):
                 raise error
             raise EdgeRuntimeError(f"the pipeline failed: {type(error).__name__}: {error}") from error
         return 0
-
-    def _close_engines(self, first: Engine) -> None:
-        """Close the engines of this run: the first, the current, one on probation, one never swapped in."""
-        with self._swap_lock:
-            self._running = False
-            pending, self._pending_swap = self._pending_swap, None
-        if pending is not None:
-            pending.engine.close()
-            pending.error = "the daemon stopped before the swap; the update runs from the next start"
-            pending.done.set()
-        for engine in (first, self._engine, self._probation_engine):
-            if engine is not None:
-                engine.close()
 
     def _install_signal_handlers(self) -> dict[int, Any]:
         previous: dict[int, Any] = {}
@@ -389,7 +242,7 @@ class Daemon(UpdateSlotsMixin):
             for frame in source:
                 if self.stop.is_set():
                     break
-                self.frames_in += 1
+                self.counters.frames_in += 1
                 slot.put(frame, self.stop)
         finally:
             slot.close()
@@ -397,67 +250,20 @@ class Daemon(UpdateSlotsMixin):
     def _infer(
         self, engine: Engine, slot: LatestFrameSlot, results: queue.Queue[FrameResult | Reporter | None]
     ) -> None:
-        swap: _Swap | None = None  # the engine swapped in last, while on probation
-        old_engine, old_reporter, old_key = engine, self.reporter, self._running_key
-        probation = 0
-        frames = 0
+        swaps = self.swaps
         try:
             while True:
                 frame = slot.get()
                 if frame is None:
                     break
-                incoming = self._take_swap()  # between two frames: never mid-frame
-                if incoming is not None:
-                    if swap is not None:  # the previous swap is still on probation: it passed so far
-                        self._end_probation(swap, old_engine)
-                    old_engine, old_reporter, old_key = engine, self.reporter, self._current_key(swap, old_key)
-                    swap, engine, probation = incoming, incoming.engine, PROBATION_FRAMES
-                    self.controller.apply(engine)  # a command that came while it was being built
-                    self._engine, self._probation_engine = engine, old_engine
-                    self.reporter = swap.reporter
-                    self._put(results, swap.reporter)
-                    swap.installed = True
-                    logger.info("swapped to %s v%s between frames", engine.manifest.name, engine.manifest.version)
-                try:
-                    result = engine.infer(frame)
-                except Exception as exc:
-                    if swap is None or probation <= 0:
-                        raise
-                    reason = f"the new bundle failed on frame {frame.frame_id}: {type(exc).__name__}: {exc}"
-                    logger.error("%s; swapping back", reason)
-                    engine.close()
-                    engine, self._engine, self._probation_engine = old_engine, old_engine, None
-                    self.reporter = old_reporter
-                    if old_reporter is not None:
-                        self._put(results, old_reporter)
-                    with self._swap_lock:
-                        if self._running_key == swap.key:
-                            self._running_slot, self._running_key = old_key[0], old_key
-                    if swap.rollback_on_failure:
-                        try:
-                            self.slots.rollback(reason)
-                        except EdgeRuntimeError as rollback_error:
-                            logger.error("rollback failed: %s", rollback_error)
-                    swap.error = reason
-                    swap.done.set()
-                    swap, probation = None, 0
-                    result = engine.infer(frame)  # the same frame, on the engine that worked
-                if swap is not None and probation > 0:
-                    probation -= 1
-                    if probation == 0:
-                        self._end_probation(swap, old_engine)
-                        old_engine = engine
-                frames += 1
-                if frames == BOOT_OK_FRAMES and not self._boot_reported:
-                    self._boot_reported = True
-                    self.slots.boot_ok()
-                self._stages.add(result.latency_ms)
+                engine = swaps.before_frame(engine)  # between two frames: never mid-frame
+                result, engine = swaps.run_frame(engine, frame)
+                self.counters.add_latencies(result.latency_ms)
                 if self._metrics is not None:
                     self._metrics.observe_latencies(result.latency_ms)
                 self._put(results, result)  # waits while the output is slow: results are never dropped
         finally:
-            if swap is not None and probation > 0:
-                self._end_probation(swap, None)
+            swaps.end_frames()
             self._put(results, None)
 
     def _put(self, results: queue.Queue[FrameResult | Reporter | None], item: FrameResult | Reporter | None) -> None:
@@ -471,8 +277,10 @@ class Daemon(UpdateSlotsMixin):
 
     def _open_publisher(self) -> Any:
         """The spool and the MQTT publisher draining it; the spool's seq continues the state's."""
-        from edge_runtime.delivery.mqtt.publisher import MqttConfig, MqttPublisher
-        from edge_runtime.delivery.spool import Spool, SpoolOptions
+        from edge_runtime.delivery.mqtt.publisher import MqttPublisher
+        from edge_runtime.delivery.mqtt.settings import MqttConfig
+        from edge_runtime.delivery.spool import Spool
+        from edge_runtime.delivery.spool_file import SpoolOptions
 
         config = self.config
         assert config.broker is not None
@@ -525,29 +333,28 @@ class Daemon(UpdateSlotsMixin):
 
     def metrics_snapshot(self) -> MetricsSnapshot:
         """The counters and gauges for a metrics scrape (called from the HTTP thread)."""
-        engine, slot, publisher = self._engine, self._slot, self._publisher
-        elapsed = max(time.monotonic() - self._started, 1e-9)
+        slot, publisher = self._slot, self._publisher
         spool_depth: int | None = None
         if publisher is not None:
             try:
                 spool_depth = publisher.spool.stats().depth
             except Exception as exc:  # the spool is closing
                 logger.debug("spool stats for metrics: %s", exc)
-        return MetricsSnapshot(
-            frames_in=self.frames_in,
-            frames_processed=self.frames_processed,
-            frames_dropped=0 if slot is None else slot.dropped,
-            results_published=self.results_written,
-            head_runs={} if engine is None else dict(engine.stats.head_runs),
-            head_skips={} if engine is None else dict(engine.stats.head_skips),
+        return self.counters.metrics_snapshot(
+            engine=self.swaps.engine,
+            dropped=0 if slot is None else slot.dropped,
             spool_depth=spool_depth,
             mqtt_connected=None if publisher is None else publisher.connected,
-            fps=round(self.frames_processed / elapsed, 3),
         )
 
-    def _output(self, results: queue.Queue[FrameResult | Reporter | None], sinks: list[ResultSink], seq: int) -> None:
+    def _output(
+        self,
+        results: queue.Queue[FrameResult | Reporter | None],
+        sinks: list[ResultSink],
+        seq: int,
+        reporter: Reporter,
+    ) -> None:
         self._seq = seq
-        reporter = self.reporter or Reporter({})
         float32_heads = reporter.float32_heads()
         while True:
             try:
@@ -561,14 +368,14 @@ class Daemon(UpdateSlotsMixin):
                     reporter, float32_heads = result, result.float32_heads()
                     continue
             if result is not None:
-                self.frames_processed += 1
+                self.counters.frames_processed += 1
                 line = result.to_dict(device=self.config.device_id, seq=self._seq)
                 line["epoch"] = self.state.epoch
                 filtered = reporter.filter(line)
                 if filtered is not None:
                     heads = filtered["results"].keys()
                     self._emit(filtered, sinks, reporter.qos(heads), reporter.expiry_s(heads), float32_heads)
-                    self.results_written += 1
+                    self.counters.results_written += 1
             beat = reporter.heartbeat_due(device=self.config.device_id, epoch=self.state.epoch)
             if beat is not None:
                 self._emit(beat, sinks, reporter.default.qos, None, ())
@@ -598,8 +405,11 @@ class Daemon(UpdateSlotsMixin):
         next_beat = 0.0
         stopping_since: float | None = None
         next_poll = time.monotonic() + STATE_POLL_S
-        while output.is_alive():
-            output.join(timeout=0.2)
+        first = True  # one heartbeat and watchdog ping however short the run
+        while first or output.is_alive():
+            if not first:
+                output.join(timeout=0.2)
+            first = False
             now = time.monotonic()
             if self.stop.is_set() and stopping_since is None:
                 # Unblock a capture thread waiting on a camera or a reconnect backoff.
@@ -609,7 +419,7 @@ class Daemon(UpdateSlotsMixin):
                 slot.close()  # the source did not return: stop waiting for frames
             if now >= next_poll and stopping_since is None:
                 next_poll = now + STATE_POLL_S
-                self._follow_state()
+                self.swaps.follow_state()
             if now >= next_beat:
                 self._write_heartbeat(slot)
                 notify_systemd("WATCHDOG=1")
@@ -625,7 +435,7 @@ class Daemon(UpdateSlotsMixin):
     @property
     def current_engine(self) -> Engine | None:
         """The engine processing frames now (None before :meth:`run` built it)."""
-        return self._engine
+        return self.swaps.engine
 
     def current_status(self) -> dict[str, Any]:
         """:meth:`status_counters` of the running pipeline ({} before it started)."""
@@ -634,29 +444,11 @@ class Daemon(UpdateSlotsMixin):
 
     def status_counters(self, slot: LatestFrameSlot) -> dict[str, Any]:
         """The pipeline's counters for the MQTT status message."""
-        elapsed = max(time.monotonic() - self._started, 1e-9)
-        reporter = self.reporter
-        return {
-            "fps": round(self.results_written / elapsed, 2)
-            if reporter is None or not reporter.by_exception
-            else round(self.frames_in / elapsed, 2),
-            "frames": self.frames_in,
-            "dropped_frames": slot.dropped,
-            "results": self.results_written,
-            "suppressed_frames": 0 if reporter is None else reporter.suppressed_frames,
-            "heartbeats": 0 if reporter is None else reporter.heartbeats,
-            "uptime_s": round(elapsed, 1),
-            "latency_ms": self._stages.percentiles(),
-        }
+        return self.counters.status_fields(dropped=slot.dropped, reporter=self.swaps.reporter)
 
     def status_line(self, slot: LatestFrameSlot) -> str:
         """``12.5 fps, 250 frames, 3 dropped, 250 results; p50 ms: preprocess 0.4, trunk 2.1, …``."""
-        elapsed = max(time.monotonic() - self._started, 1e-9)
-        p50 = ", ".join(f"{k} {v:.2f}" for k, v in self._stages.p50().items() if k != "total")
-        return (
-            f"{self.frames_processed / elapsed:.1f} fps, {self.frames_in} frames, {slot.dropped} dropped, "
-            f"{self.results_written} results; p50 ms: {p50}"
-        )
+        return self.counters.status_line(dropped=slot.dropped)
 
     def _write_heartbeat(self, slot: LatestFrameSlot, final: bool = False) -> None:
         try:
@@ -664,28 +456,10 @@ class Daemon(UpdateSlotsMixin):
                 {
                     "device": self.config.device_id,
                     "epoch": self.state.epoch,
-                    "frames": self.frames_in,
-                    "results": self.results_written,
-                    "dropped": slot.dropped,
+                    **self.counters.heartbeat_fields(dropped=slot.dropped),
                     "interval_s": self.config.heartbeat_interval_s,
                     "stopped": final,
                 }
             )
         except OSError as exc:
             logger.warning("cannot write the heartbeat in %s: %s", self.state.path, exc)
-
-
-def validate(config: RuntimeConfig) -> str:
-    """Check the config, the bundle (signature when trusted keys are set, hashes, sessions load)
-    and the source spec; return a summary."""
-    from edge_runtime.trust.signatures import signature_state
-
-    daemon = Daemon(replace(config, max_frames=1))
-    with daemon.build_engine() as engine:
-        source = open_source(config.source, max_frames=1)
-        source.close()
-        return (
-            f"config ok: bundle {config.bundle} ({engine.manifest.name} v{engine.manifest.version}, heads "
-            f"{', '.join(engine.head_names)}), source {config.source}, state {Path(config.state_dir)}; "
-            f"{engine.backend_description}; signature: {signature_state(config.bundle, engine.bundle.signed_by)}"
-        )

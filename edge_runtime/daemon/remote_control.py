@@ -17,7 +17,8 @@ from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
 from edge_runtime.errors import ConfigError, EdgeRuntimeError, close_matches
-from edge_runtime.trust.commands import CommandProcessor, CommandVerifier
+from edge_runtime.trust.command_verify import CommandVerifier
+from edge_runtime.trust.commands import CommandProcessor
 
 if TYPE_CHECKING:
     from edge_runtime.daemon.pipeline import Daemon

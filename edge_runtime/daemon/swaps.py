@@ -1,10 +1,15 @@
-"""The daemon's side of over-the-air updates: which bundle it runs (an A/B update slot or the
-configured factory bundle), updates and rollbacks requested while it runs, and engines handed to
-the inference thread to be swapped in between two frames.
+"""Which bundle the daemon runs, and engines swapped in between two frames.
 
-:class:`UpdateSlotsMixin` holds these methods of :class:`~edge_runtime.daemon.pipeline.Daemon` (kept apart
-so the daemon's module stays about frames and results); the slots themselves, staging and
-verification are :mod:`edge_runtime.trust.updates`.
+:class:`HotSwaps` owns the daemon's side of over-the-air updates: the running A/B slot (or the
+configured factory bundle), crash-on-start counting, the self-test at start, updates and
+rollbacks requested while the daemon runs (an MQTT command, ``edge-runtime update`` in another
+process), the engine waiting to be swapped in, and its probation. The inference loop asks it
+for the engine of every frame::
+
+    engine = swaps.before_frame(engine)          # a pending swap happens here, between frames
+    result, engine = swaps.run_frame(engine, frame)   # a failing new engine swaps back
+
+The slots themselves, staging and verification are :mod:`edge_runtime.trust.updates`.
 """
 
 from __future__ import annotations
@@ -12,18 +17,22 @@ from __future__ import annotations
 import json
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from edge_runtime.bundle.reader import read_manifest
 from edge_runtime.errors import EdgeRuntimeError
-from edge_runtime.trust.updates import Slots, UpdateOutcome, install_update
+from edge_runtime.trust.update_install import UpdateOutcome, install_update
+from edge_runtime.trust.updates import Slots
 
 if TYPE_CHECKING:
     from edge_runtime.config import RuntimeConfig
     from edge_runtime.delivery.reporting import Reporter
+    from edge_runtime.frames.frame import Frame
     from edge_runtime.inference.engine import Engine
+    from edge_runtime.inference.results import FrameResult
 
 logger = logging.getLogger(__name__)
 
@@ -34,13 +43,13 @@ PROBATION_FRAMES = 3
 #: Seconds between checks of the update slots' state.json (an update installed by the CLI).
 STATE_POLL_S = 1.0
 
+SlotKey = tuple[str | None, str]
+
 
 class _Swap:
     """An engine handed from an update request to the inference thread (swapped between frames)."""
 
-    def __init__(
-        self, engine: Engine, reporter: Reporter, key: tuple[str | None, str], rollback_on_failure: bool
-    ) -> None:
+    def __init__(self, engine: Engine, reporter: Reporter, key: SlotKey, rollback_on_failure: bool) -> None:
         self.engine = engine
         self.reporter = reporter
         self.key = key
@@ -50,36 +59,59 @@ class _Swap:
         self.done = threading.Event()
 
 
-class UpdateSlotsMixin:
-    """Update slots, hot swaps and rollbacks of a :class:`~edge_runtime.daemon.pipeline.Daemon`."""
+class HotSwaps:
+    """The bundle a daemon runs and the engines it swaps to. Thread-safe: requests come from any
+    thread; :meth:`before_frame` / :meth:`run_frame` / :meth:`end_frames` from the inference thread.
 
-    config: RuntimeConfig
-    slots: Slots
-    _running_slot: str | None
-    _running_key: tuple[str | None, str]
-    _bundle_override: Path | None
-    _build_lock: threading.Lock
-    _update_lock: threading.Lock
-    _swap_lock: threading.Lock
-    _pending_swap: _Swap | None
-    _probation_engine: Engine | None
-    _running: bool
-    _state_mtime: float
+    ``build(path)`` builds an engine for a bundle directory (the daemon's backend, precision,
+    trusted keys, head overrides and commanded head settings); ``build_reporter(engine)`` the
+    publishing policy of its heads; ``apply_commands(engine)`` reapplies head settings commanded
+    while a swapped-in engine was being built; ``emit(reporter)`` (set by :meth:`start`) puts a new policy
+    into the result stream in order with the results.
+    """
 
-    def build_engine(self) -> Engine:  # the daemon's
-        raise NotImplementedError
+    def __init__(
+        self,
+        config: RuntimeConfig,
+        slots: Slots,
+        build: Callable[[Path], Engine],
+        build_reporter: Callable[[Engine], Reporter],
+        apply_commands: Callable[[Engine], None] = lambda _engine: None,
+    ) -> None:
+        self.config = config
+        self.slots = slots
+        self._build = build
+        self._build_reporter = build_reporter
+        self._apply_commands = apply_commands
+        self.running_slot: str | None = self._existing_slot(slots.active_slot())
+        self.running_key: SlotKey = self._slot_key(self.running_slot)
+        self._update_lock = threading.Lock()
+        self._swap_lock = threading.Lock()
+        self._pending: _Swap | None = None
+        self._running = False
+        self._state_mtime = 0.0
+        self._emit: Callable[[Reporter], None] = lambda _reporter: None
+        #: The engine processing frames now, and the publishing policy of its heads.
+        self.engine: Engine | None = None
+        self.reporter: Reporter | None = None
+        # the inference thread's: the swap on probation and what it replaced
+        self._swap: _Swap | None = None
+        self._probation = 0
+        self._old_engine: Engine | None = None
+        self._old_reporter: Reporter | None = None
+        self._old_key: SlotKey = self.running_key
+        self._current_key: SlotKey = self.running_key  # the engine processing frames
+        self._frames = 0
+        self.boot_reported = False
 
-    def build_reporter(self, engine: Engine) -> Reporter:  # the daemon's
-        raise NotImplementedError
+    # -- which bundle ------------------------------------------------------------------------
+    def bundle_path(self) -> Path:
+        """The bundle running now: the running update slot's, else the configured one."""
+        return self.bundle_of(self.running_slot)
 
-    def _bundle_path(self) -> Path:
-        """The bundle to build: one being verified, else the active update slot, else the
-        configured (factory) bundle."""
-        if self._bundle_override is not None:
-            return self._bundle_override
-        if self._running_slot is not None:
-            return self.slots.slot_path(self._running_slot)
-        return self.config.bundle
+    def bundle_of(self, slot: str | None) -> Path:
+        """The bundle of an update slot (None: the configured, factory bundle)."""
+        return self.config.bundle if slot is None else self.slots.slot_path(slot)
 
     def _existing_slot(self, slot: str | None) -> str | None:
         if slot is not None and not (self.slots.slot_path(slot) / "manifest.json").is_file():
@@ -87,25 +119,20 @@ class UpdateSlotsMixin:
             return None
         return slot
 
-    def _slot_key(self, slot: str | None) -> tuple[str | None, str]:
+    def _slot_key(self, slot: str | None) -> SlotKey:
         """What identifies the bundle a slot holds (a slot is reused by later updates)."""
         return slot, json.dumps(self.slots.installed_info(slot), sort_keys=True)
 
-    def build_engine_at(self, path: Path) -> Engine:
-        """:meth:`build_engine` for the bundle at ``path`` (an update being verified)."""
-        with self._build_lock:
-            self._bundle_override = path
-            try:
-                return self.build_engine()
-            finally:
-                self._bundle_override = None
+    def _set_running(self, slot: str | None, key: SlotKey | None = None) -> None:
+        self.running_slot, self.running_key = slot, key if key is not None else self._slot_key(slot)
 
-    def _boot(self) -> None:
+    # -- start -------------------------------------------------------------------------------
+    def boot(self) -> None:
         """Count this start against the active slot (rolling back after too many failed
         starts) and say which bundle runs."""
         config = self.config
         slot = self._existing_slot(self.slots.begin_boot(config.update_max_boot_attempts, factory=config.bundle))
-        self._running_slot, self._running_key = slot, self._slot_key(slot)
+        self._set_running(slot)
         self._state_mtime = self.slots.mtime()
         if slot is not None:
             info = self.slots.installed_info(slot)
@@ -115,24 +142,71 @@ class UpdateSlotsMixin:
                 info.get("name"), info.get("version"), slot, info.get("installed"), self.config.bundle,
             )  # fmt: skip
 
+    def checked_engine(self) -> Engine:
+        """The engine of the bundle to run, after its golden self-test: an update slot that fails
+        it is rolled back (to the previous slot, then the factory bundle); a factory bundle that
+        fails it is an error (a :class:`~edge_runtime.trust.selftest.SelfTestError` naming the head)."""
+        from edge_runtime.trust.selftest import SelfTestError, check_selftest
+
+        while True:
+            engine = self._build(self.bundle_path())
+            try:
+                report = check_selftest(engine)
+            except SelfTestError as exc:
+                engine.close()
+                if self.running_slot is None:
+                    raise
+                reason = f"slot {self.running_slot} failed its self-test at start: {exc}"
+                logger.error("%s; rolling back", reason)
+                self._set_running(self._existing_slot(self.slots.rollback(reason)))
+                self._state_mtime = self.slots.mtime()
+                continue
+            if report.skipped:
+                logger.info("self-test skipped: %s", report.skipped)
+            else:
+                logger.info("self-test passed: %s", "; ".join(report.summary().splitlines()))
+            return engine
+
+    def start(self, engine: Engine, reporter: Reporter, emit: Callable[[Reporter], None]) -> None:
+        """Frames are about to flow through ``engine``: from now on requests swap engines."""
+        with self._swap_lock:
+            self.engine, self.reporter, self._emit = engine, reporter, emit
+            self._old_engine, self._old_reporter = engine, reporter
+            self._old_key = self._current_key = self.running_key
+            self._running = True
+
+    def close(self, first: Engine) -> None:
+        """Close the engines of this run: the first, the current, one on probation, one never
+        swapped in (its requester is told it runs from the next start)."""
+        with self._swap_lock:
+            self._running = False
+            pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.engine.close()
+            pending.error = "the daemon stopped before the swap; the update runs from the next start"
+            pending.done.set()
+        for engine in {id(e): e for e in (first, self.engine, self._old_engine) if e is not None}.values():
+            engine.close()
+
+    # -- requests (any thread) ---------------------------------------------------------------
     def request_update(self, source: str, timeout: float = 60.0) -> UpdateOutcome:
         """Install ``source`` (a bundle directory, a .tar.gz of one or an http(s) URL; a head-only
         package is completed from the running bundle) and swap to it between two frames.
 
-        Thread-safe, for any thread (an MQTT command handler): stages, verifies (signature when
-        ``trusted_keys`` is configured, hashes, self-test) and builds the engine in the calling
-        thread; the inference thread swaps engines between frames and keeps the old one until
-        the new one ran :data:`PROBATION_FRAMES` frames; if it fails on one, the frame is run
-        again on the old engine and the slots roll back. Waits up to ``timeout`` seconds for
-        that; never raises for a refused update (``ok`` is False and ``reason`` says why).
+        Stages, verifies (signature when ``trusted_keys`` is configured, hashes, self-test) and
+        builds the engine in the calling thread; the inference thread swaps engines between
+        frames and keeps the old one until the new one ran :data:`PROBATION_FRAMES` frames; if it
+        fails on one, the frame is run again on the old engine and the slots roll back. Waits up
+        to ``timeout`` seconds for that; never raises for a refused update (``ok`` is False and
+        ``reason`` says why).
         """
         with self._update_lock:
             outcome, engine = install_update(
                 self.slots,
                 source,
-                build_engine=self.build_engine_at,
+                build_engine=self._build,
                 trusted_keys=self.config.trusted_keys,
-                base=self._bundle_path(),
+                base=self.bundle_path(),
                 max_download_mb=self.config.update_max_download_mb,
                 keep_engine=True,
             )
@@ -146,46 +220,14 @@ class UpdateSlotsMixin:
             try:
                 slot = self.slots.rollback(reason)
                 outcome = self._outcome_for(slot, "rollback", f"rolled back: {reason}")
-                engine = self.build_engine_at(self.slots.slot_path(slot) if slot else self.config.bundle)
+                engine = self._build(self.bundle_of(slot))
             except EdgeRuntimeError as exc:
                 return UpdateOutcome(ok=False, reason=str(exc), source="rollback")
             return self._hand_over(engine, outcome, self._slot_key(slot), False, timeout)
 
-    def _outcome_for(self, slot: str | None, source: str, reason: str) -> UpdateOutcome:
-        manifest = read_manifest(self.slots.slot_path(slot) if slot else self.config.bundle)
-        return UpdateOutcome(
-            ok=True, reason=reason, source=source, name=manifest.name, version=manifest.version, slot=slot
-        )
-
-    def _hand_over(
-        self, engine: Engine, outcome: UpdateOutcome, key: tuple[str | None, str], rollback: bool, timeout: float
-    ) -> UpdateOutcome:
-        """Give a built engine to the inference thread and wait until it proved itself."""
-        try:
-            swap = _Swap(engine, self.build_reporter(engine), key, rollback)
-        except BaseException:
-            engine.close()
-            raise
-        with self._swap_lock:
-            if not self._running:
-                engine.close()
-                self._running_slot, self._running_key = key[0], key
-                return replace(outcome, reason=outcome.reason + "; it runs from the next start")
-            if self._pending_swap is not None:  # superseded before the inference thread took it
-                self._pending_swap.engine.close()
-                self._pending_swap.error = "superseded by a newer update"
-                self._pending_swap.done.set()
-            self._pending_swap = swap
-            self._running_slot, self._running_key = key[0], key
-        if not swap.done.wait(timeout):
-            return replace(outcome, reason=outcome.reason + "; the swap waits for the next frames")
-        if swap.error is not None:
-            return replace(outcome, ok=False, reason=swap.error)
-        return replace(outcome, reason=outcome.reason + "; now processing frames")
-
-    def _follow_state(self) -> None:
+    def follow_state(self) -> None:
         """Swap to the slot ``state.json`` names when another process (``edge-runtime update``)
-        changed it."""
+        changed it (the daemon's supervisor calls this every :data:`STATE_POLL_S`)."""
         if not self._update_lock.acquire(blocking=False):
             return  # this process is changing it: check again on the next poll
         handed_over = False
@@ -196,14 +238,14 @@ class UpdateSlotsMixin:
             self._state_mtime = mtime
             slot = self._existing_slot(self.slots.active_slot())
             key = self._slot_key(slot)
-            if key == self._running_key:
+            if key == self.running_key:
                 return
             logger.info(
                 "update slots changed by another process: switching to %s",
                 f"slot {slot}" if slot else "the factory bundle",
             )
             outcome = self._outcome_for(slot, "state.json", "switched")
-            engine = self.build_engine_at(self.slots.slot_path(slot) if slot else self.config.bundle)
+            engine = self._build(self.bundle_of(slot))
 
             def hand_over() -> None:
                 try:
@@ -222,43 +264,110 @@ class UpdateSlotsMixin:
             if not handed_over:
                 self._update_lock.release()
 
-    def _take_swap(self) -> _Swap | None:
+    def _outcome_for(self, slot: str | None, source: str, reason: str) -> UpdateOutcome:
+        manifest = read_manifest(self.bundle_of(slot))
+        return UpdateOutcome(
+            ok=True, reason=reason, source=source, name=manifest.name, version=manifest.version, slot=slot
+        )
+
+    def _hand_over(
+        self, engine: Engine, outcome: UpdateOutcome, key: SlotKey, rollback: bool, timeout: float
+    ) -> UpdateOutcome:
+        """Give a built engine to the inference thread and wait until it proved itself."""
+        try:
+            swap = _Swap(engine, self._build_reporter(engine), key, rollback)
+        except BaseException:
+            engine.close()
+            raise
         with self._swap_lock:
-            swap, self._pending_swap = self._pending_swap, None
-            return swap
-
-    def _checked_engine(self) -> Engine:
-        """The engine of the bundle to run, after its golden self-test: an update slot that fails
-        it is rolled back (to the previous slot, then the factory bundle); a factory bundle that
-        fails it is an error (a :class:`~edge_runtime.trust.selftest.SelfTestError` naming the head)."""
-        from edge_runtime.trust.selftest import SelfTestError, check_selftest
-
-        while True:
-            engine = self.build_engine()
-            try:
-                report = check_selftest(engine)
-            except SelfTestError as exc:
+            if not self._running:
                 engine.close()
-                if self._running_slot is None:
-                    raise
-                reason = f"slot {self._running_slot} failed its self-test at start: {exc}"
-                logger.error("%s; rolling back", reason)
-                slot = self._existing_slot(self.slots.rollback(reason))
-                self._running_slot, self._running_key = slot, self._slot_key(slot)
-                self._state_mtime = self.slots.mtime()
-                continue
-            if report.skipped:
-                logger.info("self-test skipped: %s", report.skipped)
-            else:
-                logger.info("self-test passed: %s", "; ".join(report.summary().splitlines()))
+                self._set_running(key[0], key)
+                return replace(outcome, reason=outcome.reason + "; it runs from the next start")
+            if self._pending is not None:  # superseded before the inference thread took it
+                self._pending.engine.close()
+                self._pending.error = "superseded by a newer update"
+                self._pending.done.set()
+            self._pending = swap
+            self._set_running(key[0], key)
+        if not swap.done.wait(timeout):
+            return replace(outcome, reason=outcome.reason + "; the swap waits for the next frames")
+        if swap.error is not None:
+            return replace(outcome, ok=False, reason=swap.error)
+        return replace(outcome, reason=outcome.reason + "; now processing frames")
+
+    # -- the inference thread ----------------------------------------------------------------
+    def before_frame(self, engine: Engine) -> Engine:
+        """The engine for the next frame: a pending swap happens here, never mid-frame (the new
+        heads' publishing policy is emitted first, so it applies from its first result)."""
+        with self._swap_lock:
+            incoming, self._pending = self._pending, None
+        if incoming is None:
             return engine
+        if self._swap is not None:  # the previous swap is still on probation: it passed so far
+            self._end_probation(self._swap)
+        self._old_engine, self._old_reporter, self._old_key = engine, self.reporter, self._current_key
+        self._swap, self._probation, self._current_key = incoming, PROBATION_FRAMES, incoming.key
+        self._apply_commands(incoming.engine)  # a command that came while it was being built
+        self.engine, self.reporter = incoming.engine, incoming.reporter
+        self._emit(incoming.reporter)
+        incoming.installed = True
+        logger.info("swapped to %s v%s between frames", incoming.engine.manifest.name, incoming.engine.manifest.version)
+        return incoming.engine
 
-    def _current_key(self, swap: _Swap | None, old_key: tuple[str | None, str]) -> tuple[str | None, str]:
-        return swap.key if swap is not None else old_key
+    def run_frame(self, engine: Engine, frame: Frame) -> tuple[FrameResult, Engine]:
+        """``engine.infer(frame)``; when an engine on probation raises, swap back, roll the
+        slots back (for an update) and run the same frame on the engine that worked."""
+        try:
+            result = engine.infer(frame)
+        except Exception as exc:
+            swap = self._swap
+            if swap is None or self._probation <= 0 or self._old_engine is None:
+                raise
+            reason = f"the new bundle failed on frame {frame.frame_id}: {type(exc).__name__}: {exc}"
+            logger.error("%s; swapping back", reason)
+            engine.close()
+            engine = self._old_engine
+            self.engine, self.reporter, self._current_key = engine, self._old_reporter, self._old_key
+            if self._old_reporter is not None:
+                self._emit(self._old_reporter)
+            with self._swap_lock:
+                if self.running_key == swap.key:
+                    self._set_running(self._old_key[0], self._old_key)
+            if swap.rollback_on_failure:
+                try:
+                    self.slots.rollback(reason)
+                except EdgeRuntimeError as rollback_error:
+                    logger.error("rollback failed: %s", rollback_error)
+            swap.error = reason
+            swap.done.set()
+            self._swap, self._probation = None, 0
+            result = engine.infer(frame)
+        if self._swap is not None and self._probation > 0:
+            self._probation -= 1
+            if self._probation == 0:
+                self._end_probation(self._swap)
+                self._swap = None
+                self._old_engine = engine
+        self._frames += 1
+        if self._frames == BOOT_OK_FRAMES and not self.boot_reported:
+            self.boot_reported = True
+            self.slots.boot_ok()
+        return result, engine
 
-    def _end_probation(self, swap: _Swap, old_engine: Engine | None) -> None:
+    def end_frames(self) -> None:
+        """No more frames: a swap still on probation counts as passed."""
+        if self._swap is not None and self._probation > 0:
+            self._swap.done.set()
+        self._swap = None
+
+    def _end_probation(self, swap: _Swap) -> None:
         """The swapped-in engine passed: close the one it replaced."""
-        if old_engine is not None and old_engine is not swap.engine:
-            old_engine.close()
-            self._probation_engine = None
+        old = self._old_engine
+        if old is not None and old is not swap.engine:
+            old.close()
+        self._old_engine = None
         swap.done.set()
+
+
+__all__ = ["BOOT_OK_FRAMES", "PROBATION_FRAMES", "STATE_POLL_S", "HotSwaps"]

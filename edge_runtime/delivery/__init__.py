@@ -1,4 +1,4 @@
-"""Delivery: the spool (store-and-forward, gapless seq), state, publishing policy and MQTT.
+"""Delivery: the spool (store-and-forward, gapless seq) and its file, state, publishing policy and MQTT.
 
 Public names are imported from their module on first use (:mod:`edge_runtime.lazy_exports`).
 """
@@ -26,13 +26,13 @@ if TYPE_CHECKING:
         SpooledMessage as SpooledMessage,
     )
     from edge_runtime.delivery.spool import (
+        SpoolStats as SpoolStats,
+    )
+    from edge_runtime.delivery.spool_file import (
         SpoolError as SpoolError,
     )
-    from edge_runtime.delivery.spool import (
+    from edge_runtime.delivery.spool_file import (
         SpoolOptions as SpoolOptions,
-    )
-    from edge_runtime.delivery.spool import (
-        SpoolStats as SpoolStats,
     )
     from edge_runtime.delivery.state import (
         StateDir as StateDir,
@@ -45,7 +45,8 @@ __getattr__, __all__ = lazy_exports(
     __name__,
     {
         "reporting": ("HeadPolicy", "Reporter", "changed"),
-        "spool": ("SpoolError", "SpoolOptions", "SpooledMessage", "SpoolStats", "Spool"),
+        "spool": ("SpooledMessage", "SpoolStats", "Spool"),
+        "spool_file": ("SpoolError", "SpoolOptions"),
         "state": ("StateDir", "read_heartbeat"),
     },
 )

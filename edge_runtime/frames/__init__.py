@@ -10,6 +10,21 @@ from typing import TYPE_CHECKING
 from edge_runtime.lazy_exports import lazy_exports
 
 if TYPE_CHECKING:
+    from edge_runtime.frames.capture import (
+        ReconnectOptions as ReconnectOptions,
+    )
+    from edge_runtime.frames.capture import (
+        StreamSource as StreamSource,
+    )
+    from edge_runtime.frames.capture import (
+        VideoFileSource as VideoFileSource,
+    )
+    from edge_runtime.frames.folders import (
+        ImageFolderSource as ImageFolderSource,
+    )
+    from edge_runtime.frames.folders import (
+        read_bmp as read_bmp,
+    )
     from edge_runtime.frames.frame import (
         Frame as Frame,
     )
@@ -37,46 +52,26 @@ if TYPE_CHECKING:
     from edge_runtime.frames.preprocess import (
         numpy_resize_bilinear as numpy_resize_bilinear,
     )
-    from edge_runtime.frames.sources import (
+    from edge_runtime.frames.source import (
         FrameSource as FrameSource,
-    )
-    from edge_runtime.frames.sources import (
-        ImageFolderSource as ImageFolderSource,
-    )
-    from edge_runtime.frames.sources import (
-        ReconnectOptions as ReconnectOptions,
-    )
-    from edge_runtime.frames.sources import (
-        StreamSource as StreamSource,
-    )
-    from edge_runtime.frames.sources import (
-        SyntheticSource as SyntheticSource,
-    )
-    from edge_runtime.frames.sources import (
-        VideoFileSource as VideoFileSource,
     )
     from edge_runtime.frames.sources import (
         open_source as open_source,
     )
-    from edge_runtime.frames.sources import (
-        read_bmp as read_bmp,
+    from edge_runtime.frames.synthetic import (
+        SyntheticSource as SyntheticSource,
     )
 
 __getattr__, __all__ = lazy_exports(
     __name__,
     {
+        "capture": ("ReconnectOptions", "VideoFileSource", "StreamSource"),
+        "folders": ("read_bmp", "ImageFolderSource"),
         "frame": ("InvalidFrameError", "check_color", "frame_channels", "Frame", "optional_cv2", "require_cv2"),
         "geometry": ("FrameGeometry",),
         "preprocess": ("numpy_resize_bilinear", "Preprocessor"),
-        "sources": (
-            "ReconnectOptions",
-            "FrameSource",
-            "SyntheticSource",
-            "read_bmp",
-            "ImageFolderSource",
-            "VideoFileSource",
-            "StreamSource",
-            "open_source",
-        ),
+        "source": ("FrameSource",),
+        "sources": ("open_source",),
+        "synthetic": ("SyntheticSource",),
     },
 )

@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from edge_runtime.bundle.manifest import COLORS, INPUT_DTYPES, LAYOUTS, RESIZE_MODES, InputSpec
+from edge_runtime.bundle.specs import COLORS, INPUT_DTYPES, LAYOUTS, RESIZE_MODES, InputSpec
 from edge_runtime.errors import BackendUnavailableError, ConfigError
 from edge_runtime.frames.frame import (
     CAMERA_EXTRA_HINT,

@@ -11,49 +11,49 @@ from edge_runtime.lazy_exports import lazy_exports
 
 if TYPE_CHECKING:
     from edge_runtime.inference.decoders import (
-        ClassificationDecoder as ClassificationDecoder,
-    )
-    from edge_runtime.inference.decoders import (
-        Decoder as Decoder,
-    )
-    from edge_runtime.inference.decoders import (
-        DetectionDecoder as DetectionDecoder,
-    )
-    from edge_runtime.inference.decoders import (
-        EmbeddingDecoder as EmbeddingDecoder,
-    )
-    from edge_runtime.inference.decoders import (
-        LandmarksDecoder as LandmarksDecoder,
-    )
-    from edge_runtime.inference.decoders import (
-        Params as Params,
-    )
-    from edge_runtime.inference.decoders import (
-        RawDecoder as RawDecoder,
-    )
-    from edge_runtime.inference.decoders import (
-        RegressionDecoder as RegressionDecoder,
-    )
-    from edge_runtime.inference.decoders import (
-        SegmentationDecoder as SegmentationDecoder,
-    )
-    from edge_runtime.inference.decoders import (
         build_decoder as build_decoder,
     )
-    from edge_runtime.inference.decoders import (
+    from edge_runtime.inference.decoders.base import (
+        Decoder as Decoder,
+    )
+    from edge_runtime.inference.decoders.base import (
+        Params as Params,
+    )
+    from edge_runtime.inference.decoders.classification import (
+        ClassificationDecoder as ClassificationDecoder,
+    )
+    from edge_runtime.inference.decoders.common import (
         default_names as default_names,
     )
-    from edge_runtime.inference.decoders import (
-        nms as nms,
-    )
-    from edge_runtime.inference.decoders import (
+    from edge_runtime.inference.decoders.common import (
         sigmoid as sigmoid,
     )
-    from edge_runtime.inference.decoders import (
+    from edge_runtime.inference.decoders.common import (
         softmax as softmax,
     )
-    from edge_runtime.inference.decoders import (
+    from edge_runtime.inference.decoders.common import (
         to_xyxy as to_xyxy,
+    )
+    from edge_runtime.inference.decoders.detection import (
+        DetectionDecoder as DetectionDecoder,
+    )
+    from edge_runtime.inference.decoders.detection import (
+        nms as nms,
+    )
+    from edge_runtime.inference.decoders.embedding import (
+        EmbeddingDecoder as EmbeddingDecoder,
+    )
+    from edge_runtime.inference.decoders.landmarks import (
+        LandmarksDecoder as LandmarksDecoder,
+    )
+    from edge_runtime.inference.decoders.raw import (
+        RawDecoder as RawDecoder,
+    )
+    from edge_runtime.inference.decoders.regression import (
+        RegressionDecoder as RegressionDecoder,
+    )
+    from edge_runtime.inference.decoders.segmentation import (
+        SegmentationDecoder as SegmentationDecoder,
     )
     from edge_runtime.inference.engine import (
         Engine as Engine,
@@ -116,6 +116,9 @@ if TYPE_CHECKING:
         result_to_dict as result_to_dict,
     )
     from edge_runtime.inference.results import (
+        rle_runs as rle_runs,
+    )
+    from edge_runtime.inference.results import (
         rounded as rounded,
     )
     from edge_runtime.inference.schedule import (
@@ -128,23 +131,16 @@ if TYPE_CHECKING:
 __getattr__, __all__ = lazy_exports(
     __name__,
     {
-        "decoders": (
-            "Params",
-            "default_names",
-            "to_xyxy",
-            "nms",
-            "softmax",
-            "sigmoid",
-            "Decoder",
-            "ClassificationDecoder",
-            "DetectionDecoder",
-            "SegmentationDecoder",
-            "LandmarksDecoder",
-            "RegressionDecoder",
-            "EmbeddingDecoder",
-            "RawDecoder",
-            "build_decoder",
-        ),
+        "decoders": ("build_decoder",),
+        "decoders.base": ("Params", "Decoder"),
+        "decoders.classification": ("ClassificationDecoder",),
+        "decoders.common": ("default_names", "to_xyxy", "softmax", "sigmoid"),
+        "decoders.detection": ("nms", "DetectionDecoder"),
+        "decoders.embedding": ("EmbeddingDecoder",),
+        "decoders.landmarks": ("LandmarksDecoder",),
+        "decoders.raw": ("RawDecoder",),
+        "decoders.regression": ("RegressionDecoder",),
+        "decoders.segmentation": ("SegmentationDecoder",),
         "engine": ("EngineOptions", "choose_artifact", "EngineStats", "Engine"),
         "fidelity": ("Fidelity", "head_fidelity", "box_iou", "match_detections", "cosine_similarity"),
         "results": (
@@ -152,6 +148,7 @@ __getattr__, __all__ = lazy_exports(
             "Classification",
             "Detections",
             "encode_rle",
+            "rle_runs",
             "decode_rle",
             "Segmentation",
             "Landmarks",

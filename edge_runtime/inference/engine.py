@@ -27,8 +27,8 @@ from typing import Any
 
 import numpy as np
 
-from edge_runtime.bundle.manifest import PRECISIONS, Artifact, DecoderSpec, GraphEntry
 from edge_runtime.bundle.reader import Bundle, load_bundle
+from edge_runtime.bundle.specs import PRECISIONS, Artifact, DecoderSpec, GraphEntry
 from edge_runtime.errors import BundleError, ConfigError, close_matches
 from edge_runtime.frames.frame import Frame
 from edge_runtime.frames.preprocess import Preprocessor

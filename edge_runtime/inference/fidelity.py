@@ -47,7 +47,7 @@ Rules and edge cases:
 Example::
 
     from edge_runtime.inference.fidelity import head_fidelity
-    from edge_runtime.bundle.manifest import DecoderSpec
+    from edge_runtime.bundle.specs import DecoderSpec
 
     spec = DecoderSpec("classification", {"labels": ["circle", "square", "triangle"]})
     fidelity = head_fidelity("shape", spec, ["shape_logits"], float_outputs, int8_outputs, (128, 128))
@@ -71,7 +71,7 @@ from typing import Any, cast
 
 import numpy as np
 
-from edge_runtime.bundle.manifest import DecoderSpec
+from edge_runtime.bundle.specs import DecoderSpec
 from edge_runtime.frames.geometry import FrameGeometry
 from edge_runtime.inference.decoders import build_decoder
 from edge_runtime.inference.results import Classification, Detections, Segmentation

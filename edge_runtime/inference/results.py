@@ -150,8 +150,20 @@ class Detections:
         }
 
 
+def rle_runs(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The project's one run-length encoding: ``(values, counts)`` of ``mask`` read row-major —
+    the mask is ``values[i]`` repeated ``counts[i]`` times, in order (``counts`` int64). The JSON
+    form (:func:`encode_rle`) and the wire format (``edge_runtime.codec``) both use it."""
+    flat = np.asarray(mask).ravel()
+    if flat.size == 0:
+        return flat[:0], np.zeros(0, dtype=np.int64)
+    starts = np.concatenate(([0], np.flatnonzero(flat[1:] != flat[:-1]) + 1))
+    counts = np.diff(np.append(starts, flat.size)).astype(np.int64)
+    return flat[starts], counts
+
+
 def encode_rle(mask: np.ndarray) -> dict[str, Any]:
-    """Run-length encode a 2-D integer mask, row-major.
+    """Run-length encode a 2-D integer mask, row-major (:func:`rle_runs`).
 
     Returns ``{"shape": [h, w], "values": [...], "counts": [...]}``: the mask is ``values[i]``
     repeated ``counts[i]`` times, for each ``i`` in order. :func:`decode_rle` inverts it.
@@ -159,12 +171,8 @@ def encode_rle(mask: np.ndarray) -> dict[str, Any]:
     mask = np.asarray(mask)
     if mask.ndim != 2:
         raise ValueError(f"a mask to encode must be 2-D, got shape {mask.shape}")
-    flat = mask.ravel()
-    if flat.size == 0:
-        return {"shape": list(mask.shape), "values": [], "counts": []}
-    starts = np.concatenate(([0], np.flatnonzero(flat[1:] != flat[:-1]) + 1))
-    counts = np.diff(np.append(starts, flat.size))
-    return {"shape": list(mask.shape), "values": flat[starts].tolist(), "counts": counts.tolist()}
+    values, counts = rle_runs(mask)
+    return {"shape": list(mask.shape), "values": values.tolist(), "counts": counts.tolist()}
 
 
 def decode_rle(rle: Mapping[str, Any]) -> np.ndarray:

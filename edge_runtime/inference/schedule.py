@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 
-from edge_runtime.bundle.manifest import Schedule
+from edge_runtime.bundle.specs import Schedule
 from edge_runtime.errors import BundleError
 from edge_runtime.inference.results import Classification, Detections, HeadResult, Segmentation
 

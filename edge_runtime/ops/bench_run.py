@@ -2,7 +2,7 @@
 
 Warm-up, then a run bounded by a frame count or a time budget of :meth:`Engine.infer` on
 synthetic frames (rendered before timing starts) plus the result's encoding
-(:func:`edge_runtime.codec.wire.encode_frame`, msgpack). Per stage (``preprocess``, ``trunk``,
+(:func:`edge_runtime.codec.payloads.encode_frame`, msgpack). Per stage (``preprocess``, ``trunk``,
 ``head:<name>``, ``decode``, ``encode``, ``total`` = infer + encode) it reports n, mean, min,
 p50/p90/p95/p99, max in ms, the frame rate, peak RSS, the board and device profile, versions and
 threads. It writes ``NAME.json`` (the harness's ``edge-bench/1`` schema), ``NAME.csv`` (one row
@@ -71,7 +71,7 @@ class BenchOptions:
     broker: str | None = None
 
     def __post_init__(self) -> None:
-        from edge_runtime.bundle.manifest import PRECISIONS
+        from edge_runtime.bundle.specs import PRECISIONS
         from edge_runtime.inference.backends import BACKENDS
 
         if self.backend is not None and self.backend not in BACKENDS:
@@ -93,7 +93,7 @@ class BenchOptions:
         if self.width < 1 or self.height < 1:
             raise ConfigError(f"frame size must be positive, got {self.width}x{self.height}")
         if self.broker is not None:
-            from edge_runtime.delivery.mqtt.publisher import MqttConfig
+            from edge_runtime.delivery.mqtt.settings import MqttConfig
 
             MqttConfig.from_url(self.broker)  # a ConfigError naming the URL (password hidden)
 
@@ -129,8 +129,8 @@ def _versions() -> dict[str, str | None]:
 def run_latency(bundle: str | Path, options: BenchOptions | None = None) -> LatencyReport:
     """Measure ``bundle`` per stage; see the module docstring."""
     from edge_runtime.bundle.reader import load_bundle
-    from edge_runtime.codec.wire import encode_frame
-    from edge_runtime.frames.sources import SyntheticSource
+    from edge_runtime.codec import encode_frame
+    from edge_runtime.frames.synthetic import SyntheticSource
     from edge_runtime.inference.engine import Engine
     from edge_runtime.ops.device import bundle_formats, choose_profile, detect_board, engine_options_for
 
@@ -344,7 +344,8 @@ def _open_publisher(url: str, samples: dict[str, list[float]]) -> Any:
     ``samples["publish_to_ack"]`` (ms)."""
     import tempfile
 
-    from edge_runtime.delivery.mqtt.publisher import MqttConfig, MqttPublisher
+    from edge_runtime.delivery.mqtt.publisher import MqttPublisher
+    from edge_runtime.delivery.mqtt.settings import MqttConfig
     from edge_runtime.delivery.spool import Spool
     from edge_runtime.errors import TransportError
 

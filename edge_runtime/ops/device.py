@@ -82,7 +82,7 @@ class Profile:
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any], where: str) -> Profile:
         """Validate a profile's keys and values; ``where`` names the file in errors."""
-        from edge_runtime.bundle.manifest import PRECISIONS
+        from edge_runtime.bundle.specs import PRECISIONS
 
         for key in data:
             if key not in PROFILE_KEYS:

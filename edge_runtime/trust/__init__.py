@@ -22,11 +22,29 @@ if TYPE_CHECKING:
     from edge_runtime.trust.command_cli import (
         send_command as send_command,
     )
+    from edge_runtime.trust.command_verify import (
+        CommandVerifier as CommandVerifier,
+    )
+    from edge_runtime.trust.command_verify import (
+        NonceStore as NonceStore,
+    )
+    from edge_runtime.trust.command_verify import (
+        canonical_body as canonical_body,
+    )
+    from edge_runtime.trust.command_verify import (
+        encode_command as encode_command,
+    )
+    from edge_runtime.trust.command_verify import (
+        sign_command as sign_command,
+    )
     from edge_runtime.trust.commands import (
         COMMANDS as COMMANDS,
     )
     from edge_runtime.trust.commands import (
         REASONS as REASONS,
+    )
+    from edge_runtime.trust.commands import (
+        ArgSpec as ArgSpec,
     )
     from edge_runtime.trust.commands import (
         Command as Command,
@@ -38,25 +56,13 @@ if TYPE_CHECKING:
         CommandRejected as CommandRejected,
     )
     from edge_runtime.trust.commands import (
-        CommandVerifier as CommandVerifier,
+        CommandSpec as CommandSpec,
     )
     from edge_runtime.trust.commands import (
         Controller as Controller,
     )
     from edge_runtime.trust.commands import (
-        NonceStore as NonceStore,
-    )
-    from edge_runtime.trust.commands import (
-        canonical_body as canonical_body,
-    )
-    from edge_runtime.trust.commands import (
         check_args as check_args,
-    )
-    from edge_runtime.trust.commands import (
-        encode_command as encode_command,
-    )
-    from edge_runtime.trust.commands import (
-        sign_command as sign_command,
     )
     from edge_runtime.trust.keys import (
         KeyFileError as KeyFileError,
@@ -139,6 +145,12 @@ if TYPE_CHECKING:
     from edge_runtime.trust.update_cli import (
         run_update as run_update,
     )
+    from edge_runtime.trust.update_install import (
+        UpdateOutcome as UpdateOutcome,
+    )
+    from edge_runtime.trust.update_install import (
+        install_update as install_update,
+    )
     from edge_runtime.trust.update_package import (
         MAX_MEMBERS as MAX_MEMBERS,
     )
@@ -163,30 +175,22 @@ if TYPE_CHECKING:
     from edge_runtime.trust.updates import (
         UpdateError as UpdateError,
     )
-    from edge_runtime.trust.updates import (
-        UpdateOutcome as UpdateOutcome,
-    )
-    from edge_runtime.trust.updates import (
-        install_update as install_update,
-    )
 
 __getattr__, __all__ = lazy_exports(
     __name__,
     {
         "command_cli": ("add_command_arguments", "parse_command_args", "send_command", "run_command"),
+        "command_verify": ("CommandVerifier", "NonceStore", "canonical_body", "encode_command", "sign_command"),
         "commands": (
             "COMMANDS",
             "REASONS",
+            "ArgSpec",
             "Command",
             "CommandProcessor",
             "CommandRejected",
-            "CommandVerifier",
+            "CommandSpec",
             "Controller",
-            "NonceStore",
-            "canonical_body",
             "check_args",
-            "encode_command",
-            "sign_command",
         ),
         "keys": (
             "KeyFileError",
@@ -221,6 +225,7 @@ __getattr__, __all__ = lazy_exports(
             "open_package",
             "stage_package",
         ),
-        "updates": ("UpdateError", "UpdateOutcome", "Slots", "install_update"),
+        "update_install": ("UpdateOutcome", "install_update"),
+        "updates": ("UpdateError", "Slots"),
     },
 )

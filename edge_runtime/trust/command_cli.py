@@ -15,23 +15,31 @@ import json
 import logging
 import queue
 import sys
+import textwrap
 import uuid
 from typing import Any
 
+from edge_runtime.bounded_json import loads_bounded
 from edge_runtime.errors import ConfigError, TransportError, close_matches
+from edge_runtime.names import check_device_id
+from edge_runtime.trust.commands import COMMANDS, CommandRejected, check_args
 
 logger = logging.getLogger(__name__)
 
-COMMAND_EXAMPLES = """examples:
+_COMMANDS_HELP = textwrap.fill(
+    f"Commands: {', '.join(spec.usage() for spec in COMMANDS.values())}. Keys: `edge-export keygen operator` "
+    "writes operator.key (keep it here) and operator.pub (the device's command_keys). Prints the reply as one "
+    "JSON line.",
+    width=100,
+)
+COMMAND_EXAMPLES = f"""examples:
   edge-runtime command --broker mqtt://broker:1883 --device cam1 --key operator.key status
   edge-runtime command --broker mqtts://op:secret@broker:8883 --device cam1 --key operator.key disable_head head=box
   edge-runtime command ... set_schedule head=mask every_n_frames=5
   edge-runtime command ... update source=https://bundles.example/demo-v2.tar  --timeout 600
   edge-runtime command ... rollback
 
-Commands: enable_head head=H, disable_head head=H, set_schedule head=H every_n_frames=N, status,
-update source=PATH|URL, rollback. Keys: `edge-export keygen operator` writes operator.key (keep it
-here) and operator.pub (the device's command_keys). Prints the reply as one JSON line.
+{_COMMANDS_HELP}
 Exit 0: done; 1: refused or failed on the device; 2: usage, key or connection error, no reply."""
 
 
@@ -41,17 +49,15 @@ def add_command_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--key", required=True, metavar="PRIVATE_KEY", help="the operator's ed25519 key (PEM)")
     parser.add_argument("--topic-prefix", default="edge", help="topics <prefix>/<device>/cmd|reply (default: edge)")
     parser.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the reply (default: 10)")
-    parser.add_argument("cmd", metavar="CMD", help="enable_head, disable_head, set_schedule, status, update, rollback")
+    parser.add_argument("cmd", metavar="CMD", help=", ".join(COMMANDS))
     parser.add_argument("args", nargs="*", metavar="ARG=VALUE", help="the command's arguments")
 
 
 def parse_command_args(cmd: str, pairs: list[str]) -> dict[str, Any]:
     """``["head=box", "every_n_frames=5"]`` → typed arguments of ``cmd`` (ConfigError when wrong)."""
-    from edge_runtime.trust.commands import COMMANDS, CommandRejected, check_args
-
     if cmd not in COMMANDS:
         raise ConfigError(f"unknown command {cmd!r}{close_matches(cmd, COMMANDS)}; commands: {', '.join(COMMANDS)}")
-    spec = COMMANDS[cmd]
+    spec = COMMANDS[cmd].args
     args: dict[str, Any] = {}
     for pair in pairs:
         key, sep, text = pair.partition("=")
@@ -80,29 +86,20 @@ def send_command(
     topic_prefix: str = "edge",
     timeout: float = 10.0,
 ) -> dict[str, Any]:
-    """Publish a signed ``message`` (:func:`edge_runtime.trust.commands.sign_command`) and return the
+    """Publish a signed ``message`` (:func:`edge_runtime.trust.command_verify.sign_command`) and return the
     device's final reply (pending replies are logged); TransportError on connection problems
     or when no reply came within ``timeout``."""
     import paho.mqtt.client as paho
-    from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
-    from edge_runtime.delivery.mqtt.publisher import MqttConfig, describe_connect_error, describe_refusal
-    from edge_runtime.trust.commands import encode_command
+    from edge_runtime.delivery.mqtt.client import make_client
+    from edge_runtime.delivery.mqtt.settings import DeviceTopics, MqttConfig, describe_connect_error, describe_refusal
+    from edge_runtime.trust.command_verify import encode_command
 
     config = MqttConfig.from_url(broker, topic_prefix=topic_prefix)
-    cmd_topic = f"{config.topic_prefix}/{device}/cmd"
-    reply_topic = f"{config.topic_prefix}/{device}/reply"
+    topics = DeviceTopics(config.topic_prefix, device)  # ConfigError when not a valid device id
+    cmd_topic, reply_topic = topics.cmd, topics.reply
     events: queue.Queue[tuple[str, Any]] = queue.Queue()
-    protocol = MQTTProtocolVersion.MQTTv5 if config.protocol == "5" else MQTTProtocolVersion.MQTTv311
-    client = paho.Client(
-        CallbackAPIVersion.VERSION2,
-        client_id=config.client_id or f"edge-runtime-operator-{uuid.uuid4().hex[:12]}",
-        protocol=protocol,
-    )
-    if config.username is not None:
-        client.username_pw_set(config.username, config.password)
-    if config.uses_tls:
-        client.tls_set(ca_certs=config.tls_ca, certfile=config.tls_cert, keyfile=config.tls_key)
+    client = make_client(config, config.client_id or f"edge-runtime-operator-{uuid.uuid4().hex[:12]}")
 
     def on_connect(c: paho.Client, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
         if reason_code.is_failure:
@@ -118,7 +115,7 @@ def send_command(
 
     def on_message(c: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:
         try:
-            reply = json.loads(msg.payload)
+            reply = loads_bounded(msg.payload)  # from the broker: bounded nesting, never a RecursionError
         except ValueError:
             return
         if isinstance(reply, dict) and reply.get("nonce") == message["nonce"]:
@@ -129,7 +126,7 @@ def send_command(
     client.on_message = on_message
     where = f"MQTT broker {config.host}:{config.port}"
     try:
-        client.connect(config.host, config.port, config.keepalive)
+        client.connect_broker()
     except (OSError, ValueError) as exc:
         raise TransportError(f"{where}: {describe_connect_error(exc)}") from None
     client.loop_start()
@@ -161,12 +158,11 @@ def _next_event(events: queue.Queue[tuple[str, Any]], timeout: float, message: s
 
 def run_command(args: argparse.Namespace) -> int:
     """``edge-runtime command``: exit 0 ok, 1 refused/failed, 2 via EdgeRuntimeError in ``main``."""
-    from edge_runtime.trust.commands import sign_command
+    from edge_runtime.trust.command_verify import sign_command
     from edge_runtime.trust.keys import load_private_key
 
     command_args = parse_command_args(args.cmd, list(args.args))
-    if not args.device or any(c in args.device for c in "/+#\0"):
-        raise ConfigError(f"device id {args.device!r}: must be non-empty, without / + # or NUL")
+    check_device_id(args.device, "edge-runtime command", "--device")
     message = sign_command(load_private_key(args.key), args.device, args.cmd, command_args)
     reply = send_command(args.broker, args.device, message, topic_prefix=args.topic_prefix, timeout=args.timeout)
     print(json.dumps(reply, ensure_ascii=False), flush=True)

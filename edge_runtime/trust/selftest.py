@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from edge_runtime.bundle.manifest import Artifact, SelfTestSpec
+from edge_runtime.bundle.specs import Artifact, SelfTestSpec
 from edge_runtime.errors import BundleError, EdgeRuntimeError
 from edge_runtime.inference.fidelity import cosine_similarity, head_fidelity
 

@@ -76,7 +76,8 @@ def run_update(args: argparse.Namespace) -> int:
     """Run ``edge-runtime update``; returns the exit code."""
     from edge_runtime.daemon.pipeline import Daemon
     from edge_runtime.errors import ConfigError
-    from edge_runtime.trust.updates import Slots, install_update
+    from edge_runtime.trust.update_install import install_update
+    from edge_runtime.trust.updates import Slots
 
     config = _config(args)
     if args.status:
@@ -93,11 +94,11 @@ def run_update(args: argparse.Namespace) -> int:
     if not args.source:
         raise ConfigError("update: give a SOURCE, or one of --status, --rollback, --reset")
     daemon = Daemon(config)
-    base = daemon._bundle_path()
+    base = daemon.swaps.bundle_path()
     outcome, _ = install_update(
         daemon.slots,
         args.source,
-        build_engine=daemon.build_engine_at,
+        build_engine=daemon.build_engine,
         trusted_keys=config.trusted_keys,
         base=None if str(base) == NO_FACTORY else Path(base),
         max_download_mb=config.update_max_download_mb,

@@ -37,7 +37,8 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import IO
 
-from edge_runtime.bundle.manifest import Manifest, bundle_path_problem
+from edge_runtime.bundle.fields import bundle_path_problem
+from edge_runtime.bundle.manifest import Manifest
 from edge_runtime.bundle.reader import (
     MANIFEST_NAME,
     MAX_MANIFEST_BYTES,

@@ -15,12 +15,17 @@ package lacks are taken from the base when their sha256 matches), verified (sign
 keys are given, every hash, the engine loads, the self-test passes), then moved into the
 inactive slot and made active in one ``os.replace`` of ``state.json``.
 
+The steps are :class:`Slots` methods; :func:`~edge_runtime.trust.update_install.install_update`
+runs them all and never raises for a refused update. A slot that keeps crashing on start is
+rolled back by :meth:`Slots.begin_boot` / :meth:`Slots.boot_ok`.
+
 Example::
 
     slots = Slots.open("/var/lib/edge-runtime")
-    outcome, _ = install_update(slots, "https://updates.example/demo-v2.tar.gz",
-                                build_engine=lambda path: Engine.from_bundle(path))
-    print(outcome.ok, outcome.reason, outcome.version)
+    staged = slots.stage("https://updates.example/demo-v2.tar.gz")      # UpdateError when refused
+    slots.verify(staged, trusted_keys=["vendor.pub"])  # build_engine=...: the self-test too
+    slots.activate(staged, source="https://updates.example/demo-v2.tar.gz")
+    print(slots.describe())
 
 CLI: ``edge-runtime update https://updates.example/demo-v2.tar.gz``, ``edge-runtime update --status``
 """
@@ -38,7 +43,6 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -63,25 +67,6 @@ PROGRESS_EVERY_BYTES = 4 << 20
 
 class UpdateError(EdgeRuntimeError):
     """An update could not be staged, verified, activated or rolled back; the message says why."""
-
-
-@dataclass(frozen=True)
-class UpdateOutcome:
-    """What became of one update (or rollback) request.
-
-    ``ok``: the new bundle is active (and, in a running daemon, processing frames); ``reason``:
-    one human line (the error when not ok); ``name`` / ``version``: the bundle now active
-    (None when unknown); ``slot``: its slot (``A``/``B``; None = the factory bundle);
-    ``previous_version``: the version it replaced.
-    """
-
-    ok: bool
-    reason: str
-    source: str = ""
-    name: str | None = None
-    version: str | None = None
-    slot: str | None = None
-    previous_version: str | None = None
 
 
 def _fsync_dir(path: Path) -> None:
@@ -481,52 +466,3 @@ def _run_selftest(engine: Engine) -> None:
     except EdgeRuntimeError as exc:
         raise UpdateError(f"self-test failed: {exc}") from exc
     logger.info("self-test: %s", report.summary())
-
-
-def install_update(
-    slots: Slots,
-    source: str,
-    *,
-    build_engine: Callable[[Path], Engine] | None = None,
-    trusted_keys: Sequence[str | Path] | None = None,
-    base: Path | None = None,
-    max_download_mb: int = DEFAULT_MAX_DOWNLOAD_MB,
-    keep_engine: bool = False,
-) -> tuple[UpdateOutcome, Engine | None]:
-    """Stage, verify and activate ``source``; never raises for an update that fails (the
-    outcome says why and the history records it). With ``keep_engine`` the verified engine
-    (already moved to the slot) is returned open, for a hot swap."""
-    previous = slots.installed_info(slots.active_slot()).get("version")
-    engine: Engine | None = None
-    try:
-        logger.info("update from %s: staging", source)
-        staged = slots.stage(source, trusted_keys=trusted_keys, base=base, max_download_mb=max_download_mb)
-        logger.info("update: verifying %s (signature%s, hashes, self-test)", staged, "" if trusted_keys else " skipped")
-        engine = slots.verify(staged, trusted_keys=trusted_keys, build_engine=build_engine)
-        target = slots.activate(staged, source=source)
-    except EdgeRuntimeError as exc:
-        if engine is not None:
-            engine.close()
-        reason = str(exc)
-        logger.error("update from %s refused: %s", source, reason)
-        with contextlib.suppress(EdgeRuntimeError, OSError):
-            slots.record(source, "refused", reason)
-        return UpdateOutcome(ok=False, reason=reason, source=source, previous_version=previous), None
-    if engine is not None:
-        from edge_runtime.bundle.reader import Bundle
-
-        engine.bundle = Bundle(root=target, manifest=engine.manifest)  # the staged dir moved there
-        if not keep_engine:
-            engine.close()
-            engine = None
-    manifest = read_manifest(target)
-    outcome = UpdateOutcome(
-        ok=True,
-        reason=f"{manifest.name} v{manifest.version} installed in slot {target.name}",
-        source=source,
-        name=manifest.name,
-        version=manifest.version,
-        slot=target.name,
-        previous_version=previous,
-    )
-    return outcome, engine

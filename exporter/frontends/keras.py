@@ -17,8 +17,8 @@ through a driver script (``_keras_driver.py``, copied to a temporary folder) tha
   head on the float trunk's outputs for the same frames.
 
 Here, with LiteRT: the FP32 trunk + heads are verified against the Keras model's own
-predictions, and each INT8 graph is measured per task (:func:`exporter.fidelity.head_fidelity`)
-against the FP32 TFLite graphs on held-back frames; it is written only at or above
+predictions, and each INT8 graph is measured per task against the FP32 TFLite graphs on
+held-back frames (the gate of :mod:`exporter.gate`); it is written only at or above
 ``--min-agreement``. Heads: one per model output, named after the output layer, unless the head
 spec (``--head-spec``) groups outputs; its decoders and schedules go into the manifest.
 
@@ -37,7 +37,7 @@ import json
 import logging
 import shutil
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,16 +45,29 @@ from typing import Any
 import numpy as np
 
 from edge_runtime import __version__
-from edge_runtime.bundle.manifest import FORMAT, Artifact, GraphEntry, InputSpec, Manifest, TensorInfo, check_keys
+from edge_runtime.bundle.fields import check_keys
+from edge_runtime.bundle.manifest import FORMAT, Manifest
 from edge_runtime.bundle.reader import sha256_file
+from edge_runtime.bundle.specs import Artifact, GraphEntry, InputSpec, TensorInfo
 from edge_runtime.errors import ConfigError, ModelError
 from edge_runtime.specfiles import load_mapping_file
 from exporter.bundle import check_output_dir, write_bundle
 from exporter.calibration import load_calibration
-from exporter.fidelity import head_fidelity
+from exporter.fidelity import Samples
+from exporter.gate import Gate, Task, accepted, input_size, report_json
 from exporter.progress import Steps, format_bytes
 from exporter.specs import HeadDefinition, load_head_spec
-from exporter.tflite import SIGNATURE, TfliteDecision, _interpreter, _tensor_info, _TfliteGraph
+from exporter.tflite import REPORT_NAME
+from exporter.tflite_graphs import (
+    TfliteDecision,
+    TfliteGraph,
+    signature_details,
+    signature_runner,
+    tensor_info,
+    tflite_artifact,
+    tflite_decision,
+    tflite_path,
+)
 from exporter.toolenv import ToolEnv, ToolEnvError, ensure_env
 
 logger = logging.getLogger(__name__)
@@ -63,7 +76,6 @@ KERAS_SUFFIXES = (".keras", ".h5", ".hdf5")
 #: The virtualenv with TensorFlow + Keras (shared with onnx2tf: TensorFlow 2.19, Keras 3).
 TF_ENV = "onnx2tf"
 DRIVER = Path(__file__).with_name("_keras_driver.py")
-REPORT_NAME = "tflite.json"
 #: TFLite kernels (XNNPACK) sum in another order than TensorFlow: FP32 graphs are checked
 #: against the Keras model with at least this absolute tolerance.
 MIN_TOLERANCE = 1e-4
@@ -151,11 +163,11 @@ def _probe_input(path: Path, env: ToolEnv) -> dict[str, Any]:
     return found
 
 
-def _load_graph(path: Path, inputs: Sequence[str], outputs: Sequence[str]) -> _TfliteGraph:
+def _load_graph(path: Path, inputs: Sequence[str], outputs: Sequence[str]) -> TfliteGraph:
     """A converted graph, its signature keys mapped to the logical names (they are the same:
     the sub-models have named inputs and dict outputs)."""
-    runner = _interpreter(path).get_signature_runner(SIGNATURE)
-    ins, outs = runner.get_input_details(), runner.get_output_details()
+    runner = signature_runner(path)
+    ins, outs = signature_details(runner)
     tensors: dict[str, dict[str, Any]] = {}
     for names, details, kind in ((inputs, ins, "input"), (outputs, outs, "output")):
         for name in names:
@@ -165,8 +177,8 @@ def _load_graph(path: Path, inputs: Sequence[str], outputs: Sequence[str]) -> _T
                     f"{path.name}: no signature {kind} {name!r}{f' (close: {hint[0]!r})' if hint else ''}; "
                     f"has {', '.join(details)}"
                 )
-            tensors[name] = _tensor_info(details[name], name, None)
-    return _TfliteGraph(path, tensors, list(inputs), list(outputs), runner)
+            tensors[name] = tensor_info(details[name], name, None)
+    return TfliteGraph(path, tensors, list(inputs), list(outputs), runner)
 
 
 def _run_driver(env: ToolEnv, job: dict[str, Any], workdir: Path) -> dict[str, Any]:
@@ -206,7 +218,7 @@ def split_keras_model(
         try:
             env = ensure_env(TF_ENV)
         except ToolEnvError as exc:
-            raise ToolEnvError(f"cannot convert a Keras model: {exc}") from None
+            raise ToolEnvError(f"cannot convert a Keras model: {exc}") from exc
         step.detail = str(env.path)
     with steps.step("reading the model input and calibration frames") as step:
         spec = _input_spec(_probe_input(path, env), overrides, where)
@@ -273,34 +285,19 @@ def split_keras_model(
         decisions = _measure(graphs, heads, definitions, feeds, spec, options) if options.int8 else []
         with steps.step("writing the bundle") as step:
             files: dict[str, bytes] = {}
-            kept = {(d.graph, d.precision): d for d in decisions if d.accepted}
+            kept = accepted(decisions)
 
             def artifacts(graph: str) -> tuple[Artifact, ...]:
-                rel = f"tflite/{'trunk' if graph == 'trunk' else 'heads/' + graph}"
                 made = []
                 for precision in precisions:
                     converted = graphs.get((graph, precision))
                     decision = kept.get((graph, precision))
                     if converted is None or (precision != "fp32" and decision is None):
                         continue
-                    files[f"{rel}.{precision}.tflite"] = converted.path.read_bytes()
-                    fidelity = None
-                    if decision is not None:
-                        fidelity = {
-                            "agreement": None if decision.agreement is None else round(decision.agreement, 6),
-                            "min_agreement": options.min_agreement,
-                            "tasks": {t: f.to_dict() for t, f in decision.fidelity.items()},
-                        }
-                    made.append(
-                        Artifact(
-                            format="tflite",
-                            precision=precision,
-                            path=f"{rel}.{precision}.tflite",
-                            layout="NHWC",
-                            fidelity=fidelity,
-                            extra={"signature": SIGNATURE, "tensors": converted.tensors},
-                        )
-                    )
+                    path = tflite_path(graph, precision)
+                    files[path] = converted.path.read_bytes()
+                    fidelity = None if decision is None else decision.artifact_fidelity(options.min_agreement)
+                    made.append(tflite_artifact(path, precision, "NHWC", converted.tensors, fidelity))
                 return tuple(made)
 
             head_entries = {}
@@ -349,16 +346,15 @@ def split_keras_model(
                 "calibration": calib.source,
                 "converter": [[f"tensorflow=={found['tensorflow']}", f"keras=={found['keras']}"]],
                 "converter_name": "tf.lite.TFLiteConverter (Keras)",
-                "decisions": [d.to_dict() for d in decisions],
             }
-            files[REPORT_NAME] = (json.dumps(report, indent=2) + "\n").encode()
+            files[REPORT_NAME] = report_json(report, decisions)
             written = write_bundle(out_dir, files, manifest, force=options.force)
             step.detail = f"{written} ({format_bytes(sum(len(b) for b in files.values()))})"
     return KerasSplitResult(written, manifest, boundary, bool(found["automatic"]), heads, worst, len(feeds), decisions)
 
 
 def _end_to_end(
-    graphs: Mapping[tuple[str, str], _TfliteGraph],
+    graphs: Mapping[tuple[str, str], TfliteGraph],
     trunk_precision: str,
     head_precision: str,
     heads: Mapping[str, Sequence[str]],
@@ -376,7 +372,7 @@ def _end_to_end(
 
 
 def _measure(
-    graphs: Mapping[tuple[str, str], _TfliteGraph],
+    graphs: Mapping[tuple[str, str], TfliteGraph],
     heads: Mapping[str, Sequence[str]],
     definitions: Mapping[str, HeadDefinition],
     feeds: Sequence[Mapping[str, np.ndarray]],
@@ -384,39 +380,28 @@ def _measure(
     options: KerasSplitOptions,
 ) -> list[TfliteDecision]:
     """INT8 trunk (with FP32 heads) and each INT8 head (fed by the INT8 trunk) against FP32 TFLite."""
-    height, width = spec.height_width
     reference = _end_to_end(graphs, "fp32", "fp32", heads, feeds)
-    decisions = []
-    for graph in ("trunk", *heads):
-        candidate = graphs.get((graph, "int8"))
-        rel = "tflite/trunk" if graph == "trunk" else f"tflite/heads/{graph}"
-        decision = TfliteDecision(graph, "int8", False, "", f"{rel}.int8.tflite")
-        if candidate is None:
-            decision.reason = "not converted"
-            decisions.append(decision)
-            continue
-        decision.tensors, decision.size = candidate.tensors, candidate.path.stat().st_size
-        tasks = list(heads) if graph == "trunk" else [graph]
-        for head in tasks:
-            outs = _end_to_end(graphs, "int8", "fp32" if graph == "trunk" else "int8", heads, feeds, only=head)
-            definition = definitions.get(head)
-            decision.fidelity[head] = head_fidelity(
-                head,
-                None if definition is None else definition.decoder,
-                heads[head],
-                [{o: r[o] for o in heads[head]} for r in reference],
-                outs,
-                (width, height),
-            )
-        worst = decision.agreement if decision.agreement is not None else 1.0
-        decision.accepted = worst >= options.min_agreement
-        decision.reason = (
-            f"lowest agreement {worst:.4f} >= {options.min_agreement}"
-            if decision.accepted
-            else f"lowest agreement {worst:.4f} < {options.min_agreement}; not written (the FP32 graph stays)"
+    tasks = {
+        head: Task(None if head not in definitions else definitions[head].decoder, tuple(outputs))
+        for head, outputs in heads.items()
+    }
+    per_task = {head: [{o: r[o] for o in outputs} for r in reference] for head, outputs in heads.items()}
+    gate = Gate(tasks, per_task, input_size(spec), options.min_agreement)
+
+    def outputs_with(head_precision: str) -> Callable[[str], Samples]:
+        return lambda task: _end_to_end(graphs, "int8", head_precision, heads, feeds, only=task)
+
+    return [
+        tflite_decision(
+            gate,
+            graph,
+            "int8",
+            graphs.get((graph, "int8")),
+            outputs_with("fp32" if graph == "trunk" else "int8"),
+            "not written (the FP32 graph stays)",
         )
-        decisions.append(decision)
-    return decisions
+        for graph in ("trunk", *heads)
+    ]
 
 
 __all__ = ["KERAS_SUFFIXES", "KerasSplitOptions", "KerasSplitResult", "is_keras_model", "split_keras_model"]

@@ -33,18 +33,18 @@ def load_onnx_model(path: str | Path) -> onnx.ModelProto:
     try:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as exc:
-        raise ModelError(f"{path}: not an ONNX model (or truncated): {exc}") from None
+        raise ModelError(f"{path}: not an ONNX model (or truncated): {exc}") from exc
     if not model.graph.node or not model.opset_import:
         raise ModelError(f"{path}: not an ONNX model (no graph nodes or no opset)")
     if any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer):
         try:
             onnx.load_external_data_for_model(model, str(path.parent))
         except Exception as exc:
-            raise ModelError(f"{path}: cannot read its external weights (the .onnx.data file?): {exc}") from None
+            raise ModelError(f"{path}: cannot read its external weights (the .onnx.data file?): {exc}") from exc
         logger.info("%s: inlined external weights", path)
     try:
         onnx.checker.check_model(model)
     except Exception as exc:
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelError(f"{path}: not a valid ONNX model: {message}") from None
+        raise ModelError(f"{path}: not a valid ONNX model: {message}") from exc
     return model

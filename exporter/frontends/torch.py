@@ -49,10 +49,10 @@ BOUNDARY_NAME = "features"
 def _import_torch() -> Any:
     try:
         import torch
-    except ImportError:
+    except ImportError as exc:
         raise BackendUnavailableError(
             "PyTorch models need torch: pip install 'edge-runtime[torch]' (pins torch==2.13.0)"
-        ) from None
+        ) from exc
     return torch
 
 
@@ -83,7 +83,7 @@ def load_torch_module(spec: str) -> torch.nn.Module:
             # A pickled nn.Module needs full unpickling: only load files you trust.
             obj = torch.load(str(path), map_location="cpu", weights_only=False)
         except Exception as exc:
-            raise ModelError(f"{path}: not a PyTorch model file: {exc}") from None
+            raise ModelError(f"{path}: not a PyTorch model file: {exc}") from exc
         if isinstance(obj, Mapping):
             raise ModelError(
                 f"{path}: holds a state_dict (weights only), not a module; pass 'package.module:factory' "
@@ -113,7 +113,7 @@ def load_torch_module(spec: str) -> torch.nn.Module:
     except ModelError:
         raise
     except ImportError as exc:
-        raise ModelError(f"MODEL {spec!r}: cannot import {module_name!r}: {exc}") from None
+        raise ModelError(f"MODEL {spec!r}: cannot import {module_name!r}: {exc}") from exc
     factory = getattr(mod, attr, None)
     if factory is None:
         raise ModelError(f"MODEL {spec!r}: {module_name!r} has no attribute {attr!r}")
@@ -210,7 +210,7 @@ def export_torch_module(module: torch.nn.Module, input_shape: list[int], input_n
                 dynamic_axes={n: {0: "batch"} for n in [input_name, *all_names]},
             )
     except Exception as exc:
-        raise ModelError(f"torch.onnx.export failed: {exc}") from None
+        raise ModelError(f"torch.onnx.export failed: {exc}") from exc
     finally:
         for hook in hooks:
             hook.remove()

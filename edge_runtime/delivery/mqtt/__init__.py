@@ -1,4 +1,5 @@
-"""MQTT: connection settings from a URL, the publisher of the spool.
+"""MQTT: settings from a broker URL (settings), the one client factory (client), the publisher
+of the spool (publisher).
 
 Public names are imported from their module on first use (:mod:`edge_runtime.lazy_exports`).
 """
@@ -10,39 +11,59 @@ from typing import TYPE_CHECKING
 from edge_runtime.lazy_exports import lazy_exports
 
 if TYPE_CHECKING:
-    from edge_runtime.delivery.mqtt.publisher import (
-        MqttConfig as MqttConfig,
+    from edge_runtime.delivery.mqtt.client import (
+        MqttClient as MqttClient,
+    )
+    from edge_runtime.delivery.mqtt.client import (
+        make_client as make_client,
+    )
+    from edge_runtime.delivery.mqtt.client import (
+        tls_context as tls_context,
     )
     from edge_runtime.delivery.mqtt.publisher import (
         MqttPublisher as MqttPublisher,
     )
     from edge_runtime.delivery.mqtt.publisher import (
-        describe_connect_error as describe_connect_error,
-    )
-    from edge_runtime.delivery.mqtt.publisher import (
-        describe_refusal as describe_refusal,
-    )
-    from edge_runtime.delivery.mqtt.publisher import (
         parse_status as parse_status,
     )
     from edge_runtime.delivery.mqtt.publisher import (
-        redact_url as redact_url,
-    )
-    from edge_runtime.delivery.mqtt.publisher import (
         status_payload as status_payload,
+    )
+    from edge_runtime.delivery.mqtt.settings import (
+        DeviceTopics as DeviceTopics,
+    )
+    from edge_runtime.delivery.mqtt.settings import (
+        MqttConfig as MqttConfig,
+    )
+    from edge_runtime.delivery.mqtt.settings import (
+        describe_connect_error as describe_connect_error,
+    )
+    from edge_runtime.delivery.mqtt.settings import (
+        describe_refusal as describe_refusal,
+    )
+    from edge_runtime.delivery.mqtt.settings import (
+        redact_url as redact_url,
     )
 
 __getattr__, __all__ = lazy_exports(
     __name__,
     {
+        "client": (
+            "MqttClient",
+            "make_client",
+            "tls_context",
+        ),
         "publisher": (
-            "MqttConfig",
             "MqttPublisher",
+            "parse_status",
+            "status_payload",
+        ),
+        "settings": (
+            "DeviceTopics",
+            "MqttConfig",
             "describe_connect_error",
             "describe_refusal",
-            "parse_status",
             "redact_url",
-            "status_payload",
         ),
     },
 )

@@ -1,11 +1,11 @@
-"""paho-mqtt publisher that drains the store-and-forward spool (DESIGN.md §8).
+"""The device's MQTT publisher: drains the store-and-forward spool (DESIGN.md §8).
 
-Results are appended to the :class:`~edge_runtime.delivery.spool.Spool` first (``publish_line``, the
-daemon's ``ResultSink.write``); a sender thread publishes what is committed there, at most
-``max_inflight`` at a time, and acks a message in the spool only when its PUBACK arrived
-(``on_publish`` for its mid). A message in flight when the connection drops stays in the spool
-and in paho's session queue; paho re-sends it after the reconnect (at-least-once: the subscriber
-de-duplicates on (device, epoch, seq)).
+Results go to the :class:`~edge_runtime.delivery.spool.Spool` first (``publish_line``, or
+``write`` as the daemon's ``ResultSink``); a sender thread publishes what is committed there,
+at most ``max_inflight`` at a time, and deletes a message from the spool only on its PUBACK. A
+message in flight when the connection drops stays in the spool and in paho's session; paho
+re-sends it after the reconnect (at-least-once: the subscriber de-duplicates on
+(device, epoch, seq)).
 
 Example::
 
@@ -14,19 +14,13 @@ Example::
             MqttPublisher(config, "cam1", spool) as publisher:
         publisher.publish_line(line)     # line: a §7 result line with "epoch"; "seq" is set here
 
-Topics: ``<prefix>/<device>/results`` (the payloads) and ``<prefix>/<device>/status``: a retained
-JSON object, ``{"state": "online", ...counters}`` on connect and every status interval
-(:meth:`MqttPublisher.publish_status`), ``{"state": "offline", ...}`` on close and as the last
-will (see ``docs/protocol.md``; :func:`parse_status` reads it).
-
-Remote commands (``docs/protocol.md`` §9): with ``on_command`` set, the publisher subscribes to
-``<prefix>/<device>/cmd`` (QoS 1) on every (re)connect and hands each payload to it on paho's
-network thread (``CommandProcessor.handle``); :meth:`MqttPublisher.publish_reply` publishes an
-outcome as JSON on ``<prefix>/<device>/reply``.
-
-A refused or failed connection is retried with backoff; its reason (bad password, TLS
-verification, connection refused…) is logged once per distinct reason and kept in
-:attr:`MqttPublisher.last_error`.
+Topics (:class:`~edge_runtime.delivery.mqtt.settings.DeviceTopics`): ``<prefix>/<device>/results``
+and ``.../status``, a retained JSON object (:func:`status_payload`, :func:`parse_status`):
+``{"state": "online", ...counters}`` on connect and every status interval, ``"offline"`` on
+close and as the last will. With ``on_command`` set it subscribes to ``.../cmd`` on every
+connect and hands each payload to it (network thread); :meth:`MqttPublisher.publish_reply`
+answers on ``.../reply`` (``docs/protocol.md`` §9). Connection failures are retried with
+backoff, logged once per distinct reason and kept in :attr:`MqttPublisher.last_error`.
 """
 
 from __future__ import annotations
@@ -35,209 +29,36 @@ import contextlib
 import json
 import logging
 import math
-import socket
-import ssl
 import threading
 import time
-import urllib.parse
 from collections import deque
 from collections.abc import Callable, Collection, Mapping
-from dataclasses import dataclass, fields
 from types import TracebackType
-from typing import Any, cast
+from typing import Any
 
 import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
+from paho.mqtt.enums import MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from edge_runtime.bounded_json import loads_bounded
-from edge_runtime.codec.wire import content_type, encode_line
+from edge_runtime.codec import content_type, encode_line
+from edge_runtime.delivery.mqtt.client import MqttClient, make_client
+from edge_runtime.delivery.mqtt.settings import DeviceTopics, MqttConfig, describe_connect_error, describe_refusal
 from edge_runtime.delivery.spool import Spool, SpooledMessage
-from edge_runtime.errors import ConfigError, TransportError, close_matches
+from edge_runtime.errors import ConfigError, TransportError
 from edge_runtime.names import check_device_id
 
 logger = logging.getLogger(__name__)
 
-PROTOCOLS = ("5", "3.1.1")
-SCHEMES = {"mqtt": 1883, "mqtts": 8883}
 ONLINE = "online"
 OFFLINE = "offline"
 STATUS_CONTENT_TYPE = "application/json"
-_QUERY_KEYS = (
-    "client_id", "topic_prefix", "protocol", "qos", "keepalive", "session_expiry_s", "tls_ca", "tls_cert", "tls_key",
-)  # fmt: skip
-
-
-def redact_url(url: str) -> str:
-    """``url`` with the password replaced by ``***`` (for logs and error messages)."""
-    try:
-        parts = urllib.parse.urlsplit(url)
-        if parts.password is None:
-            return url
-        user = parts.username or ""
-        netloc = f"{user}:***@{parts.netloc.rpartition('@')[2]}"
-        return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
-    except ValueError:
-        return "<unparseable URL>"
-
-
 _RETRY_REJECTED_S = 5.0
 _IDLE_WAIT_S = 0.5  # the sender's wait with nothing in flight and nothing uncommitted
 _ACK_WAIT_S = 0.005  # at most this long between applying PUBACKs while messages are in flight
 _PROPERTIES_CACHE = 256  # PUBLISH properties kept for reuse, one per distinct expiry interval
-
-
-@dataclass(frozen=True)
-class MqttConfig:
-    """Where and how to publish. ``protocol``: ``"5"`` (default) or ``"3.1.1"``; TLS is on when
-    ``tls`` is true or any ``tls_*`` file is given (``mqtts://`` URLs)."""
-
-    host: str
-    port: int = 1883
-    client_id: str | None = None
-    username: str | None = None
-    password: str | None = None
-    tls: bool = False
-    tls_ca: str | None = None
-    tls_cert: str | None = None
-    tls_key: str | None = None
-    protocol: str = "5"
-    keepalive: int = 30
-    topic_prefix: str = "edge"
-    qos: int = 1
-    session_expiry_s: int = 3600
-    reconnect_min_s: float = 0.5
-    reconnect_max_s: float = 30.0
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.host, str) or not self.host:
-            raise ConfigError(f"MQTT host must be a non-empty string, got {self.host!r}")
-        if isinstance(self.port, bool) or not isinstance(self.port, int) or not 0 < self.port < 65536:
-            raise ConfigError(f"MQTT port must be 1..65535, got {self.port!r}")
-        if self.protocol not in PROTOCOLS:
-            raise ConfigError(
-                f"MQTT protocol {self.protocol!r} is not one of {', '.join(PROTOCOLS)}"
-                f"{close_matches(str(self.protocol), PROTOCOLS)}"
-            )
-        if self.qos not in (0, 1, 2) or isinstance(self.qos, bool):
-            raise ConfigError(f"MQTT qos must be 0, 1 or 2, got {self.qos!r}")
-        if isinstance(self.keepalive, bool) or not isinstance(self.keepalive, int) or self.keepalive < 1:
-            raise ConfigError(f"MQTT keepalive must be a positive integer (seconds), got {self.keepalive!r}")
-        if not isinstance(self.session_expiry_s, int) or not 0 <= self.session_expiry_s <= 0xFFFFFFFF:
-            raise ConfigError(f"MQTT session_expiry_s must be 0..4294967295, got {self.session_expiry_s!r}")
-        if not self.topic_prefix or any(c in self.topic_prefix for c in "+#\0"):
-            raise ConfigError(f"MQTT topic prefix {self.topic_prefix!r}: must be non-empty, without + # or NUL")
-        if not 0 < self.reconnect_min_s <= self.reconnect_max_s:
-            raise ConfigError(
-                f"MQTT reconnect delays: need 0 < min <= max, got {self.reconnect_min_s!r}, {self.reconnect_max_s!r}"
-            )
-        if (self.tls_cert is None) != (self.tls_key is None):
-            raise ConfigError("MQTT client certificate: give both tls_cert and tls_key, or neither")
-
-    @property
-    def uses_tls(self) -> bool:
-        return self.tls or self.tls_ca is not None or self.tls_cert is not None
-
-    @classmethod
-    def from_url(cls, url: str, **overrides: Any) -> MqttConfig:
-        """``mqtt://[user[:pass]@]host[:port][?client_id=..&topic_prefix=..&protocol=..&qos=..]``
-        or ``mqtts://`` (TLS, port 8883 by default; ``?tls_ca=PATH`` trusts that CA instead of the
-        system's, ``&tls_cert=PATH&tls_key=PATH`` is a client certificate); ``overrides`` set any
-        other field. Errors never show the password."""
-        if not isinstance(url, str):
-            raise ConfigError(f"broker URL must be a string, got {type(url).__name__}")
-        shown = redact_url(url)
-        try:
-            parts = urllib.parse.urlsplit(url)
-            port = parts.port
-        except ValueError as exc:
-            raise ConfigError(f"broker URL {shown!r}: {exc}") from None
-        scheme = parts.scheme.lower()
-        if scheme not in SCHEMES:
-            hint = close_matches(scheme, SCHEMES)
-            raise ConfigError(f"broker URL {shown!r}: scheme must be mqtt:// or mqtts://{hint}")
-        if not parts.hostname:
-            raise ConfigError(f"broker URL {shown!r}: no host")
-        if parts.path not in ("", "/") or parts.fragment:
-            raise ConfigError(f"broker URL {shown!r}: unexpected path or fragment")
-        values: dict[str, Any] = {
-            "host": parts.hostname,
-            "port": port if port is not None else SCHEMES[scheme],
-            "username": urllib.parse.unquote(parts.username) if parts.username is not None else None,
-            "password": urllib.parse.unquote(parts.password) if parts.password is not None else None,
-            "tls": scheme == "mqtts",
-        }
-        for key, value in urllib.parse.parse_qsl(parts.query, keep_blank_values=True):
-            if key not in _QUERY_KEYS:
-                raise ConfigError(
-                    f"broker URL {shown!r}: unknown parameter {key!r}{close_matches(key, _QUERY_KEYS)}"
-                    f" (known: {', '.join(_QUERY_KEYS)})"
-                )
-            if key in ("qos", "keepalive", "session_expiry_s"):
-                try:
-                    values[key] = int(value)
-                except ValueError:
-                    raise ConfigError(f"broker URL {shown!r}: {key} must be an integer, got {value!r}") from None
-            else:
-                values[key] = value
-        known = {f.name for f in fields(cls)}
-        for key in overrides:
-            if key not in known:
-                raise ConfigError(f"MQTT option {key!r} is unknown{close_matches(key, known)}")
-        values.update(overrides)
-        try:
-            return cls(**values)
-        except ConfigError as exc:
-            raise ConfigError(f"broker URL {shown!r}: {exc}") from None
-
-
-def describe_refusal(reason_code: ReasonCode | int | str) -> str:
-    """A CONNACK refusal in words, with a hint for the usual user mistakes."""
-    text = str(reason_code)
-    lowered = text.lower()
-    if "user name or password" in lowered or "not authori" in lowered:
-        return f"{text} (check the user and password in the broker URL)"
-    if "client identifier" in lowered:
-        return f"{text} (check the client id)"
-    return text
-
-
-def describe_connect_error(exc: BaseException) -> str:
-    """Why a connection attempt failed, in words (TLS verification, refused, name lookup…)."""
-    if isinstance(exc, ssl.SSLCertVerificationError):
-        return f"TLS certificate verification failed: {exc.verify_message or exc} (check tls_ca and the host name)"
-    if isinstance(exc, ssl.SSLError):
-        return f"TLS handshake failed: {exc.reason or exc} (is this a TLS port? check the client certificate)"
-    if isinstance(exc, ConnectionRefusedError):
-        return "connection refused (is the broker running and listening on that port?)"
-    if isinstance(exc, socket.gaierror):
-        return f"cannot resolve the host name: {exc.strerror or exc}"
-    if isinstance(exc, (TimeoutError, socket.timeout)):
-        return "connection timed out"
-    return f"{type(exc).__name__}: {exc}"
-
-
-class _Client(paho.Client):
-    """paho's client, keeping the exception of the last failed connection attempt (paho
-    retries silently and tells ``on_connect_fail`` only that it failed)."""
-
-    last_connect_exception: BaseException | None = None
-
-    def reconnect(self) -> MQTTErrorCode:
-        try:
-            return super().reconnect()
-        except OSError as exc:
-            self.last_connect_exception = exc
-            raise
-
-
-def _no_delay(client: paho.Client, userdata: Any, sock: Any) -> None:
-    """TCP_NODELAY on the broker connection (paho leaves Nagle's algorithm on): a result is a
-    small packet that should leave now, not wait for the ACK of the previous one."""
-    with contextlib.suppress(OSError, AttributeError):
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 def status_payload(state: str, fields: Mapping[str, Any] | None = None) -> bytes:
@@ -261,7 +82,7 @@ class MqttPublisher:
     removed a message from the spool), ``reconnects`` and ``rejected`` (PUBACKs with an error
     reason code: the message stays in the spool and is tried again later); ``last_error``: why
     the last connection attempt failed (None once connected). ``epoch`` goes into the status
-    messages; ``compression``: ``"zstd"`` compresses payloads (see :mod:`edge_runtime.codec.wire`).
+    messages; ``compression``: ``"zstd"`` compresses payloads (see :mod:`edge_runtime.codec.envelope`).
     """
 
     def __init__(
@@ -289,19 +110,15 @@ class MqttPublisher:
         self.content_type = content_type(mode)
         self.max_inflight = max_inflight
         self.expiry_s = expiry_s
-        self.results_topic = f"{config.topic_prefix}/{device_id}/results"
-        self.status_topic = f"{config.topic_prefix}/{device_id}/status"
-        self.command_topic = f"{config.topic_prefix}/{device_id}/cmd"
-        self.reply_topic = f"{config.topic_prefix}/{device_id}/reply"
+        topics = DeviceTopics(config.topic_prefix, device_id)
+        self.results_topic, self.status_topic = topics.results, topics.status
+        self.command_topic, self.reply_topic = topics.cmd, topics.reply
         #: Called (network thread) with the payload of each message on ``command_topic``; when
         #: set before :meth:`start`, the publisher subscribes to that topic on every connect.
         self.on_command = on_command
         #: Extra fields merged into every status message (e.g. the command counters).
         self.status_extra: Callable[[], Mapping[str, Any]] | None = None
-        self.published = 0
-        self.acked = 0
-        self.reconnects = 0
-        self.rejected = 0
+        self.published = self.acked = self.reconnects = self.rejected = 0
         #: Called (sender thread) with each acknowledged result's PUBLISH → PUBACK seconds.
         self.on_ack_latency: Callable[[float], None] | None = None
         self._sent_at: dict[int, float] = {}  # mid -> monotonic PUBLISH time, only with on_ack_latency
@@ -330,33 +147,12 @@ class MqttPublisher:
         self._client = self._make_client()
 
     # -- setup -----------------------------------------------------------------------------
-    def _make_client(self) -> paho.Client:
+    def _make_client(self) -> MqttClient:
         cfg = self.config
-        client_id = cfg.client_id or f"edge-runtime-{self.device_id}"
-        if self._v5:
-            client = _Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=MQTTProtocolVersion.MQTTv5)
-        else:
-            client = _Client(
-                CallbackAPIVersion.VERSION2,
-                client_id=client_id,
-                protocol=MQTTProtocolVersion.MQTTv311,
-                clean_session=False,
-            )
-        if cfg.username is not None:
-            client.username_pw_set(cfg.username, cfg.password)
-        if cfg.uses_tls:
-            try:
-                client.tls_set(ca_certs=cfg.tls_ca, certfile=cfg.tls_cert, keyfile=cfg.tls_key)
-            except (OSError, ValueError) as exc:
-                raise ConfigError(f"MQTT TLS setup failed: {exc}") from None
-        client.will_set(
-            self.status_topic,
-            status_payload(OFFLINE, self._identity()),
-            qos=1,
-            retain=True,
-            properties=self._status_properties(will=True),
-        )
-        client.reconnect_delay_set(cast(int, cfg.reconnect_min_s), cast(int, cfg.reconnect_max_s))
+        client_id = cfg.client_id or f"edge-{self.device_id}"
+        client = make_client(cfg, client_id, clean_start=False, session_expiry_s=cfg.session_expiry_s)
+        will = status_payload(OFFLINE, self._identity())
+        client.will_set(self.status_topic, will, qos=1, retain=True, properties=self._status_properties(will=True))
         client.max_inflight_messages_set(self.max_inflight + 4)  # + birth / offline status, replies
         client.max_queued_messages_set(0)
         client.on_connect = self._on_connect
@@ -364,7 +160,6 @@ class MqttPublisher:
         client.on_publish = self._on_publish
         client.on_message = self._on_message
         client.on_connect_fail = self._on_connect_fail
-        client.on_socket_open = _no_delay
         return client
 
     def _identity(self) -> dict[str, Any]:
@@ -389,12 +184,7 @@ class MqttPublisher:
         # those appended before the first connection is up
         self._live_after_id = self.spool.last_id
         try:
-            if self._v5:
-                props = Properties(PacketTypes.CONNECT)
-                props.SessionExpiryInterval = cfg.session_expiry_s
-                self._client.connect_async(cfg.host, cfg.port, cfg.keepalive, clean_start=False, properties=props)
-            else:
-                self._client.connect_async(cfg.host, cfg.port, cfg.keepalive)
+            self._client.connect_broker(background=True)
         except (OSError, ValueError) as exc:
             raise TransportError(f"MQTT broker {cfg.host}:{cfg.port}: {exc}") from None
         self._client.loop_start()
@@ -705,12 +495,4 @@ class MqttPublisher:
         self.close()
 
 
-__all__ = [
-    "MqttConfig",
-    "MqttPublisher",
-    "describe_connect_error",
-    "describe_refusal",
-    "parse_status",
-    "redact_url",
-    "status_payload",
-]
+__all__ = ["OFFLINE", "ONLINE", "MqttPublisher", "parse_status", "status_payload"]

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from edge_runtime.bundle.manifest import Artifact
+from edge_runtime.bundle.specs import Artifact
 
 
 @dataclass(frozen=True)

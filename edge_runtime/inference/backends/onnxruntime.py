@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from edge_runtime.bundle.manifest import Artifact
+from edge_runtime.bundle.specs import Artifact
 from edge_runtime.errors import BackendUnavailableError, ModelError
 from edge_runtime.inference.backends.base import BackendOptions
 

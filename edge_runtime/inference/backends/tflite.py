@@ -47,7 +47,7 @@ from typing import Any
 
 import numpy as np
 
-from edge_runtime.bundle.manifest import Artifact
+from edge_runtime.bundle.specs import Artifact
 from edge_runtime.errors import BundleError, ModelError, close_matches
 from edge_runtime.inference.backends.base import BackendOptions
 

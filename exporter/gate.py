@@ -1,0 +1,166 @@
+"""The per-task fidelity gate of ``quantize``, ``convert --to tflite`` and the Keras frontend.
+
+A candidate graph (INT8 / FP16 ONNX, FP32 / INT8 TFLite) is run on frames held back from
+calibration; each task's outputs are compared with the float model's by
+:func:`exporter.fidelity.head_fidelity`, and the graph is kept only when its *lowest* agreement
+reaches ``min_agreement``. A trunk is judged by every task, a head by its own.
+
+* :class:`Gate` holds the float reference per head and the threshold: :meth:`Gate.fidelity`
+  measures one task, :meth:`Gate.decide` records the measurement on a decision and accepts or
+  rejects it (a :class:`Verdict`);
+* :class:`GateDecision` is one graph at one precision (commands subclass it for their own
+  fields): :meth:`~GateDecision.report_row` is its row in ``quantization.json`` /
+  ``tflite.json``, :meth:`~GateDecision.artifact_fidelity` the ``fidelity`` written on its
+  manifest artifact; :func:`report_json` writes the report file.
+
+Example::
+
+    gate = Gate.for_manifest(manifest, reference, min_agreement=0.99)  # reference: head -> float outputs
+    decision = GateDecision("trunk", "int8", "trunk.int8.onnx")
+    verdict = gate.decide(decision, {head: gate.fidelity(head, outputs[head]) for head in manifest.heads})
+    decision.reason = verdict.reason("not written")
+    files["quantization.json"] = report_json({"precision": "int8"}, [decision])
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from edge_runtime.bundle.manifest import Manifest
+from edge_runtime.bundle.specs import DecoderSpec, InputSpec
+from exporter.fidelity import Fidelity, Samples, head_fidelity
+
+
+def input_size(spec: InputSpec) -> tuple[int, int]:
+    """``(width, height)`` of the model input: the geometry the fidelity metrics decode at."""
+    height, width = spec.height_width
+    return int(width), int(height)
+
+
+@dataclass(frozen=True)
+class Task:
+    """What the gate needs of one head: its decoder (None: raw outputs) and its output names."""
+
+    decoder: DecoderSpec | None
+    outputs: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The gate's answer for one candidate: accepted or not, the lowest agreement over its tasks
+    (1.0 with none) and the tasks below the threshold."""
+
+    accepted: bool
+    lowest: float
+    min_agreement: float
+    failing: tuple[tuple[str, Fidelity], ...] = ()
+
+    @property
+    def failing_text(self) -> str:
+        """``"task 0.9512, other 0.9031"``: the tasks below the threshold with their agreement."""
+        return ", ".join(f"{task} {f.value:.4f}" for task, f in self.failing)
+
+    def reason(self, fallback: str) -> str:
+        """``lowest agreement X >= T``, or ``lowest agreement X < T; <fallback>``."""
+        if self.accepted:
+            return f"lowest agreement {self.lowest:.4f} >= {self.min_agreement}"
+        return f"lowest agreement {self.lowest:.4f} < {self.min_agreement}; {fallback}"
+
+
+@dataclass
+class GateDecision:
+    """What happened to one graph (``"trunk"`` or a head's name) at one precision; ``path`` is
+    where its artifact goes in the bundle, ``fidelity`` is per task, ``size`` in bytes."""
+
+    graph: str
+    precision: str
+    path: str
+    accepted: bool = False
+    reason: str = ""
+    fidelity: dict[str, Fidelity] = field(default_factory=dict)
+    size: int = 0
+
+    @property
+    def agreement(self) -> float | None:
+        """The lowest agreement over the measured tasks (None before any was measured)."""
+        return min((f.value for f in self.fidelity.values()), default=None)
+
+    def artifact_fidelity(self, min_agreement: float) -> dict[str, Any]:
+        """The ``fidelity`` written on the artifact in the manifest."""
+        return {
+            "agreement": None if self.agreement is None else round(self.agreement, 6),
+            "min_agreement": min_agreement,
+            "tasks": {task: f.to_dict() for task, f in self.fidelity.items()},
+        }
+
+    def report_row(self) -> dict[str, Any]:
+        """The fields every report row shares (``quantization.json``, ``tflite.json``)."""
+        return {
+            "graph": self.graph,
+            "precision": self.precision,
+            "accepted": self.accepted,
+            "reason": self.reason,
+            "path": self.path if self.accepted else None,
+            "agreement": None if self.agreement is None else round(self.agreement, 6),
+            "fidelity": {task: f.to_dict() for task, f in self.fidelity.items()},
+            "size_bytes": self.size,
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        """The decision's row in the report; subclasses add their fields."""
+        return self.report_row()
+
+
+@dataclass(frozen=True)
+class Gate:
+    """The fidelity gate for one model: each task's decoder and outputs, the float model's
+    outputs per task on the held-back frames (``reference``), the input size and the threshold."""
+
+    tasks: Mapping[str, Task]
+    reference: Mapping[str, Samples]
+    input_size: tuple[int, int]
+    min_agreement: float
+
+    @classmethod
+    def for_manifest(cls, manifest: Manifest, reference: Mapping[str, Samples], min_agreement: float) -> Gate:
+        """The gate of a bundle's heads (their decoders and outputs from the manifest)."""
+        tasks = {name: Task(entry.decoder, tuple(entry.outputs)) for name, entry in manifest.heads.items()}
+        return cls(tasks, reference, input_size(manifest.input), min_agreement)
+
+    def fidelity(self, task: str, outputs: Samples) -> Fidelity:
+        """How well ``outputs`` (per held-back frame) reproduce the float model for ``task``."""
+        spec = self.tasks[task]
+        return head_fidelity(task, spec.decoder, spec.outputs, self.reference[task], outputs, self.input_size)
+
+    def judge(self, fidelity: Mapping[str, Fidelity]) -> Verdict:
+        """Accepted when every task meets ``min_agreement``."""
+        lowest = min((f.value for f in fidelity.values()), default=1.0)
+        failing = tuple((task, f) for task, f in fidelity.items() if not f.meets(self.min_agreement))
+        return Verdict(lowest >= self.min_agreement, lowest, self.min_agreement, failing)
+
+    def decide(self, decision: GateDecision, fidelity: Mapping[str, Fidelity]) -> Verdict:
+        """Record ``fidelity`` on ``decision`` and accept or reject it; the reason is the caller's."""
+        decision.fidelity = dict(fidelity)
+        verdict = self.judge(fidelity)
+        decision.accepted = verdict.accepted
+        return verdict
+
+
+D = TypeVar("D", bound=GateDecision)
+
+
+def accepted(decisions: Iterable[D]) -> dict[tuple[str, str], D]:
+    """The accepted decisions by ``(graph, precision)``."""
+    return {(d.graph, d.precision): d for d in decisions if d.accepted}
+
+
+def report_json(fields: Mapping[str, Any], decisions: Sequence[GateDecision]) -> bytes:
+    """A gate report (``quantization.json``, ``tflite.json``): ``fields``, then one row per decision."""
+    report = {**fields, "decisions": [d.to_dict() for d in decisions]}
+    return (json.dumps(report, indent=2) + "\n").encode()
+
+
+__all__ = ["Gate", "GateDecision", "Task", "Verdict", "accepted", "input_size", "report_json"]
