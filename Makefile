@@ -88,7 +88,7 @@ SOAK_SECONDS ?= 600
 soak: install mosquitto
 	EDGE_SOAK_SECONDS=$(SOAK_SECONDS) $(PY) -m pytest tests/test_soak.py -s
 
-# Every device dependency resolves to an aarch64 wheel for Python 3.10 and 3.11 (DESIGN.md §6);
+# Every device dependency resolves to an aarch64 wheel for Python 3.10 and 3.11 (see docs/ARCHITECTURE.md, Traps measured here);
 # downloads cached in ~/.cache/edge-runtime/wheels.
 check-wheels: install
 	$(PY) devices/check_wheels.py

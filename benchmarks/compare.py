@@ -28,8 +28,8 @@ frame and the report says so).
 
 Ratios: split/monolithic (goal <= 1.03), single_task/split against the ideal
 (K x monolithic)/(trunk + heads) (goal >= 0.9 of it), int8/fp32, fp16/fp32, litert/ort (FP32 and
-INT8), threads 2/1 and 4/1, scheduled/all. Goals are reported, never asserted; DESIGN.md §8: they
-apply to a MobileNetV2-sized trunk (>= 2 ms), the tiny demo is reported too.
+INT8), threads 2/1 and 4/1, scheduled/all. Goals are reported, never asserted; they apply
+to a MobileNetV2-sized trunk (>= 2 ms), the tiny demo is reported too.
 """
 
 from __future__ import annotations

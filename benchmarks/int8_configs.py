@@ -1,6 +1,6 @@
 """Which ONNX Runtime CPU INT8 configuration of the trunk is fastest *and* still correct here?
 
-For each model (the demo trunk, and a MobileNetV2-sized trunk, where DESIGN.md §8's ratio
+For each model (the demo trunk, and a MobileNetV2-sized trunk, where the ratio
 targets apply), in ONE interleaved run per model:
 
 1. split the model as the other benchmarks do (``bench_support.split_for_bench``) and take

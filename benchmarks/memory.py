@@ -11,7 +11,7 @@ Usage::
     python benchmarks/memory.py BUNDLE [--tflite-bundle TFLITE_BUNDLE] [--frames 200]
         [--cases onnxruntime:fp32,onnxruntime:int8,tflite:fp32,tflite:int8] [--json OUT]
 
-A case whose bundle has no artifact at that precision runs the next best (DESIGN.md §8) and
+A case whose bundle has no artifact at that precision runs the next best precision and
 the report says which artifacts were loaded (from the daemon's own log line).
 """
 

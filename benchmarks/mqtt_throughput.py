@@ -7,7 +7,7 @@ on every frame, a 640x480 frame), 16 frames cycled, each line with a fresh ``fra
 ``ts = time.time()`` when appended; ``publish_line`` encodes it (msgpack, ~630 B) under the
 spool's lock, as the daemon does. A mosquitto of our own runs on a free loopback port
 (``max_queued_messages 0``: the default 1000 silently drops QoS 1 messages queued for a slow
-subscriber, DESIGN §6). A paho v5 subscriber (QoS 1, clean start, paho's and mosquitto's
+subscriber). A paho v5 subscriber (QoS 1, clean start, paho's and mosquitto's
 defaults) runs in its own process, as it would on another machine, and checks that it got every
 seq ``0 .. N-1`` exactly once.
 
@@ -143,7 +143,7 @@ def mosquitto(workdir: Path) -> Iterator[tuple[int, int, list[str], str]]:
         f"listener {port} {HOST}",
         "allow_anonymous true",
         "persistence false",
-        "max_queued_messages 0",  # DESIGN §6: the default 1000 drops QoS 1 to a slow subscriber
+        "max_queued_messages 0",  # the default 1000 drops QoS 1 to a slow subscriber
         f"log_dest file {workdir / 'mosquitto.log'}",
         "log_type error",
         "log_type warning",

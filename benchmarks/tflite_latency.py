@@ -1,7 +1,7 @@
 """LiteRT (TFLite, XNNPACK) INT8 vs FP32 trunk latency, with ONNX Runtime FP32 / INT8 beside it.
 
 Issue 6's speed target: the full-integer TFLite trunk at <= 0.55x the FP32 TFLite trunk's p50
-on this machine (XNNPACK). DESIGN.md §8: ratio targets apply to a MobileNetV2-sized trunk
+on this machine (XNNPACK). Ratio targets apply to a MobileNetV2-sized trunk
 (>= 2 ms); the tiny demo trunk is reported too.
 
 For each model, in ONE interleaved run (``edge_runtime.ops.bench.run_interleaved``):

@@ -5,7 +5,7 @@ Reads the base dependencies and the device extras from ``pyproject.toml`` (never
 them), runs ``pip download --only-binary=:all:`` for manylinux aarch64 for each Python version,
 prints what was chosen (python -> package -> version -> wheel tag) and checks it is sane:
 onnxruntime 1.23.x and numpy 2.2.x on Python 3.10 (JetPack 6), ai-edge-litert 2.x (a resolver
-that misses the ``manylinux_2_27`` tag silently falls back to 1.x, DESIGN.md §6).
+that misses the ``manylinux_2_27`` tag silently falls back to 1.x).
 
 Exits 1 naming each package that has no aarch64 wheel, or each unexpected choice.
 Downloads are cached in ``~/.cache/edge-runtime/wheels/cpXY`` so reruns are fast.
@@ -38,7 +38,7 @@ except ModuleNotFoundError:  # pragma: no cover - Python 3.10
 ROOT = Path(__file__).resolve().parents[1]
 DEVICE_EXTRAS = ("tflite", "zstd", "signing", "camera", "metrics")
 PYTHONS = ("3.10", "3.11")
-# Without manylinux_2_27, ai-edge-litert resolves to an old 1.x release (DESIGN.md §6).
+# Without manylinux_2_27, ai-edge-litert resolves to an old 1.x release.
 PLATFORMS = ("manylinux_2_27_aarch64", "manylinux_2_28_aarch64", "manylinux2014_aarch64")
 CACHE = Path.home() / ".cache" / "edge-runtime" / "wheels"
 # python version -> package -> required version prefix ("" = any python).

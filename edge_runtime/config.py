@@ -288,8 +288,8 @@ def parse_env_value(raw: str, name: str, kind: type) -> Any:
     if kind in (int, float):
         try:
             return kind(raw)
-        except ValueError:
-            raise ConfigError(f"{name}={raw!r}: expected {'an integer' if kind is int else 'a number'}") from None
+        except ValueError as exc:
+            raise ConfigError(f"{name}={raw!r}: expected {'an integer' if kind is int else 'a number'}") from exc
     return raw
 
 

@@ -38,10 +38,10 @@ def load_mapping_file(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: unknown spec file type {suffix!r}; use one of {', '.join(SUFFIXES)}")
     try:
         text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such file") from None
+    except FileNotFoundError as exc:
+        raise ConfigError(f"{path}: no such file") from exc
     except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read: {exc}") from None
+        raise ConfigError(f"{path}: cannot read: {exc}") from exc
     try:
         if suffix == ".json":
             data = loads_bounded(text)
@@ -50,16 +50,16 @@ def load_mapping_file(path: str | Path) -> dict[str, Any]:
         else:
             try:
                 import yaml
-            except ImportError:
+            except ImportError as exc:
                 raise ConfigError(
                     f"{path}: reading YAML needs PyYAML: pip install 'edge-runtime[yaml]' "
                     "(or write the file as TOML or JSON)"
-                ) from None
+                ) from exc
             data = yaml.safe_load(text)
     except ConfigError:
         raise
     except Exception as exc:  # each parser has its own error type; all mean a syntax error
-        raise ConfigError(f"{path}: not valid {suffix[1:].upper()}: {exc}") from None
+        raise ConfigError(f"{path}: not valid {suffix[1:].upper()}: {exc}") from exc
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of keys, got {type(data).__name__}")
     return data

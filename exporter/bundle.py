@@ -88,7 +88,7 @@ def rewrite_target(bundle_dir: str | Path, out_dir: str | Path | None, force: bo
 
 def warn_signature_dropped(source: Path, command: str) -> None:
     """Say so when ``command`` (quantize, convert) rewrites a signed bundle: the new manifest
-    has no signature until it is signed again (DESIGN.md §8)."""
+    has no signature until it is signed again."""
     if (source / SIGNATURE_NAME).is_file():
         logger.warning(
             "%s: the signature (%s) is dropped: %s changes the manifest; sign the new bundle again "

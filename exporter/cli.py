@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -244,6 +245,17 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     sign.add_argument("bundle", metavar="BUNDLE_DIR")
     sign.add_argument("--key", required=True, metavar="PRIVATE_KEY", help="the .key file written by keygen")
+    handlers = {
+        "split": _run_split,
+        "quantize": _run_quantize,
+        "convert": _run_convert,
+        "head-update": _run_head_update,
+        "inspect": _run_inspect,
+        "keygen": _run_keygen,
+        "sign": _run_sign,
+    }
+    for name, subparser in sub.choices.items():
+        subparser.set_defaults(func=handlers[name])  # a subcommand without a handler fails here, loudly
     return parser
 
 
@@ -322,7 +334,7 @@ def _run_split(args: argparse.Namespace) -> int:
 
 
 def _run_split_keras(args: argparse.Namespace, formats: list[str]) -> int:
-    """A Keras model: trunk + heads straight to TFLite in the TensorFlow venv (DESIGN.md §8)."""
+    """A Keras model: trunk + heads straight to TFLite in the TensorFlow venv."""
     from exporter.frontends.keras import KerasSplitOptions, split_keras_model
     from exporter.specs import parse_task_flags
     from exporter.tflite import TfliteResult, format_tflite_report
@@ -443,7 +455,8 @@ def _run_inspect(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``edge-export``; returns the process exit code."""
+    """Entry point of ``edge-export``; returns the process exit code. A user mistake is one
+    line on stderr and exit code 2 (``-v`` adds the traceback, with the error's cause)."""
     parser = _build_parser()
     args = parser.parse_args(argv)
     _configure_logging(args.verbose, args.quiet)
@@ -451,20 +464,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     silence_unchecked_warning()  # the exporter writes and self-tests bundles; devices check signatures
     try:
-        if args.command == "split":
-            return _run_split(args)
-        if args.command == "quantize":
-            return _run_quantize(args)
-        if args.command == "convert":
-            return _run_convert(args)
-        if args.command == "keygen":
-            return _run_keygen(args)
-        if args.command == "sign":
-            return _run_sign(args)
-        if args.command == "head-update":
-            return _run_head_update(args)
-        return _run_inspect(args)
+        code: int = args.func(args)
+        return code
     except EdgeRuntimeError as exc:
+        if args.verbose:
+            traceback.print_exc()
         print(f"edge-export: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -1,5 +1,5 @@
 """TFLite artifacts for a bundle made from a PyTorch model: the trunk and each head converted
-with ``litert-torch`` (in its own virtualenv, run as a subprocess: DESIGN.md §8), FP32 and
+with ``litert-torch`` (in its own virtualenv, run as a subprocess), FP32 and
 full INT8, measured against the bundle's float ONNX graphs behind the same gate as
 :mod:`exporter.tflite` (:mod:`exporter.gate`).
 

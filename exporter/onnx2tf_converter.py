@@ -4,7 +4,7 @@ Each ONNX graph goes through onnx2tf in its own virtualenv (:mod:`exporter.toole
 writes a SavedModel and TFLite files: NHWC, a signature ``serving_default`` keyed by the ONNX
 input names. FP32 always; full INT8 (int8 inputs and outputs where onnx2tf quantizes them)
 when calibration arrays are given (``-oiqt`` with ``-cind`` per input: the trunk on frames,
-each head on the float trunk's outputs). onnx2tf's offline traps are handled (DESIGN.md §6):
+each head on the float trunk's outputs). onnx2tf's offline traps are handled:
 its calibration sample file is written into the working directory, and its venv's ``bin``
 (``onnxsim``) is on PATH.
 
@@ -163,7 +163,7 @@ def run_onnx2tf(
     arrays by input name) turns on full-integer quantization."""
     out = workdir / "out"
     sample = np.random.default_rng(0).random((20, 128, 128, 3), dtype=np.float32)
-    np.save(workdir / ONNX2TF_SAMPLE, sample)  # onnx2tf would download it (DESIGN.md §6)
+    np.save(workdir / ONNX2TF_SAMPLE, sample)  # onnx2tf would download it otherwise
     args = ["-m", "onnx2tf", "-i", str(model_path), "-o", str(out), "-osd", "-b", "1", "-n"]
     if calibration:
         args.append("-oiqt")

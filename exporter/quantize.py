@@ -12,8 +12,8 @@ held back from calibration:
   same precision when that was accepted, else the float trunk), end to end.
 
 The gate (:mod:`exporter.gate`): a candidate whose agreement is below ``min_agreement`` for
-any task is not written; the runtime then takes the next best precision for that graph
-(DESIGN.md §8), so a head that INT8 breaks stays float (mixed precision per head). An INT8
+any task is not written; the runtime then takes the next best precision for that graph,
+so a head that INT8 breaks stays float (mixed precision per head). An INT8
 trunk that breaks the gate is tried again with its first and last compute layers kept float,
 then one more of each, before the trunk falls back to float. Every decision, attempt and number goes into the manifest
 (``fidelity`` on each artifact) and ``quantization.json``.

@@ -2,7 +2,7 @@
 
 * :func:`int8_graph`: ONNX Runtime static quantization (QDQ, per-channel int8 weights, uint8
   activations, MinMax calibration) after ``quant_pre_process``; opsets below 13 are upgraded
-  first (per-channel ``DequantizeLinear`` needs ``axis``: DESIGN.md §6). ``exclude`` keeps
+  first (per-channel ``DequantizeLinear`` needs ``axis``). ``exclude`` keeps
   nodes float (the trunk retry keeps its first/last :func:`compute_nodes` float).
 * :func:`fp16_graph`: float16 weights and activations, float32 inputs and outputs kept (so
   graphs still exchange float32).
@@ -57,7 +57,7 @@ def compute_nodes(model: onnx.ModelProto) -> list[str]:
 
 
 def _ensure_opset13(model: onnx.ModelProto, what: str) -> onnx.ModelProto:
-    """Per-channel QDQ needs opset >= 13 (``DequantizeLinear`` has no axis before: DESIGN.md §6)."""
+    """Per-channel QDQ needs opset >= 13 (``DequantizeLinear`` has no axis before)."""
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 13)
     if opset >= 13:
         return model

@@ -1,7 +1,7 @@
 """Sign a bundle: ``manifest.sig`` = base64 of the raw ed25519 signature over ``manifest.json``.
 
 The manifest lists the sha256 of every file, so signing its exact bytes covers the whole
-bundle (DESIGN.md §8). The bundle's hashes are checked before signing, so a corrupted bundle
+bundle. The bundle's hashes are checked before signing, so a corrupted bundle
 is never vouched for. Rewriting a bundle (``quantize``, ``convert``) drops the signature:
 sign it again afterwards.
 

@@ -1,4 +1,4 @@
-"""Virtual environments for the heavy converters, created on demand and reused (DESIGN.md §8).
+"""Virtual environments for the heavy converters, created on demand and reused.
 
 onnx2tf (with TensorFlow), litert-torch and TensorFlow for Keras pin versions of numpy, onnx,
 onnxruntime and protobuf that would break the exporter's own environment, so each runs in a
@@ -65,7 +65,7 @@ TOOLS: dict[str, ToolSpec] = {
         purpose="ONNX -> TFLite conversion",
     ),
     # litert-torch 0.10 accepts torch >=2.4,<2.15 and pins ai-edge-litert <2.4, jax and
-    # transformers; torch goes first, pinned, so pip takes the CPU wheel on disk (DESIGN.md §4).
+    # transformers; torch goes first, pinned, so pip takes the CPU wheel on disk.
     "litert-torch": ToolSpec(
         name="litert-torch",
         requirements=(("torch==2.13.0",), ("litert-torch==0.10.0",)),

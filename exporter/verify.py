@@ -30,7 +30,7 @@ DEFAULT_TOLERANCE = 1e-5
 
 
 def make_session(model: onnx.ModelProto | bytes, what: str) -> ort.InferenceSession:
-    """A CPU session with thread spinning off (DESIGN.md §6); ``what`` names it in errors."""
+    """A CPU session with thread spinning off (spinning sessions fight each other); ``what`` names it in errors."""
     options = ort.SessionOptions()
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.log_severity_level = 3

@@ -259,7 +259,7 @@ class MosquittoBroker(BrokerProcess):
         lines = [
             f"listener {self.port} {HOST}",
             f"persistence {'true' if persistence else 'false'}",
-            "max_queued_messages 0",  # the default 1000 drops QoS 1 messages silently (DESIGN §6)
+            "max_queued_messages 0",  # the default 1000 drops QoS 1 messages silently
             f"log_dest file {self.log_path}",
             "log_type error",
             "log_type warning",

@@ -502,3 +502,16 @@ def test_a_deep_command_is_rejected_as_malformed(tmp_path: Path) -> None:
     finally:
         verifier.close()
     assert caught.value.reason == "malformed" and "nested deeper" in str(caught.value)
+
+
+@pytest.mark.parametrize("url", ["mqtt://u:s3cret@ho\u2100st", "mqtt://u:s3cret@host:99999", "mqtts://u:s3cret@[::1"])
+def test_a_bad_broker_url_never_shows_its_password(url: str) -> None:
+    """urlsplit's own error can quote the whole netloc: the message (and the traceback, whose
+    cause is dropped on purpose here) must not carry the password."""
+    from edge_runtime.delivery.mqtt.settings import MqttConfig
+    from edge_runtime.errors import ConfigError
+
+    with pytest.raises(ConfigError) as caught:
+        MqttConfig.from_url(url)
+    assert "s3cret" not in str(caught.value)
+    assert caught.value.__cause__ is None and caught.value.__suppress_context__

@@ -216,6 +216,21 @@ def test_every_runtime_subcommand_dispatches_to_its_own_handler() -> None:
     assert funcs["inspect"] is cli._inspect and funcs["run"] is cli._run
 
 
+def test_every_export_subcommand_dispatches_to_its_own_handler() -> None:
+    """``edge-export`` too: each subcommand carries its handler, none falls through to ``inspect``."""
+    import argparse
+
+    from exporter import cli
+
+    parser = cli._build_parser()
+    subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    funcs = {name: sub.get_default("func") for name, sub in subparsers.choices.items()}
+    assert all(callable(f) for f in funcs.values()), funcs
+    assert len({id(f) for f in funcs.values()}) == len(funcs)
+    assert funcs["inspect"] is cli._run_inspect and funcs["split"] is cli._run_split
+    assert funcs["head-update"] is cli._run_head_update and funcs["sign"] is cli._run_sign
+
+
 def test_runtime_errors_are_one_line_and_verbose_adds_the_traceback_with_its_cause(tmp_path: Path) -> None:
     bundle = tmp_path / "b"
     bundle.mkdir()

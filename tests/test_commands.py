@@ -24,8 +24,9 @@ from hypothesis import strategies as st
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 from edge_runtime.cli import main
-from edge_runtime.delivery.mqtt.publisher import MqttPublisher, parse_status
+from edge_runtime.delivery.mqtt.publisher import MqttPublisher
 from edge_runtime.delivery.mqtt.settings import MqttConfig
+from edge_runtime.delivery.mqtt.status import parse_status
 from edge_runtime.delivery.spool import Spool
 from edge_runtime.delivery.spool_file import SpoolOptions
 from edge_runtime.errors import ConfigError

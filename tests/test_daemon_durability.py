@@ -5,7 +5,7 @@ without a gap across the restart.
 
 The broker is stopped gracefully (SIGTERM, persistence on): a broker that is SIGKILLed loses
 the messages it acknowledged but had not yet delivered — a PUBACK means the broker has it
-(DESIGN.md §6) — which no publisher can see or prevent."""
+— which no publisher can see or prevent."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from edge_runtime.codec import decode_payload, encode_line
-from edge_runtime.delivery.mqtt.publisher import parse_status
+from edge_runtime.delivery.mqtt.status import parse_status
 from edge_runtime.delivery.spool import Spool
 from tests.broker import HOST, MosquittoBroker, find_mosquitto, wait_for
 from tests.test_mqtt import Subscriber

@@ -115,3 +115,38 @@ def test_daemon_to_subscribe_command(
     assert [line["seq"] for line in lines] == list(range(6))
     assert {line["device"] for line in lines} == {"cam-9"}
     assert "6 results" in first + stderr and "Traceback" not in stderr
+
+
+def test_a_float32_head_reaches_the_wire_bit_for_bit(demo_bundle: Path, frames_dir: Path, tmp_path: Path) -> None:
+    """The daemon encodes the engine's typed results: a head marked ``float32`` carries the
+    engine's float32 values exactly (the JSON form, which the wire used to be made from, rounds
+    to 4 decimals). No broker listens, so the messages stay in the spool to be read back."""
+    import msgpack
+    import numpy as np
+
+    from edge_runtime.codec.arrays import _ext_hook
+    from edge_runtime.codec.envelope import HEADER_SIZE
+    from edge_runtime.frames.sources import open_source
+    from edge_runtime.inference.engine import Engine, EngineOptions
+
+    config_file = tmp_path / "config.toml"
+    config_file.write_text("[heads.box]\nfloat32 = true\n")
+    flags = {
+        "bundle": str(demo_bundle), "source": str(frames_dir), "state_dir": str(tmp_path / "state"),
+        "device_id": "cam-9", "broker": f"mqtt://{HOST}:1", "precision": "fp32", "threads": 1,
+    }  # fmt: skip
+    assert Daemon(RuntimeConfig.load(config_file=config_file, flags=flags, environ={})).run(install_signals=False) == 0
+    with Spool.open(tmp_path / "state" / "spool.sqlite") as spool:
+        payloads = [m.payload for m in spool.pending(100)]
+    assert len(payloads) == 6
+    wire = {}
+    for payload in payloads:
+        body = msgpack.unpackb(payload[HEADER_SIZE:], raw=False, ext_hook=_ext_hook, strict_map_key=True)
+        wire[body["f"]] = (body["r"]["box"]["v"], body["r"]["shape"]["p"])
+    with Engine.from_bundle(demo_bundle, EngineOptions(precision="fp32", threads=1)) as engine:
+        for frame in open_source(str(frames_dir)):
+            expected = engine.infer(frame).results["box"]
+            values, scores = wire[frame.frame_id]
+            assert values.dtype == np.float32 and np.array_equal(values, expected.values)  # float32 kept
+            assert not np.array_equal(values, np.round(expected.values, 4))  # more than the JSON form holds
+            assert scores.dtype == np.float16  # a head not marked float32 travels as float16

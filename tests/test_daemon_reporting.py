@@ -11,7 +11,7 @@ import pytest
 from edge_runtime.codec import decode_payload
 from edge_runtime.config import RuntimeConfig
 from edge_runtime.daemon.pipeline import Daemon
-from edge_runtime.delivery.mqtt.publisher import parse_status
+from edge_runtime.delivery.mqtt.status import parse_status
 from tests.broker import HOST, BrokerProcess
 from tests.conftest import write_npy_frames
 from tests.test_mqtt import Subscriber

@@ -1,6 +1,6 @@
 """A model exported by torch's default (dynamo) exporter, with its opaque tensor names,
 opset >= 18 and weights in a separate ``.onnx.data`` file, splits and verifies like any
-other ONNX file (DESIGN.md §6, "real exported models are messy")."""
+other ONNX file (docs/ARCHITECTURE.md, Traps measured here: "real exported models are messy")."""
 
 from __future__ import annotations
 

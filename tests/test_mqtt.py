@@ -20,8 +20,9 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from edge_runtime.codec import CONTENT_TYPE, decode_payload
-from edge_runtime.delivery.mqtt.publisher import MqttPublisher, parse_status
+from edge_runtime.delivery.mqtt.publisher import MqttPublisher
 from edge_runtime.delivery.mqtt.settings import MqttConfig
+from edge_runtime.delivery.mqtt.status import parse_status
 from edge_runtime.delivery.spool import Spool
 from edge_runtime.delivery.spool_file import SpoolOptions
 from edge_runtime.errors import ConfigError
@@ -211,7 +212,8 @@ def test_broker_down_at_start(tmp_path: Path, spool: Spool) -> None:
 PUBLISHER_SCRIPT = textwrap.dedent(
     """
     import sys, time
-    from edge_runtime.delivery.mqtt.publisher import MqttPublisher, parse_status
+    from edge_runtime.delivery.mqtt.publisher import MqttPublisher
+    from edge_runtime.delivery.mqtt.status import parse_status
     from edge_runtime.delivery.mqtt.settings import MqttConfig
     from edge_runtime.delivery.spool import Spool
     spool = Spool.open(sys.argv[2])

@@ -135,7 +135,7 @@ def test_int8_of_an_opset_11_graph_loads(tmp_path: Path) -> None:
     assert any(
         n.op_type == "DequantizeLinear" and any(a.name == "axis" for a in n.attribute) for n in quantized.graph.node
     )
-    make_session(data, "opset-11 INT8")  # the per-channel trap of DESIGN.md §6 would fail here
+    make_session(data, "opset-11 INT8")  # per-channel QDQ below opset 13 would fail here
 
 
 @pytest.mark.parametrize(

@@ -6,11 +6,13 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
 import pytest
 
 from edge_runtime.codec import decode_payload, encode_line
 from edge_runtime.delivery.reporting import HeadPolicy, Reporter, changed
 from edge_runtime.errors import ConfigError
+from edge_runtime.inference.results import Classification, FrameResult, Regression
 
 
 class Clock:
@@ -21,19 +23,17 @@ class Clock:
         return self.now
 
 
-def frame(frame_id: int, score: float, label: str = "circle", box: list[float] | None = None) -> dict[str, Any]:
-    return {
-        "device": "cam1",
-        "epoch": "ep",
-        "seq": 0,
-        "frame_id": frame_id,
-        "ts": 1000.0 + frame_id,
-        "results": {
-            "shape": {"labels": [label], "class_ids": [1], "scores": [score]},
-            "box": {"names": ["x0", "y0", "x1", "y1"], "values": box or [0.1, 0.2, 0.5, 0.6]},
+def frame(frame_id: int, score: float, label: str = "circle", box: list[float] | None = None) -> FrameResult:
+    """A frame's typed results, as the engine hands them to the reporter."""
+    return FrameResult(
+        frame_id=frame_id,
+        timestamp=1000.0 + frame_id,
+        results={
+            "shape": Classification(class_ids=np.array([1]), scores=np.array([score]), labels=(label,)),
+            "box": Regression(values=np.array(box or [0.1, 0.2, 0.5, 0.6]), names=("x0", "y0", "x1", "y1")),
         },
-        "latency_ms": {"total": 1.0},
-    }
+        latency_ms={"total": 1.0},
+    )
 
 
 @pytest.mark.parametrize(
@@ -54,6 +54,33 @@ def frame(frame_id: int, score: float, label: str = "circle", box: list[float] |
         (None, None, 0.0, False),
         (None, 0.0, 10.0, True),
         ({"m": [[0, 1], [1, 1]]}, {"m": [[0, 1], [1, 1]]}, 0.0, False),
+        # typed results: float arrays by the deadband, integer arrays (masks, ids) exactly
+        (np.array([0.5, 0.25], np.float32), np.array([0.52, 0.25], np.float32), 0.05, False),
+        (np.array([0.5, 0.25], np.float32), np.array([0.6, 0.25], np.float32), 0.05, True),
+        (np.array([0.5], np.float32), np.array([0.5, 0.1], np.float32), 10.0, True),  # a shape change
+        (np.array([np.nan], np.float32), np.array([np.nan], np.float32), 0.0, False),
+        (np.array([1.0], np.float32), np.array([np.inf], np.float32), 10.0, True),
+        (np.array([[0, 1]], np.uint8), np.array([[0, 2]], np.uint8), 10.0, True),
+        (np.array([[0, 1]], np.uint8), np.array([[0, 1]], np.uint8), 0.0, False),
+        (np.array([1], np.int64), [1], 10.0, True),  # an array is not a list
+        (
+            Classification(class_ids=np.array([1]), scores=np.array([0.9]), labels=("cat",)),
+            Classification(class_ids=np.array([1]), scores=np.array([0.92]), labels=("cat",)),
+            0.05,
+            False,
+        ),
+        (
+            Classification(class_ids=np.array([1]), scores=np.array([0.9]), labels=("cat",)),
+            Classification(class_ids=np.array([2]), scores=np.array([0.9]), labels=("dog",)),
+            0.5,
+            True,
+        ),
+        (
+            Regression(values=np.array([1.0]), names=("v",)),
+            Classification(class_ids=np.array([0]), scores=np.array([1.0]), labels=("v",)),
+            10.0,
+            True,
+        ),  # another result type
     ],
 )
 def test_changed(old: Any, new: Any, deadband: float, expected: bool) -> None:
@@ -72,17 +99,19 @@ def test_report_by_exception_keeps_changes_only() -> None:
     clock = Clock()
     reporter = Reporter({"shape": HeadPolicy(deadband=0.05), "box": HeadPolicy(deadband=0.02)}, clock=clock)
     first = reporter.filter(frame(0, 0.90))
-    assert first is not None and set(first["results"]) == {"shape", "box"}  # first result always goes out
+    assert first is not None and set(first.results) == {"shape", "box"}  # first result always goes out
     assert reporter.filter(frame(1, 0.93)) is None  # within both deadbands: nothing to publish
     moved = reporter.filter(frame(2, 0.93, box=[0.1, 0.2, 0.55, 0.6]))
-    assert moved is not None and set(moved["results"]) == {"box"}  # the box moved, the score did not
-    assert moved["frame_id"] == 2
+    assert moved is not None and set(moved.results) == {"box"}  # the box moved, the score did not
+    assert moved.frame_id == 2
     relabelled = reporter.filter(frame(3, 0.93, label="square", box=[0.1, 0.2, 0.55, 0.6]))
-    assert relabelled is not None and set(relabelled["results"]) == {"shape"}
+    assert relabelled is not None and set(relabelled.results) == {"shape"}
     # compared with the last *published* value, not the previous frame: slow drift is reported
     assert reporter.filter(frame(4, 0.96, label="square", box=[0.1, 0.2, 0.55, 0.6])) is None
     drifted = reporter.filter(frame(5, 0.99, label="square", box=[0.1, 0.2, 0.55, 0.6]))
-    assert drifted is not None and drifted["results"]["shape"]["scores"] == [0.99]
+    assert drifted is not None
+    shape = drifted.results["shape"]
+    assert isinstance(shape, Classification) and shape.scores.tolist() == [np.float32(0.99)]
     assert reporter.suppressed_frames == 2 and reporter.suppressed_results == 7
 
 
@@ -90,7 +119,7 @@ def test_a_head_without_deadband_is_always_published() -> None:
     reporter = Reporter({"shape": HeadPolicy(deadband=0.5), "box": HeadPolicy()})
     reporter.filter(frame(0, 0.9))
     line = reporter.filter(frame(1, 0.9))
-    assert line is not None and set(line["results"]) == {"box"}
+    assert line is not None and set(line.results) == {"box"}
 
 
 def test_heartbeat_only_after_silence() -> None:

@@ -1,6 +1,6 @@
 """Build the tiny .tflite models of ``tests/test_tflite_backend.py`` (run with a TensorFlow python).
 
-This script runs in a converter environment (TensorFlow never enters the main venv, DESIGN.md §8),
+This script runs in a converter environment (TensorFlow never enters the main venv),
 as ``python tests/tflite_models.py OUT_DIR``, and writes into ``OUT_DIR``:
 
 - ``trunk_fp32.tflite``: ``image`` (N, 12, 16, 3) NHWC, dynamic batch -> ``features`` (N, 12, 16, 4)

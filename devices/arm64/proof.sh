@@ -15,7 +15,8 @@
 #
 # Prints "SKIPPED: <reason>" and exits 0 when the chroot cannot be made here (not root, no
 # debootstrap/qemu and no way to install them, binfmt_misc cannot be enabled). Any failure from
-# the chroot build on is a real failure (non-zero exit). Traps: ../../../shared/DESIGN.md §6.
+# the chroot build on is a real failure (non-zero exit). Traps: docs/ARCHITECTURE.md,
+# "Traps measured here" (arm64 without a board).
 #
 # Nothing is hard-coded about mirrors or indexes: the Debian mirror comes from the host's apt
 # sources (or EDGE_ARM64_MIRROR, else debootstrap's own default), and pip inside the chroot gets
@@ -323,7 +324,7 @@ in_chroot 600 edge-runtime device || fail "edge-runtime device failed in the chr
 in_chroot 600 edge-runtime inspect /opt/proof/bundle || fail "edge-runtime inspect failed in the chroot"
 
 # --- run the bundle: JSON lines out, and to a host mosquitto when there is one -----------------
-check_results() { # FILE: exactly $frames result objects with the keys of DESIGN.md §7
+check_results() { # FILE: exactly $frames result lines with the keys of docs/protocol.md
     python3 - "$1" "$frames" <<'EOF'
 import json, sys
 path, want = sys.argv[1], int(sys.argv[2])

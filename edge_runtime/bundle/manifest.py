@@ -1,7 +1,7 @@
 """The bundle contract: typed, validated views of ``manifest.json``.
 
 The exporter writes a manifest with :meth:`Manifest.to_dict`; the runtime reads one with
-:meth:`Manifest.from_mapping`. Field names follow DESIGN.md §3 and are never renamed.
+:meth:`Manifest.from_mapping`. Field names are part of the bundle contract and are never renamed.
 Reading is tolerant of *unknown* keys (a newer exporter may add fields: they are logged
 once) but strict about the ones it knows: a wrong type or value raises
 :class:`~edge_runtime.errors.BundleError` naming the field. The manifest's parts (input, trunk

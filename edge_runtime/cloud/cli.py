@@ -73,7 +73,7 @@ def run_subscribe(args: argparse.Namespace, *, stop: threading.Event | None = No
 
 
 def add_subscribe_arguments(parser: argparse.ArgumentParser) -> None:
-    """The ``subscribe`` flags (DESIGN §7), for ``edge_runtime.cli``. None is required here:
+    """The ``subscribe`` flags, for ``edge_runtime.cli``. None is required here:
     each one can also come from ``--config`` or ``EDGE_RUNTIME_SUBSCRIBE_*``."""
     parser.add_argument("--config", metavar="FILE", help="TOML/YAML/JSON file with the keys below (e.g. broker)")
     parser.add_argument(

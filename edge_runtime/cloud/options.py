@@ -199,7 +199,7 @@ class SubscribeOptions:
             try:
                 _CHECKS[key](value)
             except ConfigError as exc:
-                raise ConfigError(f"{origins.get(key, where)}: {exc}") from None
+                raise ConfigError(f"{origins.get(key, where)}: {exc}") from exc
         return cls(**values)
 
     @classmethod

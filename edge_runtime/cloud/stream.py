@@ -197,7 +197,7 @@ class ResultStream:
             reason = describe_connect_error(exc)
             if cfg.uses_tls and isinstance(exc, ConnectionResetError):
                 reason += " (a port without TLS? mqtts:// needs a TLS listener)"
-            raise TransportError(f"cannot connect to MQTT broker {self.where}: {reason}") from None
+            raise TransportError(f"cannot connect to MQTT broker {self.where}: {reason}") from exc
         self._client.loop_start()
         if not self._connected.wait(timeout):
             self.close()

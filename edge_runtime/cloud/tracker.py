@@ -1,4 +1,4 @@
-"""De-duplication on ``(device, epoch, seq)`` and gaps per ``(device, epoch)`` (DESIGN §8).
+"""De-duplication on ``(device, epoch, seq)`` and gaps per ``(device, epoch)`` (docs/protocol.md §7).
 
 :class:`StreamTracker` is pure: no MQTT, no I/O. Feed it decoded lines; read the counters, the
 gaps and the summary that ``edge-runtime subscribe`` prints at exit.

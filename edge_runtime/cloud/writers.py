@@ -109,7 +109,7 @@ def open_writer(output: str = "-", fmt: str = "jsonl") -> Iterator[Writer]:
     try:
         fh = open(output, "a", encoding="utf-8", newline="")
     except OSError as exc:
-        raise ConfigError(f"cannot open output {output!r}: {exc.strerror or exc}") from None
+        raise ConfigError(f"cannot open output {output!r}: {exc.strerror or exc}") from exc
     with fh:
         yield CsvWriter(fh, header=fh.tell() == 0) if fmt == "csv" else JsonLinesWriter(fh)
 

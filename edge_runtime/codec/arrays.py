@@ -115,7 +115,7 @@ def _f32_array(values: Any, what: str) -> np.ndarray:
     try:
         return np.asarray(values, dtype=np.float32)
     except (TypeError, ValueError) as exc:
-        raise CodecError(f"{what}: not a float array ({exc})") from None
+        raise CodecError(f"{what}: not a float array ({exc})") from exc
 
 
 def _int_array(values: Any, what: str) -> np.ndarray:
@@ -133,8 +133,8 @@ def _ext_hook(code: int, data: bytes) -> np.ndarray:
     """A typed array from a msgpack extension (read-only, a view of the payload)."""
     try:
         dtype = EXT_DTYPES[code]
-    except KeyError:
-        raise ValueError(f"unknown msgpack extension type {code} (typed arrays are 1-{max(EXT_DTYPES)})") from None
+    except KeyError as exc:
+        raise ValueError(f"unknown msgpack extension type {code} (typed arrays are 1-{max(EXT_DTYPES)})") from exc
     arr = np.frombuffer(data, dtype=dtype)  # ValueError unless len(data) is a multiple of the item size
     if code == 11 and arr.size and int(arr.view(np.uint8).max()) > 1:
         raise ValueError("a bool array holds bytes other than 0 and 1")
@@ -148,8 +148,8 @@ def _get(body: Mapping[str, Any], key: str, kinds: tuple[type, ...], what: str) 
     """``body[key]`` if its type is exactly one of ``kinds`` (so ``bool`` is no ``int``)."""
     try:
         value = body[key]
-    except KeyError:
-        raise CodecError(f"malformed body: {what} has no field {key!r}") from None
+    except KeyError as exc:
+        raise CodecError(f"malformed body: {what} has no field {key!r}") from exc
     if type(value) not in kinds:
         raise CodecError(f"malformed body: {what} field {key!r} is a {type(value).__name__}")
     return value

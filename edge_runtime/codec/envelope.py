@@ -139,8 +139,8 @@ _local = threading.local()
 def _zstandard() -> Any:
     try:
         import zstandard
-    except ImportError:
-        raise CodecError(f"zstd compression needs the zstandard package: {ZSTD_HINT}") from None
+    except ImportError as exc:
+        raise CodecError(f"zstd compression needs the zstandard package: {ZSTD_HINT}") from exc
     return zstandard
 
 
@@ -166,7 +166,7 @@ def _decompress(body: bytes) -> bytes:
         else:
             out = dec.decompress(body, allow_extra_data=False)
     except zstd.ZstdError as exc:
-        raise CodecError(f"malformed zstd body (or over the {MAX_BODY_BYTES}-byte limit): {exc}") from None
+        raise CodecError(f"malformed zstd body (or over the {MAX_BODY_BYTES}-byte limit): {exc}") from exc
     if len(out) > MAX_BODY_BYTES:  # pragma: no cover - the checks above prevent it
         raise CodecError(f"decompressed body over the {MAX_BODY_BYTES}-byte limit")
     return bytes(out)

@@ -188,7 +188,7 @@ def _enc_segmentation(
     try:
         area_index = [position[c] for c in areas]
     except KeyError as exc:
-        raise CodecError(f"class_areas names unknown class {exc.args[0]!r} (classes {names})") from None
+        raise CodecError(f"class_areas names unknown class {exc.args[0]!r} (classes {names})") from exc
     out: _Body = {
         "y": "s",
         "n": names,
@@ -355,7 +355,7 @@ def _json_raw(name: str, head: Mapping[str, Any], f32: bool) -> _Body:
         try:
             arr = np.asarray(t["data"], dtype=np.float64 if "float" in dtype else dtype).reshape(shape)
         except (TypeError, ValueError) as exc:
-            raise CodecError(f"head {name!r}, output {out_name!r}: {exc}") from None
+            raise CodecError(f"head {name!r}, output {out_name!r}: {exc}") from exc
         tensors[out_name] = _enc_raw_tensor(arr, f32)
         tensors[out_name]["t"] = dtype
     return {"y": "x", "o": tensors}

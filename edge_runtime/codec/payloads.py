@@ -61,14 +61,14 @@ def _pack(body: Any) -> bytes:
     try:
         return msgpack.packb(body, use_bin_type=True)
     except (TypeError, ValueError, OverflowError) as exc:
-        raise CodecError(f"cannot encode the body: {exc}") from None
+        raise CodecError(f"cannot encode the body: {exc}") from exc
 
 
 def _json_bytes(form: Mapping[str, Any]) -> bytes:
     try:
         return json.dumps(form, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode("utf-8")
     except (TypeError, ValueError) as exc:
-        raise CodecError(f"cannot encode as JSON: {exc}") from None
+        raise CodecError(f"cannot encode as JSON: {exc}") from exc
 
 
 def _check_jsonable(value: Any, what: str, depth: int = 0) -> None:
@@ -192,9 +192,9 @@ def encode_line(
         body = _frame_body(line["device"], line["epoch"], line["seq"], frame_id, ts, heads, latency)
         return _wrap(_pack(body), mode, comp, "frame")
     except KeyError as exc:
-        raise CodecError(f"the line has no {exc.args[0]!r} field") from None
+        raise CodecError(f"the line has no {exc.args[0]!r} field") from exc
     except (TypeError, ValueError, AttributeError, IndexError) as exc:
-        raise CodecError(f"cannot encode the line: {exc}") from None
+        raise CodecError(f"cannot encode the line: {exc}") from exc
 
 
 # -- decoding ----------------------------------------------------------------------------------
@@ -294,4 +294,4 @@ def decode_payload(payload: bytes) -> dict[str, Any]:
     except (ValueError, TypeError, KeyError, IndexError, OverflowError, RecursionError, msgpack.UnpackException) as exc:
         # ValueError covers msgpack's ExtraData / FormatError / StackError, bad UTF-8, bad JSON.
         reason = "truncated" if "incomplete input" in str(exc) else "malformed"
-        raise CodecError(f"{reason} {header.mode} body: {exc}") from None
+        raise CodecError(f"{reason} {header.mode} body: {exc}") from exc

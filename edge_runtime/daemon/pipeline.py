@@ -33,7 +33,7 @@ import queue
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -90,6 +90,11 @@ class Daemon:
     def slots(self) -> Slots:
         """The A/B update slots of the state directory."""
         return self.swaps.slots
+
+    @property
+    def state_path(self) -> Path:
+        """The state directory (epoch, seq, spool, update slots, command nonces)."""
+        return self.state.path
 
     @property
     def reporter(self) -> Reporter | None:
@@ -301,7 +306,7 @@ class Daemon:
                 compression=config.compression,
                 epoch=self.state.epoch,
             )
-            self._commands = attach_commands(self, publisher)
+            self._commands = attach_commands(self, self.controller, publisher)
             return publisher.start()
         except BaseException:
             spool.close()
@@ -369,12 +374,10 @@ class Daemon:
                     continue
             if result is not None:
                 self.counters.frames_processed += 1
-                line = result.to_dict(device=self.config.device_id, seq=self._seq)
-                line["epoch"] = self.state.epoch
-                filtered = reporter.filter(line)
-                if filtered is not None:
-                    heads = filtered["results"].keys()
-                    self._emit(filtered, sinks, reporter.qos(heads), reporter.expiry_s(heads), float32_heads)
+                kept = reporter.filter(result)  # typed: no JSON form on the way to the wire
+                if kept is not None:
+                    heads = kept.results.keys()
+                    self._emit(kept, sinks, reporter.qos(heads), reporter.expiry_s(heads), float32_heads)
                     self.counters.results_written += 1
             beat = reporter.heartbeat_due(device=self.config.device_id, epoch=self.state.epoch)
             if beat is not None:
@@ -382,18 +385,27 @@ class Daemon:
 
     def _emit(
         self,
-        line: dict[str, Any],
+        message: FrameResult | dict[str, Any],
         sinks: list[ResultSink],
         qos: int,
         expiry_s: float | None,
-        float32_heads: Any,
+        float32_heads: Collection[str],
     ) -> None:
-        """Number one message and hand it to the spool (first: it numbers published messages)
-        and every sink."""
-        line["seq"] = self._seq
-        if self._publisher is not None:
-            msg = self._publisher.publish_line(line, qos=qos, expiry_s=expiry_s, float32_heads=float32_heads)
-            line["seq"] = self._seq = msg.seq
+        """Number one message (a frame's typed results, or a heartbeat line) and hand it to the
+        spool first (it numbers published messages: the payload is encoded from the typed
+        results there) and then, as a JSON line, to every sink."""
+        publisher = self._publisher
+        if isinstance(message, FrameResult):
+            if publisher is not None:
+                self._seq = publisher.publish_frame(
+                    message, qos=qos, expiry_s=expiry_s, float32_heads=float32_heads
+                ).seq
+            line = message.to_dict(device=self.config.device_id, seq=self._seq) if sinks else {}
+            line["epoch"] = self.state.epoch
+        else:
+            line = {**message, "seq": self._seq}
+            if publisher is not None:
+                line["seq"] = self._seq = publisher.publish_line(line, qos=qos, expiry_s=expiry_s).seq
         for sink in sinks:
             sink.write(line)
         self._seq += 1

@@ -14,25 +14,50 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import asdict
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
 
 from edge_runtime.errors import ConfigError, EdgeRuntimeError, close_matches
 from edge_runtime.trust.command_verify import CommandVerifier
 from edge_runtime.trust.commands import CommandProcessor
 
 if TYPE_CHECKING:
-    from edge_runtime.daemon.pipeline import Daemon
+    from edge_runtime.config import RuntimeConfig
     from edge_runtime.delivery.mqtt.publisher import MqttPublisher
     from edge_runtime.inference.engine import Engine
+    from edge_runtime.trust.update_install import UpdateOutcome
+    from edge_runtime.trust.updates import Slots
 
 logger = logging.getLogger(__name__)
+
+
+class RunningDaemon(Protocol):
+    """What remote control needs of a running daemon (:class:`~edge_runtime.daemon.pipeline.Daemon`
+    is one): its engine and counters, its update slots, updates and rollbacks."""
+
+    config: RuntimeConfig
+
+    @property
+    def current_engine(self) -> Engine | None: ...
+
+    @property
+    def slots(self) -> Slots: ...
+
+    @property
+    def state_path(self) -> Path: ...
+
+    def current_status(self) -> dict[str, Any]: ...
+
+    def request_update(self, source: str, timeout: float = 60.0) -> UpdateOutcome: ...
+
+    def request_rollback(self, reason: str = "rollback requested", timeout: float = 60.0) -> UpdateOutcome: ...
 
 
 class DaemonController:
     """What each command does to the daemon. Thread-safe: commands arrive on paho's network
     thread (head changes) or the command worker (update, rollback)."""
 
-    def __init__(self, daemon: Daemon) -> None:
+    def __init__(self, daemon: RunningDaemon) -> None:
         self.daemon = daemon
         self._lock = threading.Lock()
         #: head -> {"enabled": bool, "every_n_frames": int}: what commands changed, reapplied on a swap
@@ -110,7 +135,9 @@ class DaemonController:
         return asdict(outcome)
 
 
-def attach_commands(daemon: Daemon, publisher: MqttPublisher) -> CommandProcessor | None:
+def attach_commands(
+    daemon: RunningDaemon, controller: DaemonController, publisher: MqttPublisher
+) -> CommandProcessor | None:
     """With ``command_keys`` configured: verify, run and answer commands arriving on the
     publisher's command topic (call before ``publisher.start()``); otherwise None."""
     from edge_runtime.trust.keys import KeyFileError, load_public_keys
@@ -121,16 +148,16 @@ def attach_commands(daemon: Daemon, publisher: MqttPublisher) -> CommandProcesso
     try:
         keys = load_public_keys(config.command_keys)
     except KeyFileError as exc:
-        raise ConfigError(f"command_keys: {exc}") from None
+        raise ConfigError(f"command_keys: {exc}") from exc
     verifier = CommandVerifier(
         keys,
         config.device_id,
         max_age_s=config.command_max_age_s,
-        nonce_store=daemon.state.path / "command-nonces.sqlite",
+        nonce_store=daemon.state_path / "command-nonces.sqlite",
     )
     processor = CommandProcessor(
         verifier,
-        daemon.controller,
+        controller,
         publisher.publish_reply,
         on_rejection=lambda _reply: publisher.publish_status(daemon.current_status()),
     )

@@ -19,7 +19,7 @@ class ResultSink(Protocol):
     """Where numbered results go: ``write`` one, ``close`` at the end."""
 
     def write(self, line: dict[str, Any]) -> None:
-        """Deliver one result line (DESIGN.md §7 fields)."""
+        """Deliver one result line (the fields of docs/protocol.md)."""
         ...
 
     def close(self) -> None:

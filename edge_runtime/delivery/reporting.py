@@ -14,20 +14,25 @@ per held-back head, how many results were held back and when the head was last p
 Example::
 
     reporter = Reporter({"shape": HeadPolicy(deadband=0.05)}, heartbeat_s=30)
-    line = reporter.filter(frame_line)       # None: nothing to publish for this frame
+    kept = reporter.filter(frame_result)      # a FrameResult with the changed heads, or None
     beat = reporter.heartbeat_due(device="cam1", epoch=epoch)   # a heartbeat line, or None
 """
 
 from __future__ import annotations
 
-import copy
+import dataclasses
 import math
 import time
 from collections.abc import Callable, Collection, Mapping
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from edge_runtime.errors import ConfigError
+
+if TYPE_CHECKING:
+    from edge_runtime.inference.results import FrameResult, HeadResult
 
 
 @dataclass(frozen=True)
@@ -49,8 +54,16 @@ class HeadPolicy:
 
 
 def changed(old: Any, new: Any, deadband: float) -> bool:
-    """Whether ``new`` differs from ``old`` beyond ``deadband``: numbers by more than it (a
-    non-finite number by any change), anything else (labels, keys, lengths, types) at all."""
+    """Whether ``new`` differs from ``old`` beyond ``deadband``: numbers (and float arrays,
+    element-wise) by more than it (a non-finite number by any change); anything else — labels,
+    integer arrays such as class ids and masks, keys, lengths, shapes, types — at all. Typed
+    head results (frozen dataclasses) compare field by field."""
+    if isinstance(old, np.ndarray) or isinstance(new, np.ndarray):
+        return _arrays_changed(old, new, deadband)
+    if dataclasses.is_dataclass(old) and not isinstance(old, type):
+        if type(old) is not type(new):
+            return True
+        return any(changed(getattr(old, f.name), getattr(new, f.name), deadband) for f in dataclasses.fields(old))
     if isinstance(old, bool) or isinstance(new, bool):
         return old is not new
     if isinstance(old, (int, float)) and isinstance(new, (int, float)):
@@ -68,15 +81,29 @@ def changed(old: Any, new: Any, deadband: float) -> bool:
     return bool(type(old) is not type(new) or old != new)
 
 
+def _arrays_changed(old: Any, new: Any, deadband: float) -> bool:
+    if not (isinstance(old, np.ndarray) and isinstance(new, np.ndarray)):
+        return True
+    if old.shape != new.shape or old.dtype.kind != new.dtype.kind:
+        return True
+    if old.dtype.kind != "f":
+        return not np.array_equal(old, new)
+    a, b = old.astype(np.float64), new.astype(np.float64)
+    finite = np.isfinite(a) & np.isfinite(b)
+    if not np.array_equal(np.isfinite(a), np.isfinite(b)) or not np.array_equal(a[~finite], b[~finite], equal_nan=True):
+        return True
+    return bool(np.any(np.abs(b[finite] - a[finite]) > deadband))
+
+
 @dataclass
 class _Held:
-    last: Any = None  # the head's last published result (its JSON form)
+    last: Any = None  # the head's last published result (a typed head result)
     last_published: float | None = None  # wall-clock time
     held: int = 0  # results left out since
 
 
 class Reporter:
-    """Per-head publishing policy for a stream of result lines (DESIGN.md §7 fields)."""
+    """Per-head publishing policy for a stream of frame results (typed: :class:`FrameResult`)."""
 
     def __init__(
         self,
@@ -118,17 +145,16 @@ class Reporter:
         values = [self.policy(h).expiry_s for h in heads] or [self.default.expiry_s]
         return None if any(v is None for v in values) else max(v for v in values if v is not None)
 
-    def filter(self, line: dict[str, Any]) -> dict[str, Any] | None:
-        """``line`` without the results that did not change; None when nothing is left to say.
-
-        Lines pass unchanged when no head reports by exception."""
+    def filter(self, result: FrameResult) -> FrameResult | None:
+        """``result`` without the head results that did not change since they were last
+        published (typed results compared with :func:`changed`); None when nothing is left to
+        say. A result passes unchanged when no head reports by exception."""
         if not self._state:
             self._last_message = self._clock()
-            return line
-        results = line.get("results") or {}
-        kept: dict[str, Any] = {}
+            return result
+        kept: dict[str, HeadResult] = {}
         now = time.time()
-        for name, value in results.items():
+        for name, value in result.results.items():
             held = self._state.get(name)
             deadband = self.policy(name).deadband
             if held is None or deadband is None:
@@ -138,7 +164,7 @@ class Reporter:
                 held.held += 1
                 self.suppressed_results += 1
                 continue
-            held.last = copy.deepcopy(value)
+            held.last = value  # frozen, with arrays of its own: kept as it is
             held.last_published = now
             held.held = 0
             kept[name] = value
@@ -146,9 +172,9 @@ class Reporter:
             self.suppressed_frames += 1
             return None
         self._last_message = self._clock()
-        if len(kept) == len(results):
-            return line
-        return {**line, "results": kept}
+        if len(kept) == len(result.results):
+            return result
+        return replace(result, results=kept)
 
     def heartbeat_due(self, *, device: str, epoch: str) -> dict[str, Any] | None:
         """A heartbeat line (``seq`` to be set by the publisher) when nothing was published for

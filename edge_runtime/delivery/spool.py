@@ -20,7 +20,7 @@ CLI: ``edge-runtime run --bundle B --source S --broker mqtt://host --spool /path
 committed messages. The contract (what survives a kill, a power loss) is in
 :mod:`edge_runtime.delivery.spool_file`, with :class:`SpoolOptions` and the file format.
 
-**Sequence numbers.** ``seq`` is the message number of DESIGN.md §8: gapless per spool file,
+**Sequence numbers.** ``seq`` is the message number of docs/protocol.md §7: gapless per spool file,
 assigned by ``append``, persisted in the ``meta`` table in the same transaction as the message.
 ``append_with(topic, build)`` passes the seq to ``build`` so it can be embedded in the payload.
 

@@ -166,12 +166,12 @@ class SpoolFile:
             path.parent.mkdir(parents=True, exist_ok=True)
             lock_fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as exc:
-            raise ConfigError(f"spool {path}: cannot open: {exc.strerror or exc}") from None
+            raise ConfigError(f"spool {path}: cannot open: {exc.strerror or exc}") from exc
         try:
             fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
+        except OSError as exc:
             os.close(lock_fd)
-            raise ConfigError(f"spool {path}: in use by another process (one daemon per spool file)") from None
+            raise ConfigError(f"spool {path}: in use by another process (one daemon per spool file)") from exc
         conn: sqlite3.Connection | None = None
         try:
             conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=5.0)
@@ -181,7 +181,7 @@ class SpoolFile:
             close_spool_file(conn, lock_fd)
             raise ConfigError(
                 f"spool {path}: not a readable SQLite database ({exc}); move it aside to start an empty spool"
-            ) from None
+            ) from exc
         except BaseException:
             close_spool_file(conn, lock_fd)
             raise

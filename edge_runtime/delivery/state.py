@@ -51,7 +51,7 @@ class StateDir:
                 _atomic_write(epoch_file, secrets.token_hex(8) + "\n")
             epoch = epoch_file.read_text(encoding="utf-8").strip()
         except OSError as exc:
-            raise ConfigError(f"state directory {root}: {exc.strerror or exc} (set --state-dir)") from None
+            raise ConfigError(f"state directory {root}: {exc.strerror or exc} (set --state-dir)") from exc
         if not epoch:
             raise ConfigError(f"state directory {root}: the epoch file is empty; delete it to start a new epoch")
         return cls(root, epoch)
@@ -62,8 +62,8 @@ class StateDir:
             return int((self.path / "seq").read_text(encoding="utf-8").strip() or 0)
         except FileNotFoundError:
             return 0
-        except ValueError:
-            raise ConfigError(f"{self.path / 'seq'}: not a number; delete it to continue") from None
+        except ValueError as exc:
+            raise ConfigError(f"{self.path / 'seq'}: not a number; delete it to continue") from exc
 
     def save_seq(self, seq: int) -> None:
         """Persist the next message number."""
@@ -79,10 +79,10 @@ def read_heartbeat(state_dir: str | Path) -> dict[str, Any]:
     path = Path(state_dir) / HEARTBEAT_NAME
     try:
         data = loads_bounded(path.read_bytes())
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no heartbeat (is the daemon running with this --state-dir?)") from None
+    except FileNotFoundError as exc:
+        raise ConfigError(f"{path}: no heartbeat (is the daemon running with this --state-dir?)") from exc
     except (OSError, ValueError) as exc:
-        raise ConfigError(f"{path}: unreadable heartbeat: {exc}") from None
+        raise ConfigError(f"{path}: unreadable heartbeat: {exc}") from exc
     if not isinstance(data, dict) or not isinstance(data.get("ts"), (int, float)):
         raise ConfigError(f"{path}: malformed heartbeat")
     return data

@@ -1,6 +1,6 @@
 """Frame sources: synthetic frames, image folders, video files, cameras and network streams.
 
-:func:`open_source` reads the ``SOURCE`` strings of the command line (DESIGN.md §7) and returns
+:func:`open_source` reads the ``SOURCE`` strings of the command line and returns
 a :class:`FrameSource`: an iterator of :class:`~edge_runtime.frames.frame.Frame` and a context
 manager. Every frame carries a ``frame_id`` counting from 0 and its capture ``timestamp``
 (``time.time()``). ``synthetic`` needs only numpy; the others need OpenCV

@@ -52,7 +52,7 @@ PRECISION_FALLBACK: dict[str, tuple[str, ...]] = {
 class EngineOptions:
     """How to build an :class:`Engine`.
 
-    ``precision`` is a preference (DESIGN.md §8): a graph without an artifact at that
+    ``precision`` is a preference: a graph without an artifact at that
     precision uses the next best one. ``heads`` limits the loaded heads (None: all).
     ``threads`` sizes the trunk's thread pool (None: all cores); heads are small, and
     one thread each was measured faster than two (a MobileNetV2-sized model's three heads:

@@ -1,6 +1,6 @@
 """Per-task fidelity: how well a quantized head reproduces the float model.
 
-The quantization gate (issue 5, DESIGN.md §8) never ships an INT8 or FP16 head that was not
+The quantization gate (issue 5) never ships an INT8 or FP16 head that was not
 measured against the float model. :func:`head_fidelity` compares one head's raw outputs on
 held-back samples, float (``reference``) against quantized (``candidate``), with a metric that
 fits the head's decoder, and returns a :class:`Fidelity` whose ``value`` is an agreement in

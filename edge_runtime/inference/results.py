@@ -433,7 +433,7 @@ class FrameResult:
         _set(self, "skipped", tuple(self.skipped))
 
     def to_dict(self, device: str, seq: int) -> dict[str, Any]:
-        """The result line of DESIGN.md §7: ``device, seq, frame_id, ts, results, latency_ms``."""
+        """The result line of docs/protocol.md: ``device, seq, frame_id, ts, results, latency_ms``."""
         return {
             "device": device,
             "seq": int(seq),

@@ -165,7 +165,7 @@ def run_latency(bundle: str | Path, options: BenchOptions | None = None) -> Late
             latency["total"] = latency["total"] + latency["encode"]
             if publisher is not None:  # into the spool (QoS 1); PUBLISH -> PUBACK is timed apart
                 t1 = time.perf_counter_ns()
-                publisher.publish_line({**result.to_dict(device="bench", seq=0), "epoch": "bench"})
+                publisher.publish_frame(result)  # what the daemon runs: typed results encoded in the spool
                 latency["publish"] = (time.perf_counter_ns() - t1) / 1e6
             return latency
 
@@ -351,7 +351,7 @@ def _open_publisher(url: str, samples: dict[str, list[float]]) -> Any:
 
     folder = Path(tempfile.mkdtemp(prefix="edge-bench-"))
     spool = Spool.open(folder / "spool.sqlite")
-    publisher = MqttPublisher(MqttConfig.from_url(url), "bench", spool)
+    publisher = MqttPublisher(MqttConfig.from_url(url), "bench", spool, epoch="bench")
     acks = samples.setdefault("publish_to_ack", [])
     publisher.on_ack_latency = lambda seconds: acks.append(seconds * 1000.0)
     publisher.start()
@@ -411,8 +411,8 @@ def options_from_args(args: argparse.Namespace) -> BenchOptions:
     """BenchOptions from parsed :func:`add_bench_arguments` arguments."""
     try:
         width, height = (int(v) for v in str(args.size).lower().split("x"))
-    except ValueError:
-        raise ConfigError(f"--size {args.size!r}: expected WIDTHxHEIGHT, e.g. 640x480") from None
+    except ValueError as exc:
+        raise ConfigError(f"--size {args.size!r}: expected WIDTHxHEIGHT, e.g. 640x480") from exc
     frames = args.frames
     warmup = args.warmup
     if args.quick:

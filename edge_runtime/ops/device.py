@@ -5,7 +5,7 @@ and 5, Jetson Orin and Nano, generic arm64 and x86_64). The board is recognised 
 ``/proc/device-tree/model``, ``/etc/nv_tegra_release`` and ``/proc/cpuinfo``; an unknown board
 gets the generic profile of its architecture, with a warning. A profile's settings are defaults:
 ``backend``, ``precision`` and ``threads`` set in the config file, the environment or on the
-command line win (DESIGN.md §7: config ``profile = "auto"``, ``EDGE_RUNTIME_PROFILE``, ``--profile``).
+command line win (the profile itself: config ``profile = "auto"``, ``EDGE_RUNTIME_PROFILE``, ``--profile``).
 
 Example::
 
@@ -264,7 +264,7 @@ def load_profile(name: str) -> Profile:
     try:
         data = tomllib.loads(entry.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{where}: not valid TOML: {exc}") from None
+        raise ConfigError(f"{where}: not valid TOML: {exc}") from exc
     profile = Profile.from_mapping(data, where)
     if profile.name != name:
         raise ConfigError(f"{where}: its name is {profile.name!r}, expected {name!r}")

@@ -61,10 +61,10 @@ class MetricsSnapshot:
 def _import_prometheus() -> Any:
     try:
         import prometheus_client
-    except ImportError:
+    except ImportError as exc:
         raise ConfigError(
             f"metrics_port is set but prometheus-client is not installed: {INSTALL_HINT} (or unset metrics_port)"
-        ) from None
+        ) from exc
     return prometheus_client
 
 
@@ -143,7 +143,7 @@ class Metrics:
             raise ConfigError(
                 f"metrics endpoint {host}:{port}: cannot listen: {exc.strerror or exc}"
                 " (choose another metrics_port / --metrics-port)"
-            ) from None
+            ) from exc
         metrics._server, metrics._thread = server, thread
         metrics.address = (host, server.server_port)
         logger.info("metrics on http://%s:%d/metrics", host, server.server_port)

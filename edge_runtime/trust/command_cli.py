@@ -70,12 +70,12 @@ def parse_command_args(cmd: str, pairs: list[str]) -> dict[str, Any]:
         kind = spec[key].kind
         try:
             args[key] = int(text) if kind is int else float(text) if kind is float else text
-        except ValueError:
-            raise ConfigError(f"{cmd}: {key}={text!r} is not a {'whole ' if kind is int else ''}number") from None
+        except ValueError as exc:
+            raise ConfigError(f"{cmd}: {key}={text!r} is not a {'whole ' if kind is int else ''}number") from exc
     try:
         return check_args(cmd, args)
     except CommandRejected as exc:
-        raise ConfigError(str(exc)) from None
+        raise ConfigError(str(exc)) from exc
 
 
 def send_command(
@@ -128,7 +128,7 @@ def send_command(
     try:
         client.connect_broker()
     except (OSError, ValueError) as exc:
-        raise TransportError(f"{where}: {describe_connect_error(exc)}") from None
+        raise TransportError(f"{where}: {describe_connect_error(exc)}") from exc
     client.loop_start()
     try:
         kind, value = _next_event(events, timeout, f"{where}: no answer to connect/subscribe in {timeout:g} s")
@@ -152,8 +152,8 @@ def send_command(
 def _next_event(events: queue.Queue[tuple[str, Any]], timeout: float, message: str) -> tuple[str, Any]:
     try:
         return events.get(timeout=timeout)
-    except queue.Empty:
-        raise TransportError(message) from None
+    except queue.Empty as exc:
+        raise TransportError(message) from exc
 
 
 def run_command(args: argparse.Namespace) -> int:

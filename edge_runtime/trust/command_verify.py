@@ -127,7 +127,7 @@ class NonceStore:
             raise ConfigError(
                 f"{self.path}: the command nonce store cannot be used ({exc}); delete the file: it only "
                 "remembers recent command nonces"
-            ) from None
+            ) from exc
 
     def add(self, nonce: str, expires: float, now: float) -> bool:
         """Record ``nonce`` until ``expires``; False when it is already there (a replay).
@@ -201,7 +201,7 @@ class CommandVerifier:
                 parse_constant=_reject_constant,
             )  # fmt: skip
         except ValueError as exc:  # bad UTF-8 or JSON, duplicate keys, NaN, nested too deeply
-            raise CommandRejected("malformed", f"not a UTF-8 JSON object: {exc}") from None
+            raise CommandRejected("malformed", f"not a UTF-8 JSON object: {exc}") from exc
         if not isinstance(message, dict):
             raise CommandRejected("malformed", f"not a JSON object but a {type(message).__name__}")
         nonce = message.get("nonce") if isinstance(message.get("nonce"), str) else None
@@ -237,7 +237,7 @@ class CommandVerifier:
         try:
             signature = decode_signature(message["sig"], "command")
         except KeyFileError as exc:
-            raise CommandRejected("bad_signature", str(exc)) from None
+            raise CommandRejected("bad_signature", str(exc)) from exc
         candidates = [k for k in self.keys if k.key_id == message["key_id"]]
         if not candidates:
             raise CommandRejected("unknown_key", f"key {message['key_id']!r:.40} is not a trusted operator key")

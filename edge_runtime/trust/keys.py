@@ -1,6 +1,6 @@
 """ed25519 keys and raw signatures: the one primitive behind signed bundles and signed commands.
 
-File formats (DESIGN.md §8): a private key is PKCS#8 PEM (``PREFIX.key``), a public key is
+File formats: a private key is PKCS#8 PEM (``PREFIX.key``), a public key is
 SubjectPublicKeyInfo PEM (``PREFIX.pub``); a signature is the raw 64-byte ed25519 signature,
 base64-encoded wherever it travels as text (``manifest.sig``, a command's ``sig`` field).
 
@@ -40,8 +40,8 @@ class KeyFileError(EdgeRuntimeError):
 def _ed25519() -> Any:
     try:
         from cryptography.hazmat.primitives.asymmetric import ed25519
-    except ImportError:
-        raise KeyFileError(f"ed25519 signatures need the 'cryptography' package: {INSTALL_HINT}") from None
+    except ImportError as exc:
+        raise KeyFileError(f"ed25519 signatures need the 'cryptography' package: {INSTALL_HINT}") from exc
     return ed25519
 
 
@@ -76,7 +76,7 @@ def public_key_from_pem(data: bytes, source: str) -> PublicKey:
         key = serialization.load_pem_public_key(data)
     except (ValueError, TypeError) as exc:
         hint = " (this is a PRIVATE key: give the .pub file)" if b"PRIVATE KEY" in data else ""
-        raise KeyFileError(f"{source}: not a PEM public key{hint}: {exc}") from None
+        raise KeyFileError(f"{source}: not a PEM public key{hint}: {exc}") from exc
     if not isinstance(key, ed25519.Ed25519PublicKey):
         raise KeyFileError(f"{source}: a {type(key).__name__}, not an ed25519 public key")
     raw = key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
@@ -91,7 +91,7 @@ def load_public_keys(paths: Iterable[str | Path]) -> list[PublicKey]:
         try:
             data = path.read_bytes()
         except OSError as exc:
-            raise KeyFileError(f"{path}: cannot read the public key: {exc.strerror or exc}") from None
+            raise KeyFileError(f"{path}: cannot read the public key: {exc.strerror or exc}") from exc
         keys.append(public_key_from_pem(data, str(path)))
     return keys
 
@@ -104,12 +104,12 @@ def load_private_key(path: str | Path) -> Any:
     try:
         data = path.read_bytes()
     except OSError as exc:
-        raise KeyFileError(f"{path}: cannot read the private key: {exc.strerror or exc}") from None
+        raise KeyFileError(f"{path}: cannot read the private key: {exc.strerror or exc}") from exc
     try:
         key = serialization.load_pem_private_key(data, password=None)
     except (ValueError, TypeError) as exc:
         hint = " (this is a PUBLIC key: give the .key file)" if b"PUBLIC KEY" in data else ""
-        raise KeyFileError(f"{path}: not an unencrypted PEM private key{hint}: {exc}") from None
+        raise KeyFileError(f"{path}: not an unencrypted PEM private key{hint}: {exc}") from exc
     if not isinstance(key, ed25519.Ed25519PrivateKey):
         raise KeyFileError(f"{path}: a {type(key).__name__}, not an ed25519 private key")
     return key
@@ -169,12 +169,12 @@ def decode_signature(text: str | bytes, source: str) -> bytes:
     if isinstance(text, bytes):
         try:
             text = text.decode("ascii")
-        except UnicodeDecodeError:
-            raise KeyFileError(f"{source}: the signature is not base64 text") from None
+        except UnicodeDecodeError as exc:
+            raise KeyFileError(f"{source}: the signature is not base64 text") from exc
     try:
         raw = base64.b64decode(text.strip(), validate=True)
-    except (binascii.Error, ValueError):
-        raise KeyFileError(f"{source}: the signature is not valid base64") from None
+    except (binascii.Error, ValueError) as exc:
+        raise KeyFileError(f"{source}: the signature is not valid base64") from exc
     if len(raw) != SIGNATURE_BYTES:
         raise KeyFileError(f"{source}: the signature has {len(raw)} bytes, an ed25519 signature has {SIGNATURE_BYTES}")
     return raw

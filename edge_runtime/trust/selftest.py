@@ -174,7 +174,7 @@ def load_frames(path: Path, rel: str) -> np.ndarray:
     try:
         frames = np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError) as exc:
-        raise SelfTestError(f"{rel}: cannot read the self-test frames: {exc}") from None
+        raise SelfTestError(f"{rel}: cannot read the self-test frames: {exc}") from exc
     if not isinstance(frames, np.ndarray) or frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
         raise SelfTestError(
             f"{rel}: self-test frames must be an (N, H, W, 3) uint8 array, got "
@@ -205,7 +205,7 @@ def load_expected(path: Path, rel: str, outputs: Mapping[str, tuple[str, ...]], 
     except SelfTestError:
         raise
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-        raise SelfTestError(f"{rel}: cannot read the expected outputs: {exc}") from None
+        raise SelfTestError(f"{rel}: cannot read the expected outputs: {exc}") from exc
     for key, value in found.items():
         if value.dtype.kind != "f" or value.ndim < 1 or len(value) != count:
             raise SelfTestError(

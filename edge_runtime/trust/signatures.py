@@ -1,6 +1,6 @@
 """Signed bundles on the device: check ``manifest.sig`` against the trusted public keys.
 
-A bundle's signature (DESIGN.md §8) is ``manifest.sig``: base64 of the raw ed25519 signature
+A bundle's signature is ``manifest.sig``: base64 of the raw ed25519 signature
 over the exact bytes of ``manifest.json``. The manifest lists the sha256 of every file, so a
 valid signature followed by the hash check (:func:`edge_runtime.bundle.reader.load_bundle`) vouches
 for the whole bundle. Several trusted keys allow rotation: any one of them may have signed.
@@ -49,7 +49,7 @@ def read_signature(root: Path) -> bytes | None:
     except FileNotFoundError:
         return None
     except OSError as exc:
-        raise SignatureError(f"{root}: cannot read {SIGNATURE_NAME}: {exc.strerror or exc}") from None
+        raise SignatureError(f"{root}: cannot read {SIGNATURE_NAME}: {exc.strerror or exc}") from exc
     return parse_signature(text, root)
 
 
@@ -61,7 +61,7 @@ def parse_signature(text: bytes, where: Path | str) -> bytes:
     try:
         return decode_signature(text, f"{where}/{SIGNATURE_NAME}")
     except KeyFileError as exc:
-        raise SignatureError(f"{where}: malformed {SIGNATURE_NAME}: {exc}") from None
+        raise SignatureError(f"{where}: malformed {SIGNATURE_NAME}: {exc}") from exc
 
 
 def check_manifest_signature(
@@ -101,7 +101,7 @@ def verify_bundle_signature(root: Path, keys: Sequence[PublicKey], manifest_byte
         try:
             manifest_bytes = (root / MANIFEST_NAME).read_bytes()
         except OSError as exc:
-            raise SignatureError(f"{root / MANIFEST_NAME}: cannot read: {exc.strerror or exc}") from None
+            raise SignatureError(f"{root / MANIFEST_NAME}: cannot read: {exc.strerror or exc}") from exc
     return check_manifest_signature(manifest_bytes or b"", signature, keys, root)
 
 

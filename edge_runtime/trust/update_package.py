@@ -176,7 +176,7 @@ def _index_tarball(archive: Path, source: str, max_bytes: int) -> _TarPackage:
     try:
         tar = tarfile.open(archive, "r:*")
     except (tarfile.TarError, OSError) as exc:
-        raise PackageError(f"{source}: not a readable tarball: {exc}") from None
+        raise PackageError(f"{source}: not a readable tarball: {exc}") from exc
     try:
         members: dict[str, tarfile.TarInfo] = {}
         total = 0
@@ -208,7 +208,7 @@ def _index_tarball(archive: Path, source: str, max_bytes: int) -> _TarPackage:
             members[rel] = member
     except (tarfile.TarError, EOFError, OSError) as exc:
         tar.close()
-        raise PackageError(f"{source}: corrupt tarball: {exc}") from None
+        raise PackageError(f"{source}: corrupt tarball: {exc}") from exc
     except BaseException:
         tar.close()
         raise

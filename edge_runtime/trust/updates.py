@@ -1,6 +1,6 @@
 """Over-the-air updates: stage, verify and switch bundles between two slots (A/B), with rollback.
 
-Layout under the state directory (DESIGN.md §8)::
+Layout under the state directory::
 
     <state_dir>/bundles/state.json      active / previous slot, boot attempts, history (atomic)
     <state_dir>/bundles/slots/A/        a bundle directory
@@ -111,7 +111,7 @@ class Slots:
         try:
             (root / "slots").mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise UpdateError(f"{root}: cannot create the update slots: {exc.strerror or exc}") from None
+            raise UpdateError(f"{root}: cannot create the update slots: {exc.strerror or exc}") from exc
         return cls(root)
 
     # -- state.json -------------------------------------------------------------------------
@@ -133,7 +133,7 @@ class Slots:
         except (OSError, ValueError) as exc:  # ValueError: bad UTF-8 or JSON, nested too deeply
             raise UpdateError(
                 f"{self.state_path}: unreadable ({exc}); delete it to return to the factory bundle"
-            ) from None
+            ) from exc
         if isinstance(data, dict):
             state.update(data)
         for key in ("active", "previous"):
@@ -450,10 +450,10 @@ def _download(url: str, target: Path, max_bytes: int) -> None:
                     logger.info("downloaded %.1f MB", received / 1e6)
                     next_report += PROGRESS_EVERY_BYTES
     except urllib.error.HTTPError as exc:
-        raise UpdateError(f"{url}: HTTP {exc.code} {exc.reason}") from None
+        raise UpdateError(f"{url}: HTTP {exc.code} {exc.reason}") from exc
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", None) or exc
-        raise UpdateError(f"{url}: download failed: {reason}") from None
+        raise UpdateError(f"{url}: download failed: {reason}") from exc
     logger.info("downloaded %s (%.1f MB)", url, received / 1e6)
 
 

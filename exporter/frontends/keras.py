@@ -1,4 +1,4 @@
-"""Keras models (``.keras`` / ``.h5``) to a TFLite-only bundle (DESIGN.md §8: no Keras -> ONNX path).
+"""Keras models (``.keras`` / ``.h5``) to a TFLite-only bundle (there is no Keras -> ONNX path).
 
 TensorFlow never enters the exporter's environment: the work that needs it runs in the
 TensorFlow virtualenv of :mod:`exporter.toolenv` (the onnx2tf one: TensorFlow 2.19, Keras 3),

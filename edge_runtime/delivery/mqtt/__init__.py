@@ -1,5 +1,4 @@
-"""MQTT: settings from a broker URL (settings), the one client factory (client), the publisher
-of the spool (publisher).
+"""MQTT: connection settings from a URL, the publisher of the spool.
 
 Public names are imported from their module on first use (:mod:`edge_runtime.lazy_exports`).
 """
@@ -23,11 +22,11 @@ if TYPE_CHECKING:
     from edge_runtime.delivery.mqtt.publisher import (
         MqttPublisher as MqttPublisher,
     )
-    from edge_runtime.delivery.mqtt.publisher import (
-        parse_status as parse_status,
+    from edge_runtime.delivery.mqtt.settings import (
+        PROTOCOLS as PROTOCOLS,
     )
-    from edge_runtime.delivery.mqtt.publisher import (
-        status_payload as status_payload,
+    from edge_runtime.delivery.mqtt.settings import (
+        SCHEMES as SCHEMES,
     )
     from edge_runtime.delivery.mqtt.settings import (
         DeviceTopics as DeviceTopics,
@@ -44,26 +43,36 @@ if TYPE_CHECKING:
     from edge_runtime.delivery.mqtt.settings import (
         redact_url as redact_url,
     )
+    from edge_runtime.delivery.mqtt.status import (
+        OFFLINE as OFFLINE,
+    )
+    from edge_runtime.delivery.mqtt.status import (
+        ONLINE as ONLINE,
+    )
+    from edge_runtime.delivery.mqtt.status import (
+        STATUS_CONTENT_TYPE as STATUS_CONTENT_TYPE,
+    )
+    from edge_runtime.delivery.mqtt.status import (
+        parse_status as parse_status,
+    )
+    from edge_runtime.delivery.mqtt.status import (
+        status_payload as status_payload,
+    )
 
 __getattr__, __all__ = lazy_exports(
     __name__,
     {
-        "client": (
-            "MqttClient",
-            "make_client",
-            "tls_context",
-        ),
-        "publisher": (
-            "MqttPublisher",
-            "parse_status",
-            "status_payload",
-        ),
+        "client": ("MqttClient", "make_client", "tls_context"),
+        "publisher": ("MqttPublisher",),
         "settings": (
+            "PROTOCOLS",
+            "SCHEMES",
             "DeviceTopics",
             "MqttConfig",
             "describe_connect_error",
             "describe_refusal",
             "redact_url",
         ),
+        "status": ("OFFLINE", "ONLINE", "STATUS_CONTENT_TYPE", "parse_status", "status_payload"),
     },
 )

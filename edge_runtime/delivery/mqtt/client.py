@@ -119,14 +119,14 @@ def _load(load: Callable[..., Any], files: dict[str, str | None]) -> None:
             with open(str(path), "rb"):
                 pass
         except OSError as exc:
-            raise ConfigError(f"MQTT TLS setup: {name} {path!r}: {exc.strerror or exc}") from None
+            raise ConfigError(f"MQTT TLS setup: {name} {path!r}: {exc.strerror or exc}") from exc
     try:
         load(*files.values())
     except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
         text = (exc.strerror if isinstance(exc, OSError) else None) or str(exc) or repr(exc)
         reason = re.sub(r" \(_ssl\.c:\d+\)$", "", text)
         shown = " / ".join(f"{name} {path!r}" for name, path in files.items())
-        raise ConfigError(f"MQTT TLS setup: {shown}: cannot load it: {reason}") from None
+        raise ConfigError(f"MQTT TLS setup: {shown}: cannot load it: {reason}") from exc
 
 
 def _no_delay(client: paho.Client, userdata: Any, sock: Any) -> None:

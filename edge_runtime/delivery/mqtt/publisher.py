@@ -1,26 +1,20 @@
-"""The device's MQTT publisher: drains the store-and-forward spool (DESIGN.md §8).
+"""The device's MQTT publisher: drains the store-and-forward spool.
 
-Results go to the :class:`~edge_runtime.delivery.spool.Spool` first (``publish_line``, or
-``write`` as the daemon's ``ResultSink``); a sender thread publishes what is committed there,
-at most ``max_inflight`` at a time, and deletes a message from the spool only on its PUBACK. A
-message in flight when the connection drops stays in the spool and in paho's session; paho
-re-sends it after the reconnect (at-least-once: the subscriber de-duplicates on
-(device, epoch, seq)).
+Results go to the :class:`~edge_runtime.delivery.spool.Spool` first (``publish_frame``,
+``publish_line``); a sender thread publishes what is committed there, at most ``max_inflight``
+at a time, and deletes a message only on its PUBACK (paho re-sends what was in flight after a
+reconnect: at-least-once, the subscriber de-duplicates on (device, epoch, seq)). It keeps the
+retained status (:mod:`~edge_runtime.delivery.mqtt.status`) on ``<prefix>/<device>/status``,
+subscribes to ``.../cmd`` when ``on_command`` is set and answers on ``.../reply``
+(``docs/protocol.md`` §9). Connection failures are retried with backoff, logged once per
+distinct reason and kept in :attr:`MqttPublisher.last_error`.
 
 Example::
 
     config = MqttConfig.from_url("mqtts://user:secret@broker.local:8883")
     with Spool.open("/var/lib/edge-runtime/spool.sqlite") as spool, \\
-            MqttPublisher(config, "cam1", spool) as publisher:
-        publisher.publish_line(line)     # line: a §7 result line with "epoch"; "seq" is set here
-
-Topics (:class:`~edge_runtime.delivery.mqtt.settings.DeviceTopics`): ``<prefix>/<device>/results``
-and ``.../status``, a retained JSON object (:func:`status_payload`, :func:`parse_status`):
-``{"state": "online", ...counters}`` on connect and every status interval, ``"offline"`` on
-close and as the last will. With ``on_command`` set it subscribes to ``.../cmd`` on every
-connect and hands each payload to it (network thread); :meth:`MqttPublisher.publish_reply`
-answers on ``.../reply`` (``docs/protocol.md`` §9). Connection failures are retried with
-backoff, logged once per distinct reason and kept in :attr:`MqttPublisher.last_error`.
+            MqttPublisher(config, "cam1", spool, epoch=epoch) as publisher:
+        publisher.publish_frame(result)  # a FrameResult; its seq is the spool's
 """
 
 from __future__ import annotations
@@ -33,8 +27,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Collection, Mapping
-from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import MQTTErrorCode
@@ -42,36 +35,23 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from edge_runtime.bounded_json import loads_bounded
-from edge_runtime.codec import content_type, encode_line
+from edge_runtime.codec import content_type, encode_frame, encode_line
 from edge_runtime.delivery.mqtt.client import MqttClient, make_client
 from edge_runtime.delivery.mqtt.settings import DeviceTopics, MqttConfig, describe_connect_error, describe_refusal
+from edge_runtime.delivery.mqtt.status import OFFLINE, ONLINE, STATUS_CONTENT_TYPE, status_payload
 from edge_runtime.delivery.spool import Spool, SpooledMessage
 from edge_runtime.errors import ConfigError, TransportError
 from edge_runtime.names import check_device_id
 
+if TYPE_CHECKING:
+    from edge_runtime.inference.results import FrameResult
+
 logger = logging.getLogger(__name__)
 
-ONLINE = "online"
-OFFLINE = "offline"
-STATUS_CONTENT_TYPE = "application/json"
 _RETRY_REJECTED_S = 5.0
 _IDLE_WAIT_S = 0.5  # the sender's wait with nothing in flight and nothing uncommitted
 _ACK_WAIT_S = 0.005  # at most this long between applying PUBACKs while messages are in flight
 _PROPERTIES_CACHE = 256  # PUBLISH properties kept for reuse, one per distinct expiry interval
-
-
-def status_payload(state: str, fields: Mapping[str, Any] | None = None) -> bytes:
-    """The JSON status message: ``{"state": ..., **fields}``."""
-    return json.dumps({"state": state, **(fields or {})}, separators=(",", ":")).encode()
-
-
-def parse_status(payload: bytes) -> dict[str, Any]:
-    """A status message as a dict (``state`` always present; ``ValueError`` if it is not one)."""
-    data = loads_bounded(payload)
-    if not isinstance(data, dict) or not isinstance(data.get("state"), str):
-        raise ValueError(f"not a status message: {payload[:80]!r}")
-    return data
 
 
 class MqttPublisher:
@@ -186,7 +166,7 @@ class MqttPublisher:
         try:
             self._client.connect_broker(background=True)
         except (OSError, ValueError) as exc:
-            raise TransportError(f"MQTT broker {cfg.host}:{cfg.port}: {exc}") from None
+            raise TransportError(f"MQTT broker {cfg.host}:{cfg.port}: {exc}") from exc
         self._client.loop_start()
         self._sender = threading.Thread(target=self._send_loop, name="mqtt-sender", daemon=True)
         self._sender.start()
@@ -374,16 +354,45 @@ class MqttPublisher:
         expiry_s: float | None = None,
         float32_heads: Collection[str] = (),
     ) -> SpooledMessage:
-        """Append one result (or heartbeat) line, its ``seq`` set to the spool's seq, for
-        publishing; ``qos`` / ``expiry_s`` default to the publisher's."""
-        if self._closed:
-            raise TransportError("the MQTT publisher is closed")
+        """Append one JSON-form line (a heartbeat, a decoded result), its ``seq`` set to the
+        spool's seq, for publishing; ``qos`` / ``expiry_s`` default to the publisher's."""
         mode, compression = self.mode, self.compression
-        msg = self.spool.append_with(
-            self.results_topic,
+        return self._append(
             lambda seq: encode_line(
                 {**line, "seq": seq}, mode=mode, compression=compression, float32_heads=float32_heads
             ),
+            qos,
+            expiry_s,
+        )
+
+    def publish_frame(
+        self,
+        result: FrameResult,
+        *,
+        qos: int | None = None,
+        expiry_s: float | None = None,
+        float32_heads: Collection[str] = (),
+    ) -> SpooledMessage:
+        """Append one frame's typed results, encoded straight from the arrays (no JSON form in
+        between: heads in ``float32_heads`` keep full float32 precision), ``seq`` the spool's."""
+        device, epoch, mode, compression = self.device_id, self.epoch, self.mode, self.compression
+        if epoch is None:
+            raise TransportError("publish_frame needs the publisher's epoch (MqttPublisher(..., epoch=...))")
+        return self._append(
+            lambda seq: encode_frame(
+                result, device=device, epoch=epoch, seq=seq, mode=mode, compression=compression,
+                float32_heads=float32_heads,
+            ),
+            qos,
+            expiry_s,
+        )  # fmt: skip
+
+    def _append(self, encode: Callable[[int], bytes], qos: int | None, expiry_s: float | None) -> SpooledMessage:
+        if self._closed:
+            raise TransportError("the MQTT publisher is closed")
+        msg = self.spool.append_with(
+            self.results_topic,
+            encode,
             qos=self.config.qos if qos is None else qos,
             expiry_s=self.expiry_s if expiry_s is None else expiry_s,
         )
@@ -444,13 +453,6 @@ class MqttPublisher:
         info = self._client.publish(self.reply_topic, payload, qos=1, retain=False, properties=props)
         return info.rc in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN)
 
-    def write(self, line: dict[str, Any]) -> None:
-        """``ResultSink.write``."""
-        self.publish_line(line)
-
-    def in_flight(self) -> int:
-        return len(self._inflight)
-
     def close(self, timeout: float = 5.0) -> None:
         """Flush the spool, wait (at most ``timeout``, and only while connected) until it is
         drained and acked, publish the retained ``offline`` status and disconnect. What is not
@@ -489,10 +491,8 @@ class MqttPublisher:
     def __enter__(self) -> MqttPublisher:
         return self.start()
 
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
 
-__all__ = ["OFFLINE", "ONLINE", "MqttPublisher", "parse_status", "status_payload"]
+__all__ = ["MqttPublisher"]

@@ -108,7 +108,10 @@ class MqttConfig:
             parts = urllib.parse.urlsplit(url)
             port = parts.port
         except ValueError as exc:
-            raise ConfigError(f"broker URL {shown!r}: {exc}") from None
+            # urlsplit's error can quote the whole netloc, password included: neither the
+            # message nor the traceback (from None) may show it
+            reason = str(exc) if shown != "<unparseable URL>" and "@" not in str(exc) else "not a valid URL"
+            raise ConfigError(f"broker URL {shown!r}: {reason}") from None
         scheme = parts.scheme.lower()
         if scheme not in SCHEMES:
             hint = close_matches(scheme, SCHEMES)
@@ -133,8 +136,8 @@ class MqttConfig:
             if key in ("qos", "keepalive", "session_expiry_s"):
                 try:
                     values[key] = int(value)
-                except ValueError:
-                    raise ConfigError(f"broker URL {shown!r}: {key} must be an integer, got {value!r}") from None
+                except ValueError as exc:
+                    raise ConfigError(f"broker URL {shown!r}: {key} must be an integer, got {value!r}") from exc
             else:
                 values[key] = value
         known = {f.name for f in fields(cls)}
@@ -145,7 +148,7 @@ class MqttConfig:
         try:
             return cls(**values)
         except ConfigError as exc:
-            raise ConfigError(f"broker URL {shown!r}: {exc}") from None
+            raise ConfigError(f"broker URL {shown!r}: {exc}") from exc
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,7 @@ def get_backend(name: str) -> Backend:
     except ImportError as exc:
         raise BackendUnavailableError(
             f"backend {name!r} is not installed ({exc}); install it with: pip install '{extra}'"
-        ) from None
+        ) from exc
     factory: Callable[[], Backend] = getattr(module, class_name)
     return factory()
 

@@ -1,7 +1,7 @@
 """ONNX Runtime backend: CPU here, CUDA / TensorRT execution providers where present (Jetson).
 
 Sessions are created with thread spinning off (``session.intra_op.allow_spinning = 0``:
-spinning trunk and head sessions fight each other, DESIGN.md §6) and a bounded number of
+spinning trunk and head sessions fight each other) and a bounded number of
 intra-op threads. Values flow between sessions as numpy arrays: on the CPU provider ONNX
 Runtime wraps a contiguous input array's buffer and hands outputs back as arrays over its
 own buffer, so a head reads the trunk's features without a copy. (``run_with_ort_values``
@@ -85,7 +85,7 @@ class OnnxRuntimeSession:
         try:
             result = self._session.run(names, dict(feeds), self._run_options)
         except Exception as exc:
-            raise ModelError(f"{self.what}: inference failed: {exc}") from None
+            raise ModelError(f"{self.what}: inference failed: {exc}") from exc
         return dict(zip(names, result, strict=True))
 
     def to_numpy(self, value: Any) -> np.ndarray:
@@ -124,7 +124,7 @@ class OnnxRuntimeBackend:
         try:
             session = ort.InferenceSession(str(path), session_options, providers=providers)
         except Exception as exc:
-            raise ModelError(f"{what} ({path}): onnxruntime {ort.__version__} cannot load it: {exc}") from None
+            raise ModelError(f"{what} ({path}): onnxruntime {ort.__version__} cannot load it: {exc}") from exc
         self.providers = session.get_providers()
         self.threads[what] = threads
         if not self._announced:

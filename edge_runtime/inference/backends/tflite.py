@@ -71,7 +71,7 @@ def _import_interpreter() -> tuple[Any, str, str]:
             raise ImportError(
                 f"neither ai-edge-litert ({litert_error}) nor tflite-runtime ({fallback_error}) can be imported; "
                 "tflite-runtime 2.14 also needs numpy < 2"
-            ) from None
+            ) from fallback_error
 
 
 def _version(distribution: str) -> str:
@@ -215,7 +215,7 @@ class TfliteSession:
             raise ModelError(
                 f"{self.what}: no output {name!r}{close_matches(name, self._outputs)}; "
                 f"outputs: {', '.join(self._outputs)}"
-            ) from None
+            ) from exc
         if len(feeds) != len(self._inputs) or any(n not in self._inputs for n in feeds):
             raise ModelError(
                 f"{self.what}: feeds {', '.join(feeds) or 'nothing'}, expected inputs {', '.join(self._inputs)}"
@@ -242,7 +242,7 @@ class TfliteSession:
                 self._interpreter.invoke()
                 got = [self._interpreter.get_tensor(b.index) for b in wanted]
         except (RuntimeError, ValueError) as exc:
-            raise ModelError(f"{self.what}: inference failed: {exc}") from None
+            raise ModelError(f"{self.what}: inference failed: {exc}") from exc
         if reshaped:
             self._shapes.update((b.index, a.shape) for b, a in arrays)
         return {b.logical: TfliteValue(a, b.quantization, b.perm) for b, a in zip(wanted, got, strict=True)}
@@ -297,11 +297,11 @@ class TfliteBackend:
             interpreter = Interpreter(model_path=str(path), num_threads=threads)
         except (ValueError, RuntimeError) as exc:
             # LiteRT 2.x resolves ops when allocating; older runtimes already when building the interpreter
-            raise ModelError(f"{where}: {self._explain(exc, loading=True)}") from None
+            raise ModelError(f"{where}: {self._explain(exc, loading=True)}") from exc
         try:
             interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
-            raise ModelError(f"{where}: {self._explain(exc, loading=False)}") from None
+            raise ModelError(f"{where}: {self._explain(exc, loading=False)}") from exc
         extra = artifact.extra if artifact is not None else {}
         signature = extra.get("signature")
         tensors = extra.get("tensors")
