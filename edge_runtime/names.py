@@ -4,7 +4,8 @@ One rule for what a device id may hold (:func:`device_id_problem`): it is a leve
 topic of the device (``<prefix>/<device>/results``), so no ``/``, ``+``, ``#``, and, since it
 is printed in logs and summaries, no control character. :func:`printable` escapes what a
 peer sent (a device id in a payload, a topic) before it goes into a log line or a summary, so a
-newline in it cannot forge a line.
+newline in it cannot forge a line. :func:`redact_url` is the one password redaction, for broker
+URLs and camera/stream URLs alike.
 
 Example::
 
@@ -14,6 +15,7 @@ Example::
 
 from __future__ import annotations
 
+import urllib.parse
 from typing import Any
 
 from edge_runtime.errors import ConfigError
@@ -48,4 +50,17 @@ def printable(value: object) -> str:
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
-__all__ = ["check_device_id", "device_id_problem", "printable"]
+def redact_url(url: str) -> str:
+    """``url`` with the password replaced by ``***`` (for logs and error messages)."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        if parts.password is None:
+            return url
+        user = parts.username or ""
+        netloc = f"{user}:***@{parts.netloc.rpartition('@')[2]}"
+        return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+    except ValueError:
+        return "<unparseable URL>"
+
+
+__all__ = ["check_device_id", "device_id_problem", "printable", "redact_url"]

@@ -46,7 +46,6 @@ import math
 import re
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 from edge_runtime.errors import ConfigError, close_matches
 from edge_runtime.frames.capture import ReconnectOptions, StreamSource, VideoFileSource, capture_opener, check_gstreamer
@@ -54,23 +53,13 @@ from edge_runtime.frames.folders import IMAGE_SUFFIXES, ImageFolderSource
 from edge_runtime.frames.frame import require_cv2
 from edge_runtime.frames.source import FrameSource
 from edge_runtime.frames.synthetic import DEFAULT_SYNTHETIC_SIZE, SyntheticSource
+from edge_runtime.names import redact_url
 
 logger = logging.getLogger(__name__)
 
 SOURCE_FORMS = "synthetic[:WxH], a folder of images, an image or video file, camera:N, rtsp://…, http://…, gst:PIPELINE"
 STREAM_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://")
 _MAX_SIDE = 16384
-
-
-def _redact(url: str) -> str:
-    """``url`` without its password (descriptions end up in logs and in published results)."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
 
 
 def _size_from_spec(text: str, spec: str) -> tuple[int, int]:
@@ -136,7 +125,7 @@ def open_source(
         return StreamSource(description, opener, reconnect=reconnect, **common)
 
     if lower.startswith(STREAM_SCHEMES):
-        description = _redact(text)
+        description = redact_url(text)  # descriptions end up in logs and results
         cv2 = require_cv2(f"source {description!r}")
         opener = capture_opener(cv2, (text,), description, fps, width, height)
         return StreamSource(description, opener, reconnect=reconnect, **common)

@@ -40,9 +40,6 @@ if TYPE_CHECKING:
     from edge_runtime.delivery.mqtt.settings import (
         describe_refusal as describe_refusal,
     )
-    from edge_runtime.delivery.mqtt.settings import (
-        redact_url as redact_url,
-    )
     from edge_runtime.delivery.mqtt.status import (
         OFFLINE as OFFLINE,
     )
@@ -71,7 +68,6 @@ __getattr__, __all__ = lazy_exports(
             "MqttConfig",
             "describe_connect_error",
             "describe_refusal",
-            "redact_url",
         ),
         "status": ("OFFLINE", "ONLINE", "STATUS_CONTENT_TYPE", "parse_status", "status_payload"),
     },

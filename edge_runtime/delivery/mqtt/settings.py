@@ -19,7 +19,7 @@ from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any
 
 from edge_runtime.errors import ConfigError, close_matches
-from edge_runtime.names import check_device_id
+from edge_runtime.names import check_device_id, redact_url
 
 if TYPE_CHECKING:
     from paho.mqtt.reasoncodes import ReasonCode
@@ -29,19 +29,6 @@ SCHEMES = {"mqtt": 1883, "mqtts": 8883}
 _QUERY_KEYS = (
     "client_id", "topic_prefix", "protocol", "qos", "keepalive", "session_expiry_s", "tls_ca", "tls_cert", "tls_key",
 )  # fmt: skip
-
-
-def redact_url(url: str) -> str:
-    """``url`` with the password replaced by ``***`` (for logs and error messages)."""
-    try:
-        parts = urllib.parse.urlsplit(url)
-        if parts.password is None:
-            return url
-        user = parts.username or ""
-        netloc = f"{user}:***@{parts.netloc.rpartition('@')[2]}"
-        return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
-    except ValueError:
-        return "<unparseable URL>"
 
 
 @dataclass(frozen=True)
@@ -216,5 +203,4 @@ __all__ = [
     "MqttConfig",
     "describe_connect_error",
     "describe_refusal",
-    "redact_url",
 ]
