@@ -515,3 +515,13 @@ def test_a_bad_broker_url_never_shows_its_password(url: str) -> None:
         MqttConfig.from_url(url)
     assert "s3cret" not in str(caught.value)
     assert caught.value.__cause__ is None and caught.value.__suppress_context__
+
+
+def test_an_update_url_never_shows_its_password(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A refused download names the URL in the outcome, the log and the slots' history: with the
+    password redacted (nothing listens on port 1)."""
+    slots = Slots.open(tmp_path / "state")
+    caplog.set_level(logging.INFO)
+    outcome, _ = install_update(slots, "http://ops:s3cret@127.0.0.1:1/v2.tar.gz")
+    assert not outcome.ok and "download failed" in outcome.reason and "ops:***@127.0.0.1:1" in outcome.reason
+    assert "s3cret" not in outcome.reason + outcome.source + json.dumps(slots.read_state()) + caplog.text

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 
 from edge_runtime.bundle.reader import read_manifest
 from edge_runtime.errors import EdgeRuntimeError
+from edge_runtime.names import redact_url
 from edge_runtime.trust.updates import DEFAULT_MAX_DOWNLOAD_MB, Slots
 
 if TYPE_CHECKING:
@@ -65,23 +66,25 @@ def install_update(
 ) -> tuple[UpdateOutcome, Engine | None]:
     """Stage, verify and activate ``source``; never raises for an update that fails (the
     outcome says why and the history records it). With ``keep_engine`` the verified engine
-    (already moved to the slot) is returned open, for a hot swap."""
+    (already moved to the slot) is returned open, for a hot swap. A password in a URL source
+    is never logged, recorded or returned."""
+    shown = redact_url(source)
     previous = slots.installed_info(slots.active_slot()).get("version")
     engine: Engine | None = None
     try:
-        logger.info("update from %s: staging", source)
+        logger.info("update from %s: staging", shown)
         staged = slots.stage(source, trusted_keys=trusted_keys, base=base, max_download_mb=max_download_mb)
         logger.info("update: verifying %s (signature%s, hashes, self-test)", staged, "" if trusted_keys else " skipped")
         engine = slots.verify(staged, trusted_keys=trusted_keys, build_engine=build_engine)
-        target = slots.activate(staged, source=source)
+        target = slots.activate(staged, source=shown)
     except EdgeRuntimeError as exc:
         if engine is not None:
             engine.close()
         reason = str(exc)
-        logger.error("update from %s refused: %s", source, reason)
+        logger.error("update from %s refused: %s", shown, reason)
         with contextlib.suppress(EdgeRuntimeError, OSError):
-            slots.record(source, "refused", reason)
-        return UpdateOutcome(ok=False, reason=reason, source=source, previous_version=previous), None
+            slots.record(shown, "refused", reason)
+        return UpdateOutcome(ok=False, reason=reason, source=shown, previous_version=previous), None
     if engine is not None:
         from edge_runtime.bundle.reader import Bundle
 
@@ -93,7 +96,7 @@ def install_update(
     outcome = UpdateOutcome(
         ok=True,
         reason=f"{manifest.name} v{manifest.version} installed in slot {target.name}",
-        source=source,
+        source=shown,
         name=manifest.name,
         version=manifest.version,
         slot=target.name,

@@ -49,6 +49,7 @@ from typing import TYPE_CHECKING, Any
 from edge_runtime.bounded_json import loads_bounded
 from edge_runtime.bundle.reader import load_bundle, read_manifest, sha256_file
 from edge_runtime.errors import EdgeRuntimeError
+from edge_runtime.names import redact_url
 from edge_runtime.trust.update_package import open_package, stage_package
 
 if TYPE_CHECKING:
@@ -213,9 +214,11 @@ class Slots:
                 path = staging / "download.tar.gz"
                 _download(source, path, max_bytes)
             elif "://" in source:
-                raise UpdateError(f"{source}: unsupported scheme; use a directory, a .tar.gz / .tgz or http(s)://")
+                raise UpdateError(
+                    f"{redact_url(source)}: unsupported scheme; use a directory, a .tar.gz / .tgz or http(s)://"
+                )
             bundle_dir = staging / "bundle"
-            with open_package(path, source, max_bytes=max_bytes) as package:
+            with open_package(path, redact_url(source), max_bytes=max_bytes) as package:
                 stage_package(
                     package,
                     bundle_dir,
@@ -425,13 +428,14 @@ def _version_of(state: dict[str, Any], slot: str | None) -> str:
 
 def _download(url: str, target: Path, max_bytes: int) -> None:
     """Fetch ``url`` into ``target``, refusing more than ``max_bytes``."""
-    logger.info("downloading %s", url)
+    shown = redact_url(url)  # messages and logs never show a password
+    logger.info("downloading %s", shown)
     try:
         with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response, target.open("wb") as out:
             length = response.headers.get("Content-Length")
             if length is not None and length.isdigit() and int(length) > max_bytes:
                 raise UpdateError(
-                    f"{url}: {int(length) / 1e6:.1f} MB is over the download limit of {max_bytes >> 20} MiB "
+                    f"{shown}: {int(length) / 1e6:.1f} MB is over the download limit of {max_bytes >> 20} MiB "
                     "(update_max_download_mb)"
                 )
             received = 0
@@ -443,18 +447,18 @@ def _download(url: str, target: Path, max_bytes: int) -> None:
                 received += len(chunk)
                 if received > max_bytes:
                     raise UpdateError(
-                        f"{url}: over the download limit of {max_bytes >> 20} MiB (update_max_download_mb)"
+                        f"{shown}: over the download limit of {max_bytes >> 20} MiB (update_max_download_mb)"
                     )
                 out.write(chunk)
                 if received >= next_report:
                     logger.info("downloaded %.1f MB", received / 1e6)
                     next_report += PROGRESS_EVERY_BYTES
     except urllib.error.HTTPError as exc:
-        raise UpdateError(f"{url}: HTTP {exc.code} {exc.reason}") from exc
+        raise UpdateError(f"{shown}: HTTP {exc.code} {exc.reason}") from exc
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", None) or exc
-        raise UpdateError(f"{url}: download failed: {reason}") from exc
-    logger.info("downloaded %s (%.1f MB)", url, received / 1e6)
+        raise UpdateError(f"{shown}: download failed: {reason}") from exc
+    logger.info("downloaded %s (%.1f MB)", shown, received / 1e6)
 
 
 def _run_selftest(engine: Engine) -> None:
