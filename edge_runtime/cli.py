@@ -39,8 +39,9 @@ RUN_EXAMPLES = """examples:
 
 SOURCE: synthetic[:WxH], a folder of images, a video file, camera:N, rtsp://..., gst:PIPELINE
 (all but synthetic need the [camera] extra). Every flag also has a config-file key and an
-EDGE_RUNTIME_* environment variable (e.g. EDGE_RUNTIME_MAX_FRAMES=100); flags win over the
-environment, which wins over the file.
+EDGE_RUNTIME_* environment variable (e.g. EDGE_RUNTIME_MAX_FRAMES=100); precedence, lowest first:
+the bundle manifest < the config file < the environment < flags < signed remote commands (not
+persisted). All settings, [heads.<name>] included: docs/configuration.md.
 """
 
 
@@ -53,6 +54,8 @@ def _build_parser() -> argparse.ArgumentParser:
         "  edge-runtime health",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    from edge_runtime.settings.run import RUN
+
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug details")
     parser.add_argument("-q", "--quiet", action="store_true", help="only log warnings and errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -65,50 +68,8 @@ def _build_parser() -> argparse.ArgumentParser:
         epilog=RUN_EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    run.add_argument("--config", metavar="FILE", help="TOML/YAML/JSON config file")
-    run.add_argument("--bundle", metavar="BUNDLE_DIR", help="bundle directory")
-    run.add_argument("--source", metavar="SOURCE", help="frame source (see below)")
-    run.add_argument("--backend", help="inference backend (default: onnxruntime)")
-    run.add_argument("--precision", help="preferred precision: fp32, fp16 or int8 (per-graph fallback)")
-    run.add_argument("--threads", type=int, help="intra-op threads per session (default: the device profile's)")
-    run.add_argument(
-        "--profile",
-        metavar="NAME",
-        help="device profile, or auto to detect the board (default; see edge-runtime device)",
-    )
-    run.add_argument("--device-id", help="device name in results (default: the host name)")
-    run.add_argument("--max-frames", type=int, help="stop after N frames")
-    run.add_argument(
-        "--broker", metavar="URL", help="publish results over MQTT: mqtt://[user:pass@]host:port or mqtts://..."
-    )
-    run.add_argument("--topic-prefix", help="MQTT topics <prefix>/<device>/results|status (default: edge)")
-    run.add_argument("--spool", metavar="FILE", help="store-and-forward file (default: STATE_DIR/spool.sqlite)")
-    run.add_argument(
-        "--output", metavar="-|FILE", help="JSON lines to stdout (-) or a file (default: - without --broker)"
-    )
-    run.add_argument("--state-dir", metavar="DIR", help="where seq, epoch and the heartbeat live")
-    run.add_argument("--fps", type=float, help="throttle synthetic/folder sources to this rate")
-    run.add_argument("--loop", action="store_true", default=None, help="restart a folder or video source at its end")
-    run.add_argument(
-        "--metrics-port", type=int, metavar="PORT", help="serve Prometheus metrics on this port (default: 0, off)"
-    )
-    run.add_argument("--metrics-host", metavar="HOST", help="address of the metrics endpoint (default: 127.0.0.1)")
-    run.add_argument(
-        "--trusted-key",
-        action="append",
-        dest="trusted_keys",
-        metavar="PATH",
-        help="public key (.pub) that must have signed the bundle (repeatable: any one of them; "
-        "config key trusted_keys, EDGE_RUNTIME_TRUSTED_KEYS=a.pub,b.pub)",
-    )
-    run.add_argument(
-        "--command-key",
-        action="append",
-        dest="command_keys",
-        metavar="PATH",
-        help="accept signed remote commands from this operator public key (repeatable; default: commands off; "
-        "config key command_keys, EDGE_RUNTIME_COMMAND_KEYS=a.pub,b.pub)",
-    )
+    run.add_argument("--config", metavar="FILE", help="TOML/YAML/JSON config file (keys: docs/configuration.md)")
+    RUN.add_flags(run)
     run.add_argument("--validate", action="store_true", help="check config, bundle and source, then exit")
 
     health = sub.add_parser(
@@ -184,8 +145,8 @@ def _build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     selftest.add_argument("bundle", metavar="BUNDLE_DIR")
-    selftest.add_argument("--backend", choices=("onnxruntime", "tflite"), default="onnxruntime")
-    selftest.add_argument("--precision", choices=("fp32", "fp16", "int8"), default="fp32")
+    selftest.add_argument("--backend", choices=RUN["backend"].choices, default="onnxruntime")
+    selftest.add_argument("--precision", choices=RUN["precision"].choices, default="fp32")
 
     device = sub.add_parser(
         "device",
@@ -229,29 +190,9 @@ def _run(args: argparse.Namespace) -> int:
     from edge_runtime.config import RuntimeConfig
     from edge_runtime.daemon.pipeline import Daemon
     from edge_runtime.daemon.validation import validate
+    from edge_runtime.settings.run import RUN
 
-    flags = {
-        "bundle": args.bundle,
-        "source": args.source,
-        "backend": args.backend,
-        "precision": args.precision,
-        "threads": args.threads,
-        "profile": args.profile,
-        "device_id": args.device_id,
-        "max_frames": args.max_frames,
-        "output": args.output,
-        "state_dir": args.state_dir,
-        "fps": args.fps,
-        "loop": args.loop,
-        "broker": args.broker,
-        "topic_prefix": args.topic_prefix,
-        "spool": args.spool,
-        "metrics_port": args.metrics_port,
-        "metrics_host": args.metrics_host,
-        "trusted_keys": args.trusted_keys,
-        "command_keys": args.command_keys,
-    }
-    config = RuntimeConfig.load(config_file=args.config, flags=flags)
+    config = RuntimeConfig.load(config_file=args.config, flags=RUN.flag_values(args))
     if args.validate:
         print(validate(config))
         return 0

@@ -755,7 +755,7 @@ def test_config_keys_env_and_flag(tmp_path: Path) -> None:
     )
     assert config.command_keys == (Path("op.pub"),) and config.command_max_age_s == 30.0
     assert RuntimeConfig.load(flags=base, environ={}).command_keys == ()
-    with pytest.raises(ConfigError, match="'command_keys' must be a path or a list"):
+    with pytest.raises(ConfigError, match=r"test\.toml: command_keys must be a path or a list"):
         RuntimeConfig.from_mapping({**base, "command_keys": 3}, "test.toml")
     with pytest.raises(ConfigError, match="command_max_age_s"):
         RuntimeConfig.from_mapping({**base, "command_max_age_s": 0}, "test.toml")

@@ -128,7 +128,11 @@ def test_missing_prometheus_client_names_the_extra(monkeypatch: pytest.MonkeyPat
         ({}, {}, (0, "127.0.0.1")),
         ({"EDGE_RUNTIME_METRICS_PORT": "9464", "EDGE_RUNTIME_METRICS_HOST": "0.0.0.0"}, {}, (9464, "0.0.0.0")),
         ({"EDGE_RUNTIME_METRICS_PORT": "9464"}, {"metrics_port": 9500}, (9500, "127.0.0.1")),
-        ({}, {"metrics_port": 70000}, ConfigError("'metrics_port' must be 0 \\(off\\) to 65535")),
+        (
+            {},
+            {"metrics_port": 70000},
+            ConfigError("--metrics-port: metrics_port must be an integer from 0 to 65535, got 70000"),
+        ),
         ({"EDGE_RUNTIME_METRICS_PORT": "x"}, {}, ConfigError("EDGE_RUNTIME_METRICS_PORT")),
     ],
 )

@@ -244,7 +244,7 @@ def test_config_trusted_keys_from_file_env_and_flags(tmp_path: Path) -> None:
     flags = {"trusted_keys": ["e.pub"]}
     assert RuntimeConfig.load(config_file, flags=flags, environ=env).trusted_keys == (Path("e.pub"),)
     config_file.write_text('bundle = "b"\nsource = "synthetic"\ntrusted_keys = [1]\n')
-    with pytest.raises(ConfigError, match="'trusted_keys' must be a path or a list of paths"):
+    with pytest.raises(ConfigError, match=r"config.toml: trusted_keys must be a path or a list of paths, got \[1\]"):
         RuntimeConfig.load(config_file, environ={})
     config_file.write_text('bundle = "b"\nsource = "synthetic"\ntrusted_key = "a.pub"\n')
     with pytest.raises(ConfigError, match="unknown key 'trusted_key' \\(did you mean 'trusted_keys'"):

@@ -24,13 +24,14 @@ from typing import Any
 
 from edge_runtime.cloud.options import SubscribeOptions
 from edge_runtime.cloud.tracker import StreamTracker
-from edge_runtime.cloud.writers import FORMATS, open_writer
+from edge_runtime.cloud.writers import open_writer
+from edge_runtime.settings.subscribe import SUBSCRIBE
 
 
 def options_from_args(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> SubscribeOptions:
     """The options of ``edge-runtime subscribe``: flags > ``EDGE_RUNTIME_SUBSCRIBE_*``
     (``environ``, default ``os.environ``) > the ``--config`` file > defaults."""
-    flags = {key: getattr(args, key, None) for key in SubscribeOptions.keys()}
+    flags = SUBSCRIBE.flag_values(args)
     return SubscribeOptions.load(config_file=getattr(args, "config", None), flags=flags, environ=environ)
 
 
@@ -76,31 +77,7 @@ def add_subscribe_arguments(parser: argparse.ArgumentParser) -> None:
     """The ``subscribe`` flags, for ``edge_runtime.cli``. None is required here:
     each one can also come from ``--config`` or ``EDGE_RUNTIME_SUBSCRIBE_*``."""
     parser.add_argument("--config", metavar="FILE", help="TOML/YAML/JSON file with the keys below (e.g. broker)")
-    parser.add_argument(
-        "--broker", metavar="URL", help="mqtt://[user:pass@]host:port or mqtts://... (?protocol=3.1.1 for MQTT 3.1.1)"
-    )
-    parser.add_argument("--topic", help="topic filter (default: edge/+/results)")
-    parser.add_argument("--share", metavar="GROUP", help="shared subscription group (gap reports off)")
-    parser.add_argument("--output", metavar="-|FILE", help="stdout (-, default) or a file (appended to)")
-    parser.add_argument("--format", choices=FORMATS, help="jsonl (default) or csv")
-    parser.add_argument(
-        "--client-id", dest="client_id", help="fixed MQTT client id, one per subscriber (default: random)"
-    )
-    parser.add_argument("--qos", type=int, choices=(0, 1, 2), help="subscription QoS (default: 1)")
-    parser.add_argument(
-        "--session-expiry",
-        dest="session_expiry_s",
-        type=int,
-        metavar="SECONDS",
-        help="keep the broker session this long after a disconnect, so QoS 1 results queue while "
-        "away (needs --client-id; default 0: clean start)",
-    )
-    parser.add_argument(
-        "--heartbeats",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="write heartbeat lines too (default: no; they are always counted)",
-    )
+    SUBSCRIBE.add_flags(parser)
 
 
 SUBSCRIBE_EXAMPLES = """examples:

@@ -55,21 +55,15 @@ def add_update_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _config(args: argparse.Namespace) -> Any:
-    from edge_runtime.config import RuntimeConfig, environment_settings
-    from edge_runtime.specfiles import load_mapping_file
+    from edge_runtime.config import RuntimeConfig
+    from edge_runtime.settings.run import RUN
 
-    merged: dict[str, Any] = {}
-    origin = "configuration"
-    if args.config:
-        merged.update(load_mapping_file(args.config))
-        origin = str(args.config)
-    merged.update(environment_settings(os.environ))
     flags = {"bundle": args.bundle, "state_dir": args.state_dir, "trusted_keys": args.trusted_keys}
-    merged.update({k: v for k, v in flags.items() if v is not None})
+    merged, origins = RUN.merge(args.config, flags, os.environ)
     merged.setdefault("source", "synthetic")  # an update reads no frames
     if not merged.get("bundle"):
         merged["bundle"] = NO_FACTORY
-    return RuntimeConfig.from_mapping(merged, origin)
+    return RuntimeConfig.from_mapping(merged, str(args.config) if args.config else "configuration", origins)
 
 
 def run_update(args: argparse.Namespace) -> int:

@@ -1,0 +1,269 @@
+"""The settings of ``edge-runtime run``: :data:`RUN` (one row each) and :data:`HEADS`, the keys of
+``[heads.<name>]``. :class:`~edge_runtime.config.RuntimeConfig` takes its fields' defaults,
+validation, ``EDGE_RUNTIME_*`` variables and ``run`` flags from here; docs/configuration.md is
+generated from it (``python -m edge_runtime.settings``).
+
+To add a setting: one :class:`~edge_runtime.settings.table.Setting` row below, a field of
+``RuntimeConfig`` (``name: type = RUN.field("name")``) and its use.
+
+Example::
+
+    RUN["threads"].default_text()     # "the device profile's: 4 (jetson-nano, ...); all cores (...)"
+    RUN.env_name(RUN["max_frames"])   # "EDGE_RUNTIME_MAX_FRAMES"
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from edge_runtime.bundle.specs import PRECISIONS
+from edge_runtime.codec.envelope import COMPRESSIONS, MODES
+from edge_runtime.delivery.spool_file import SYNCHRONOUS_MODES
+from edge_runtime.errors import ConfigError, close_matches
+from edge_runtime.inference.backends import BACKENDS
+from edge_runtime.names import device_id_problem
+from edge_runtime.settings.table import NO_FLAG, Setting, Table
+
+ENV_PREFIX = "EDGE_RUNTIME_"
+#: Environment variables of ``edge-runtime subscribe`` (its own settings, not ``run``'s).
+SUBSCRIBE_ENV_PREFIX = ENV_PREFIX + "SUBSCRIBE_"
+
+
+def default_state_dir() -> Path:
+    """``$STATE_DIRECTORY`` under systemd, else ``$XDG_STATE_HOME/edge-runtime`` or ``~/.local/state/edge-runtime``."""
+    if os.environ.get("STATE_DIRECTORY"):
+        return Path(os.environ["STATE_DIRECTORY"].split(":")[0])
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "edge-runtime"
+
+
+def _profile_default(key: str) -> Callable[[], str]:
+    """The default of a profile-dependent setting in words, from the shipped profiles."""
+
+    def text() -> str:
+        from edge_runtime.ops.device import load_profile, profile_names
+
+        by_value: dict[str, list[str]] = {}
+        for name in profile_names():
+            value = getattr(load_profile(name), key)
+            by_value.setdefault("all cores" if value is None else str(value), []).append(name)
+        return "the device profile's: " + "; ".join(f"{v} ({', '.join(n)})" for v, n in by_value.items())
+
+    return text
+
+
+def _check_profile(name: str) -> str:
+    from edge_runtime.ops.device import AUTO, profile_names
+
+    names = profile_names()
+    if name != AUTO and name not in names:
+        raise ConfigError(f"profile {name!r} is not {AUTO!r} or one of {', '.join(names)}{close_matches(name, names)}")
+    return name
+
+
+def _check_device_id(value: str) -> str:
+    problem = device_id_problem(value)
+    if problem is not None:
+        raise ConfigError(f"device_id {value!r} {problem}")
+    return value
+
+
+def _check_topic_prefix(prefix: str) -> str:
+    if not prefix or any(c in prefix for c in "+#") or prefix.startswith("/"):
+        raise ConfigError(f"topic_prefix {prefix!r} must be non-empty, free of '+', '#' and a leading '/'")
+    return prefix
+
+
+HEAD_GROUP = "Per head: `[heads.<name>]` in the config file"
+#: The keys of ``[heads.<name>]``: they override the bundle manifest's schedule and publishing
+#: for one head. File-only (no variable, no flag); ``commands`` may change some at run time.
+HEADS = Table(
+    "",
+    (
+        Setting(
+            "enabled",
+            "bool",
+            None,
+            "run the head (false: skip it)",
+            HEAD_GROUP,
+            default_doc="true",
+            env=False,
+            flag=NO_FLAG,
+            commands=("enable_head", "disable_head"),
+        ),
+        Setting(
+            "every_n_frames",
+            "int",
+            None,
+            "run the head on every Nth frame",
+            HEAD_GROUP,
+            minimum=1,
+            default_doc="the bundle's schedule",
+            env=False,
+            flag=NO_FLAG,
+            commands=("set_schedule",),
+        ),
+        Setting(
+            "qos",
+            "int",
+            None,
+            "MQTT QoS of the head's results",
+            HEAD_GROUP,
+            choices=(0, 1, 2),
+            default_doc="the bundle's, else 1",
+            env=False,
+            flag=NO_FLAG,
+        ),
+        Setting(
+            "expiry_s",
+            "float",
+            None,
+            "MQTT message expiry of the head's results (seconds)",
+            HEAD_GROUP,
+            minimum=1,
+            default_doc="the bundle's, else none",
+            env=False,
+            flag=NO_FLAG,
+        ),
+        Setting(
+            "deadband",
+            "float",
+            None,
+            "report by exception: publish only when a value moved by more than this, or a label / count changed",
+            HEAD_GROUP,
+            minimum=0,
+            default_doc="not set: every result",
+            env=False,
+            flag=NO_FLAG,
+        ),
+        Setting(
+            "float32",
+            "bool",
+            None,
+            "send the head's float arrays as float32 instead of float16",
+            HEAD_GROUP,
+            default_doc="false",
+            env=False,
+            flag=NO_FLAG,
+        ),
+    ),
+    key_prefix="heads.<name>.",
+)
+
+
+def _check_heads(value: Mapping[Any, Any]) -> dict[str, dict[str, Any]]:
+    """``{head: {key: value}}``, each value checked by its :data:`HEADS` row."""
+    result: dict[str, dict[str, Any]] = {}
+    for name, entry in value.items():
+        if not isinstance(entry, Mapping):
+            raise ConfigError(f"heads.{name}: must be a table with {', '.join(HEADS.keys())}")
+        table = Table("", HEADS.rows, key_prefix=f"heads.{name}.")
+        for key in entry:
+            if key not in HEADS.keys():
+                raise ConfigError(
+                    f"heads.{name}: unknown key {key!r}{close_matches(str(key), HEADS.keys())}; "
+                    f"valid keys: {', '.join(HEADS.keys())}"
+                )
+        result[str(name)] = {key: table.check_value(key, v) for key, v in entry.items() if v is not None}
+    return result
+
+
+SOURCE, INFERENCE, OUTPUT, SPOOL, STATUS, TRUST = (
+    "Bundle and frames",
+    "Inference",
+    "Results and MQTT",
+    "State and spool",
+    "Status and health",
+    "Signatures, commands and updates",
+)
+#: Every setting of ``edge-runtime run``, in the order of docs/configuration.md and ``run --help``.
+RUN = Table(
+    ENV_PREFIX,
+    (
+        Setting("bundle", "path", help="bundle directory", group=SOURCE, required=True, metavar="BUNDLE_DIR"),
+        Setting(
+            "source", "str", help="frame source: synthetic[:WxH], a folder of images, a video file, camera:N, "
+            "rtsp://..., gst:PIPELINE (all but synthetic need the [camera] extra)",
+            group=SOURCE, required=True, metavar="SOURCE",
+        ),
+        Setting("max_frames", "int", None, "stop after N frames", SOURCE, minimum=1, default_doc="no limit",
+                metavar="N"),
+        Setting("fps", "float", None, "throttle synthetic and folder sources to this rate (frames per second)",
+                SOURCE, above=0, default_doc="not set: as fast as the source"),
+        Setting("loop", "bool", False, "restart a folder or video source at its end", SOURCE),
+        Setting(
+            "profile", "str", "auto", "device profile (see edge-runtime device), or auto to detect the board",
+            INFERENCE, check=_check_profile, metavar="NAME",
+        ),
+        Setting("backend", "str", None, "inference backend", INFERENCE, choices=tuple(BACKENDS),
+                default_doc=_profile_default("backend"), profile_default=True),
+        Setting("precision", "str", None, "preferred precision (per-graph fallback)", INFERENCE,
+                choices=PRECISIONS, default_doc=_profile_default("precision"), profile_default=True),
+        Setting("threads", "int", None, "intra-op threads of the trunk's session (heads get one each)", INFERENCE,
+                minimum=1, default_doc=_profile_default("threads"), profile_default=True, metavar="N"),
+        Setting("queue_size", "int", 8, "results waiting between inference and output", INFERENCE, minimum=1,
+                metavar="N"),
+        Setting("device_id", "str", help="device name in topics and results (no '/', '+' or '#')", group=OUTPUT,
+                factory=socket.gethostname, default_doc="the host name", check=_check_device_id, metavar="ID"),
+        Setting("output", "str", None, "JSON lines to stdout (-) or a file", OUTPUT,
+                default_doc="- without a broker, else none", metavar="-|FILE"),
+        Setting("broker", "str", None, "publish results over MQTT: mqtt://[user:pass@]host:port or mqtts://...",
+                OUTPUT, default_doc="not set: no MQTT", metavar="URL"),
+        Setting("topic_prefix", "str", "edge", "MQTT topics <prefix>/<device>/results|status|cmd", OUTPUT,
+                check=_check_topic_prefix, metavar="PREFIX"),
+        Setting("codec", "str", "msgpack", "payload encoding (json for debugging)", OUTPUT, choices=MODES),
+        Setting("compression", "str", "none", "payload compression (zstd needs the [zstd] extra)", OUTPUT,
+                choices=COMPRESSIONS),
+        Setting("rbe_heartbeat_s", "float", 30.0,
+                "report by exception: a heartbeat after this many seconds without a message", OUTPUT, above=0,
+                metavar="SECONDS"),
+        Setting("state_dir", "path", help="where seq, epoch, the heartbeat, the spool and update slots live",
+                group=SPOOL, factory=default_state_dir, metavar="DIR",
+                default_doc="$STATE_DIRECTORY (systemd), else $XDG_STATE_HOME/edge-runtime or "
+                "~/.local/state/edge-runtime"),
+        Setting("spool", "path", None, "store-and-forward file", SPOOL, default_doc="STATE_DIR/spool.sqlite",
+                metavar="FILE"),
+        Setting("spool_max_rows", "int", 100_000, "results kept for the broker; beyond, the oldest are dropped",
+                SPOOL, minimum=1, metavar="N"),
+        Setting("spool_max_bytes", "int", 256 * 1024 * 1024,
+                "bytes kept for the broker; beyond, the oldest results are dropped", SPOOL, minimum=1,
+                metavar="BYTES"),
+        Setting("spool_synchronous", "str", "normal",
+                "normal survives a process kill, full a power loss too (slower)", SPOOL, choices=SYNCHRONOUS_MODES),
+        Setting("status_interval_s", "float", 10.0, "seconds between retained MQTT status messages", STATUS,
+                above=0, metavar="SECONDS"),
+        Setting("heartbeat_interval_s", "float", 5.0,
+                "seconds between heartbeat file writes and systemd WATCHDOG=1 (edge-runtime health)", STATUS,
+                above=0, metavar="SECONDS"),
+        Setting("metrics_port", "int", 0, "serve Prometheus metrics on this port (0: off; the [metrics] extra)",
+                STATUS, minimum=0, maximum=65535, metavar="PORT"),
+        Setting("metrics_host", "str", "127.0.0.1", "address of the metrics endpoint", STATUS, metavar="HOST"),
+        Setting(
+            "trusted_keys", "paths", (), "public key (.pub) that must have signed the bundle; several: any one "
+            "of them (repeat the flag; EDGE_RUNTIME_TRUSTED_KEYS=a.pub,b.pub)", TRUST, flag="--trusted-key",
+            default_doc="none: signatures not checked (a warning says so)", metavar="PATH",
+        ),
+        Setting(
+            "command_keys", "paths", (), "accept signed remote commands from this operator public key "
+            "(repeatable; EDGE_RUNTIME_COMMAND_KEYS=a.pub,b.pub)", TRUST, flag="--command-key",
+            default_doc="none: commands off", metavar="PATH",
+        ),
+        Setting("command_max_age_s", "float", 60.0, "how old (seconds, by its ts) a remote command may be", TRUST,
+                above=0, metavar="SECONDS"),
+        Setting("update_max_boot_attempts", "int", 3,
+                "roll an update back after this many starts in a row that never processed a few frames", TRUST,
+                minimum=1, metavar="N"),
+        Setting("update_max_download_mb", "int", 512, "refuse update downloads over this many MiB", TRUST,
+                minimum=1, metavar="MIB"),
+        Setting("heads", "table", help="per-head overrides of the bundle's schedule and publishing (below)",
+                group=HEAD_GROUP, factory=dict, default_doc="none: the bundle's", check=_check_heads, env=False,
+                flag=NO_FLAG),
+    ),
+    ignore=(SUBSCRIBE_ENV_PREFIX,),
+)  # fmt: skip
+
+__all__ = ["ENV_PREFIX", "HEADS", "HEAD_GROUP", "RUN", "SUBSCRIBE_ENV_PREFIX", "default_state_dir"]
