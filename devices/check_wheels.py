@@ -36,7 +36,7 @@ except ModuleNotFoundError:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
-DEVICE_EXTRAS = ("tflite", "zstd", "signing", "camera", "metrics")
+DEVICE_EXTRAS = ("tflite", "zstd", "signing", "camera", "images", "metrics")
 PYTHONS = ("3.10", "3.11")
 # Without manylinux_2_27, ai-edge-litert resolves to an old 1.x release.
 PLATFORMS = ("manylinux_2_27_aarch64", "manylinux_2_28_aarch64", "manylinux2014_aarch64")

@@ -38,10 +38,12 @@ RUN_EXAMPLES = """examples:
   edge-runtime run --bundle bundle --source camera:0 --trusted-key release.pub --trusted-key next.pub
 
 SOURCE: synthetic[:WxH], a folder of images, a video file, camera:N, rtsp://..., gst:PIPELINE
-(all but synthetic need the [camera] extra). Every flag also has a config-file key and an
-EDGE_RUNTIME_* environment variable (e.g. EDGE_RUNTIME_MAX_FRAMES=100); precedence, lowest first:
-the bundle manifest < the config file < the environment < flags < signed remote commands (not
-persisted). All settings, [heads.<name>] included: docs/configuration.md.
+(video files, camera, rtsp and gst need the [camera] extra; image folders need [camera] or
+[images], unless they hold only .npy and uncompressed .bmp files). Every flag also has a
+config-file key and an EDGE_RUNTIME_* environment variable (e.g. EDGE_RUNTIME_MAX_FRAMES=100);
+precedence, lowest first: the bundle manifest < the config file < the environment < flags <
+signed remote commands (not persisted). All settings, [heads.<name>] included:
+docs/configuration.md.
 """
 
 
@@ -136,7 +138,8 @@ def _build_parser() -> argparse.ArgumentParser:
     selftest = sub.add_parser(
         "selftest",
         help="run the bundle's self-test frames and compare every head with the float model's outputs",
-        description="Load the bundle as 'run' would (backend, precision), run its stored self-test frames and "
+        description="Load the bundle with the --backend and --precision given here (default onnxruntime, fp32; "
+        "unlike 'run', no device profile or config file is read), run its stored self-test frames and "
         "compare each head's raw outputs with the float model's: fp32 nearly exact, fp16/int8 by cosine "
         "similarity. Exit 0 when every head passes (or the bundle has no self-test data), 1 when one fails.",
         epilog="examples:\n  edge-runtime selftest build/demo_bundle\n"

@@ -3,8 +3,9 @@
 :func:`load_calibration` reads one of
 
 - a folder of images (``.jpg``, ``.jpeg``, ``.png``, ``.bmp``; sorted by name, not recursive),
-  decoded with OpenCV when it imports (the ``camera`` extra), else Pillow (the ``export``
-  extra); unreadable files are skipped and named;
+  decoded to RGB by :func:`edge_runtime.frames.images.read_image` (OpenCV, else Pillow, else
+  numpy for uncompressed BMP), as the device's image-folder source decodes them; unreadable
+  files are skipped and named;
 - a ``.npy`` array: model inputs already preprocessed, ``(N, *spec.shape[1:])`` in a float
   dtype, or raw RGB frames ``(N, H, W, 3)`` / grey frames ``(N, H, W)`` in ``uint8``;
 - ``"generated"`` (or ``"synthetic"``, or ``None``): synthetic frames, for a quick try only;
@@ -37,14 +38,14 @@ import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from onnxruntime.quantization import CalibrationDataReader
 
 from edge_runtime.bundle.specs import InputSpec
 from edge_runtime.errors import ConfigError
-from edge_runtime.frames.frame import InvalidFrameError, optional_cv2
+from edge_runtime.frames.frame import InvalidFrameError
+from edge_runtime.frames.images import ImageReadError, read_image, require_image_decoder
 from edge_runtime.frames.preprocess import Preprocessor
 from edge_runtime.frames.synthetic import DEFAULT_SYNTHETIC_SIZE, SyntheticSource
 
@@ -55,7 +56,6 @@ CALIBRATION_IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 #: ``source`` strings that ask for generated (synthetic) frames.
 GENERATED_SOURCES = ("generated", "synthetic")
 DEFAULT_GENERATED_FRAMES = 32
-DECODER_EXTRA_HINT = "pip install 'edge-runtime[export]' (Pillow) or 'edge-runtime[camera]' (OpenCV)"
 CALIBRATION_FORMS = (
     f"a folder of images ({', '.join(CALIBRATION_IMAGE_SUFFIXES)}), "
     "a .npy array (N, *input shape without batch) float / (N, H, W, 3) or (N, H, W) uint8, "
@@ -132,7 +132,9 @@ def load_calibration(
     for ``generated`` synthetic frames (a folder literally named ``generated`` is ``./generated``).
     ``limit`` keeps the first N frames (files by name, rows of the array). ``seed`` varies the
     synthetic frames' noise. ``progress(done, total)`` is called after each frame is preprocessed.
-    Raises :class:`ConfigError` naming the path for anything unusable.
+    Raises :class:`ConfigError` naming the path for anything unusable, and
+    :class:`~edge_runtime.errors.BackendUnavailableError` naming an image and the extras to install
+    when neither OpenCV nor Pillow is there to decode it.
     """
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
         raise ConfigError(f"calibration limit must be a positive integer, got {limit!r}")
@@ -185,51 +187,6 @@ def _load_generated(spec: InputSpec, count: int, seed: int, progress: Progress |
     return CalibrationSet(inputs, f"generated: {count} synthetic frames", generated=True)
 
 
-def _image_decoder(folder: Path) -> Callable[[Path], np.ndarray | str]:
-    """A function that decodes one image file to (H, W, 3) uint8 RGB, or returns why it cannot."""
-    cv2: Any = optional_cv2()
-    if cv2 is not None:
-
-        def decode_cv2(path: Path) -> np.ndarray | str:
-            try:
-                data = np.fromfile(path, dtype=np.uint8)  # not cv2.imread: it cannot say why it failed
-            except OSError as exc:
-                return f"cannot read ({exc.strerror or exc})"
-            if data.size == 0:
-                return "empty file"
-            try:
-                image = cv2.imdecode(data, cv2.IMREAD_COLOR)
-            except cv2.error as exc:
-                return f"not an image ({str(exc).strip().splitlines()[-1]})"
-            if image is None or image.size == 0:
-                return "not an image"
-            return np.ascontiguousarray(cv2.cvtColor(image, cv2.COLOR_BGR2RGB))
-
-        return decode_cv2
-    try:
-        from PIL import Image, ImageOps
-    except ImportError as exc:
-        raise ConfigError(
-            f"calibration folder {folder}: decoding images needs Pillow or OpenCV, and neither is installed: "
-            f"{DECODER_EXTRA_HINT}"
-        ) from exc
-
-    def decode_pil(path: Path) -> np.ndarray | str:
-        try:
-            if path.stat().st_size == 0:
-                return "empty file"
-            with Image.open(path) as opened:
-                # OpenCV applies the EXIF orientation when it decodes; do the same so both agree.
-                image = ImageOps.exif_transpose(opened).convert("RGB")
-                return np.asarray(image, dtype=np.uint8).copy()
-        except (FileNotFoundError, PermissionError) as exc:
-            return f"cannot read ({exc.strerror or exc})"
-        except Exception as exc:  # Pillow raises many kinds for broken files (OSError, SyntaxError, bomb errors)
-            return "not an image" if "cannot identify" in str(exc) else f"not a readable image ({exc})"
-
-    return decode_pil
-
-
 def _load_folder(folder: Path, spec: InputSpec, limit: int | None, progress: Progress | None) -> CalibrationSet:
     try:
         entries = sorted(folder.iterdir(), key=lambda p: p.name)
@@ -244,21 +201,20 @@ def _load_folder(folder: Path, spec: InputSpec, limit: int | None, progress: Pro
             f"calibration folder {folder} has no images ({', '.join(CALIBRATION_IMAGE_SUFFIXES)}): {found}"
         )
     candidates = images[:limit] if limit is not None else images
-    decode = _image_decoder(folder)
+    for path in candidates:  # the first image that needs OpenCV or Pillow says so before any work
+        require_image_decoder(path, f"calibration folder {folder}: ")
     pre = Preprocessor(spec)
     inputs = _empty_inputs(spec, len(candidates))
     skipped: list[str] = []
     count = 0
     for done, path in enumerate(candidates, start=1):
-        image = decode(path)
-        if isinstance(image, str):
-            skipped.append(f"{path}: {image}")
-        else:
-            try:
-                inputs[count] = pre(image, color="RGB")[0][0]
-                count += 1
-            except InvalidFrameError as exc:
-                skipped.append(f"{path}: {exc}")
+        try:
+            inputs[count] = pre(read_image(path), color="RGB")[0][0]
+            count += 1
+        except ImageReadError as exc:
+            skipped.append(str(exc))
+        except InvalidFrameError as exc:
+            skipped.append(f"{path}: {exc}")
         if progress is not None:
             progress(done, len(candidates))
     if skipped:

@@ -21,10 +21,13 @@ import logging
 import sys
 import traceback
 from collections.abc import Sequence
-from pathlib import Path
+from typing import TYPE_CHECKING
 
-from edge_runtime.errors import ConfigError, EdgeRuntimeError, ModelError
+from edge_runtime.errors import EdgeRuntimeError
 from exporter.quantize_options import DEFAULT_MIN_AGREEMENT, PRECISION_CHOICES, QuantizeOptions
+
+if TYPE_CHECKING:
+    from exporter.chain import ExportResult
 
 logger = logging.getLogger("exporter")
 
@@ -267,112 +270,56 @@ def _configure_logging(verbose: bool, quiet: bool) -> None:
 
 
 def _run_split(args: argparse.Namespace) -> int:
-    from exporter.pipeline import SplitOptions, split_model
+    from exporter.chain import ExportOptions, export
+    from exporter.pipeline import SplitOptions
     from exporter.specs import parse_task_flags
 
-    options = SplitOptions(
-        tasks=parse_task_flags(args.task),
-        boundary=[b.strip() for b in args.boundary.split(",") if b.strip()] if args.boundary else None,
-        input_spec=args.input_spec,
-        head_spec=args.head_spec,
-        calib=args.calib,
-        force=args.force,
-        tolerance=args.tolerance,
-        name=args.name,
-        version=args.bundle_version,
-        selftest=args.selftest,
-    )
-    formats = [f.strip() for f in (args.formats or "onnx").split(",") if f.strip()]
-    if Path(args.model).suffix.lower() in (".keras", ".h5", ".hdf5"):
-        formats = ["tflite"] if args.formats is None else formats  # Keras bundles are TFLite-only
-    elif [f for f in formats if f not in ("onnx", "tflite")] or "onnx" not in formats:
-        raise ConfigError(f"--formats {args.formats!r}: give onnx, or onnx,tflite (ONNX is what the split writes)")
-    quantize = None
-    if args.precision != "fp32":
-        quantize = QuantizeOptions(calib=args.calib, precision=args.precision, min_agreement=args.min_agreement)
-    model_arg = args.model
-    if ":" not in model_arg:
-        path = Path(model_arg)
-        if not path.exists():
-            raise ModelError(f"{path}: no such file")
-        if not path.is_file():
-            raise ModelError(f"{path}: not a file (MODEL is an .onnx or .pt/.pth file, or module:callable)")
-    from exporter.frontends.keras import is_keras_model
-
-    if is_keras_model(model_arg):
-        return _run_split_keras(args, formats)
-    if Path(model_arg).suffix.lower() == ".onnx":
-        result = split_model(model_arg, args.output, options)
-    else:
-        from exporter.frontends.torch import split_torch_model
-
-        result = split_torch_model(model_arg, args.output, options)
-    heads = ", ".join(f"{h.name} ({', '.join(h.outputs)})" for h in result.plan.heads)
-    print(f"wrote {result.bundle_dir}")
-    print(f"  boundary: {', '.join(result.manifest.trunk.outputs)}")
-    print(f"  heads:    {heads}")
-    print(f"  verified: max abs error {result.report.max_abs_error:.3g} over {result.report.samples} inputs")
-    if quantize is not None:
-        from exporter.quantize import format_report, quantize_bundle
-
-        print(format_report(quantize_bundle(result.bundle_dir, options=quantize)))
-    if "tflite" in formats:
-        from exporter.tflite import TfliteOptions, convert_bundle, format_tflite_report
-
-        tflite = TfliteOptions(
-            calib=args.calib,
-            precisions=("fp32", "int8") if args.precision in ("int8", "mixed") else ("fp32",),
-            min_agreement=args.min_agreement,
-        )
-        if Path(model_arg).suffix.lower() == ".onnx":
-            print(format_tflite_report(convert_bundle(result.bundle_dir, options=tflite)))
-        else:  # a PyTorch model: litert-torch converts its own trunk and heads
-            from exporter.litert_torch import convert_torch_bundle
-
-            print(format_tflite_report(convert_torch_bundle(model_arg, result.bundle_dir, options=tflite)))
-    return 0
-
-
-def _run_split_keras(args: argparse.Namespace, formats: list[str]) -> int:
-    """A Keras model: trunk + heads straight to TFLite in the TensorFlow venv."""
-    from exporter.frontends.keras import KerasSplitOptions, split_keras_model
-    from exporter.specs import parse_task_flags
-    from exporter.tflite import TfliteResult, format_tflite_report
-
-    if formats != ["tflite"]:
-        raise ConfigError(
-            f"--formats {args.formats!r}: Keras bundles are TFLite-only (no Keras -> ONNX path); "
-            "leave --formats out or give --formats tflite"
-        )
-    if args.precision not in ("fp32", "int8"):
-        raise ConfigError(f"--precision {args.precision}: a Keras model exports fp32, or int8 (with fp32)")
-    result = split_keras_model(
-        args.model,
-        args.output,
-        KerasSplitOptions(
-            boundary=[b.strip() for b in args.boundary.split(",") if b.strip()] if args.boundary else None,
+    options = ExportOptions(
+        split=SplitOptions(
             tasks=parse_task_flags(args.task),
+            boundary=[b.strip() for b in args.boundary.split(",") if b.strip()] if args.boundary else None,
             input_spec=args.input_spec,
             head_spec=args.head_spec,
             calib=args.calib,
-            int8=args.precision == "int8",
-            min_agreement=args.min_agreement,
-            tolerance=args.tolerance,
             force=args.force,
+            tolerance=args.tolerance,
             name=args.name,
             version=args.bundle_version,
+            selftest=args.selftest,
         ),
+        precision=args.precision,
+        formats=args.formats,
+        min_agreement=args.min_agreement,
     )
-    print(f"wrote {result.bundle_dir} (TFLite only)")
-    print(
-        f"  boundary: {', '.join(result.boundary)} ({'automatic: last shared layer' if result.automatic else 'given'})"
-    )
-    heads = ", ".join(f"{h} ({', '.join(o)})" for h, o in result.heads.items())
-    print(f"  heads:    {heads}")
-    print(f"  verified: max abs error {result.max_abs_error:.3g} against Keras over {result.samples} frames")
-    if result.decisions:
-        print(format_tflite_report(TfliteResult(result.bundle_dir, result.decisions, "held-back frames")))
+    export(args.model, args.output, options, progress=_print_stage)
     return 0
+
+
+def _print_stage(stage: str, result: ExportResult) -> None:
+    """What ``edge-export split`` prints after each stage of :func:`exporter.chain.export`."""
+    if stage == "split" and result.keras is not None:
+        keras = result.keras
+        print(f"wrote {keras.bundle_dir} (TFLite only)")
+        automatic = "automatic: last shared layer" if keras.automatic else "given"
+        print(f"  boundary: {', '.join(keras.boundary)} ({automatic})")
+        heads = ", ".join(f"{h} ({', '.join(o)})" for h, o in keras.heads.items())
+        print(f"  heads:    {heads}")
+        print(f"  verified: max abs error {keras.max_abs_error:.3g} against Keras over {keras.samples} frames")
+    elif stage == "split" and result.split is not None:
+        split = result.split
+        heads = ", ".join(f"{h.name} ({', '.join(h.outputs)})" for h in split.plan.heads)
+        print(f"wrote {split.bundle_dir}")
+        print(f"  boundary: {', '.join(split.manifest.trunk.outputs)}")
+        print(f"  heads:    {heads}")
+        print(f"  verified: max abs error {split.report.max_abs_error:.3g} over {split.report.samples} inputs")
+    elif stage == "quantize" and result.quantization is not None:
+        from exporter.quantize import format_report
+
+        print(format_report(result.quantization))
+    elif stage == "convert" and result.tflite is not None:
+        from exporter.tflite import format_tflite_report
+
+        print(format_tflite_report(result.tflite))
 
 
 def _run_convert(args: argparse.Namespace) -> int:

@@ -4,7 +4,6 @@ the held-out split, and ONNX Runtime's CalibrationDataReader contract (with a re
 from __future__ import annotations
 
 import logging
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -14,10 +13,10 @@ import onnx
 import pytest
 from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
-import exporter.calibration as calibration
+import edge_runtime.frames.images as images
 from edge_runtime.bundle.reader import load_bundle
 from edge_runtime.bundle.specs import InputSpec
-from edge_runtime.errors import ConfigError
+from edge_runtime.errors import BackendUnavailableError, ConfigError
 from edge_runtime.frames.frame import optional_cv2
 from edge_runtime.frames.preprocess import Preprocessor
 from exporter.calibration import ArrayDataReader, CalibrationSet, load_calibration
@@ -67,9 +66,9 @@ def preprocessed(spec: InputSpec, rgb: np.ndarray) -> np.ndarray:
 
 @pytest.fixture(params=[pytest.param("cv2", marks=needs_cv2), pytest.param("pillow", marks=needs_pil)])
 def decoder(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Run the test with each image decoder: OpenCV, and Pillow (OpenCV hidden)."""
+    """Run the test with each image decoder: OpenCV, and Pillow (OpenCV hidden through the reader's seam)."""
     if request.param == "pillow":
-        monkeypatch.setattr(calibration, "optional_cv2", lambda: None)
+        monkeypatch.setattr(images, "_cv2", lambda: None)
     return str(request.param)
 
 
@@ -146,13 +145,33 @@ def test_limit_keeps_the_first_files_by_name_and_progress_counts_them(tmp_path: 
     assert "the first 3 of 5" in calib.source
 
 
-def test_without_opencv_or_pillow_the_error_names_the_extra(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    write_image(tmp_path / "calib" / "a.png", rgb_image(0))
-    monkeypatch.setattr(calibration, "optional_cv2", lambda: None)
-    monkeypatch.setitem(sys.modules, "PIL", None)  # import PIL now raises ImportError
+def test_without_opencv_or_pillow_the_error_names_the_file_and_extras(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write_image(tmp_path / "calib" / "a.bmp", rgb_image(0))
+    write_image(tmp_path / "calib" / "b.png", rgb_image(1))
+    monkeypatch.setattr(images, "_cv2", lambda: None)
+    monkeypatch.setattr(images, "_pillow", lambda: None)
 
-    with pytest.raises(ConfigError, match=r"calib.*Pillow or OpenCV.*edge-runtime\[export\]"):
+    with pytest.raises(BackendUnavailableError) as caught:
         load_calibration(tmp_path / "calib", DEMO_SPEC)
+
+    message = str(caught.value)
+    assert "\n" not in message
+    assert message.startswith(f"calibration folder {tmp_path / 'calib'}: {tmp_path / 'calib' / 'b.png'}: decoding")
+    assert "pip install 'edge-runtime[camera]' (OpenCV) or 'edge-runtime[images]' (Pillow)" in message
+
+
+def test_without_opencv_or_pillow_bmp_folders_still_calibrate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for i in range(2):
+        write_image(tmp_path / "calib" / f"{i}.bmp", rgb_image(i))
+    monkeypatch.setattr(images, "_cv2", lambda: None)
+    monkeypatch.setattr(images, "_pillow", lambda: None)
+
+    calib = load_calibration(tmp_path / "calib", DEMO_SPEC)
+
+    for got, i in zip(calib.inputs, range(2), strict=True):
+        np.testing.assert_array_equal(got, preprocessed(DEMO_SPEC, rgb_image(i)))
 
 
 # --------------------------------------------------------------------------- .npy arrays

@@ -77,6 +77,20 @@ def test_keygen_writes_pkcs8_private_0600_and_pem_public(tmp_path: Path) -> None
     assert private.read_bytes() != before
 
 
+def test_keygen_creates_missing_key_folders(tmp_path: Path) -> None:
+    """``edge-export keygen keys/release`` works in a checkout without ``keys/`` (the README's line)."""
+    private, public = generate_keypair(tmp_path / "keys" / "ops" / "release")
+    assert private == tmp_path / "keys" / "ops" / "release.key" and public.exists()
+    assert stat.S_IMODE((tmp_path / "keys" / "ops").stat().st_mode) == 0o700
+    assert stat.S_IMODE(private.stat().st_mode) == 0o600
+    done = run(EXPORT, "keygen", "new/release", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "new" / "release.key").exists() and (tmp_path / "new" / "release.pub").exists()
+    (tmp_path / "file").write_text("not a folder")
+    with pytest.raises(KeyFileError, match=r"cannot create the folder for the key files"):
+        generate_keypair(tmp_path / "file" / "release")
+
+
 # -- sign and verify ------------------------------------------------------------------------
 
 

@@ -1,7 +1,7 @@
 """Frame sources (edge_runtime.frames.sources, .source, .synthetic, .folders, .capture): synthetic frames,
 image folders, video files, cameras and streams.
 
-Image and video files are written by the tests (OpenCV's PNG/BMP encoders, an MJPG .avi);
+Image and video files are written by the tests (OpenCV's PNG/BMP encoders or Pillow, an MJPG .avi);
 the camera tests use an index that does not exist and scripted fake captures.
 """
 
@@ -22,8 +22,8 @@ import pytest
 
 from edge_runtime.errors import BackendUnavailableError, ConfigError
 from edge_runtime.frames.capture import ReconnectOptions, StreamSource, check_gstreamer
-from edge_runtime.frames.folders import read_bmp
 from edge_runtime.frames.frame import Frame, optional_cv2
+from edge_runtime.frames.images import read_bmp
 from edge_runtime.frames.source import FrameSource
 from edge_runtime.frames.sources import open_source
 from edge_runtime.frames.synthetic import SyntheticSource
@@ -38,6 +38,13 @@ TINY_BACKOFF = ReconnectOptions(initial_delay_s=0.01, max_delay_s=0.04)
 def no_cv2(monkeypatch: pytest.MonkeyPatch) -> None:
     """Make ``import cv2`` fail, as on a numpy-only device."""
     monkeypatch.setitem(sys.modules, "cv2", None)
+
+
+@pytest.fixture
+def no_pillow(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make ``import PIL.ImageOps`` fail, as without the images (or export) extra."""
+    monkeypatch.setitem(sys.modules, "PIL", None)
+    monkeypatch.setitem(sys.modules, "PIL.ImageOps", None)  # already imported by an earlier test, maybe
 
 
 def write_images(folder: Path, count: int, suffix: str = ".png", size: tuple[int, int] = (24, 16)) -> list[int]:
@@ -209,23 +216,42 @@ def test_numpy_bmp_decoder_matches_opencv(tmp_path: Path, shape: tuple[int, ...]
 
 
 @needs_cv2
-def test_without_opencv_bmp_and_npy_folders_still_work(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_without_opencv_or_pillow_bmp_and_npy_folders_still_work(tmp_path: Path, no_cv2: None, no_pillow: None) -> None:
     values = write_images(tmp_path, 2, suffix=".bmp")
     np.save(tmp_path / "img_002.npy", np.full((16, 24, 3), 99, np.uint8))
-    monkeypatch.setitem(sys.modules, "cv2", None)
 
     frames = collect(open_source(str(tmp_path)))
 
     assert [(int(f.image[0, 0, 0]), f.color) for f in frames] == [(values[0], "BGR"), (values[1], "BGR"), (99, "RGB")]
 
 
-@needs_cv2
-def test_without_opencv_png_folders_name_the_extra(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    write_images(tmp_path, 2)
-    monkeypatch.setitem(sys.modules, "cv2", None)
+def test_without_opencv_png_folders_are_read_with_pillow(tmp_path: Path, no_cv2: None) -> None:
+    pil_image: Any = pytest.importorskip("PIL.Image", reason="Pillow (the images extra) is not installed")
+    rgb = [np.full((16, 24, 3), (10 * (i + 1), 50, 200), np.uint8) for i in range(3)]
+    for i, image in enumerate(rgb):
+        pil_image.fromarray(image).save(tmp_path / f"img_{i:03d}.png")
+    (tmp_path / "img_001b.png").write_bytes(b"\x89PNG broken")
 
-    with pytest.raises(BackendUnavailableError, match=r"\.png images .*pip install 'edge-runtime\[camera\]'"):
+    frames = collect(open_source(str(tmp_path)))
+
+    assert [f.color for f in frames] == ["BGR"] * 3  # as with OpenCV
+    for frame, image in zip(frames, rgb, strict=True):
+        np.testing.assert_array_equal(frame.image, image[:, :, ::-1])
+
+
+def test_without_opencv_or_pillow_png_folders_name_the_file_and_extras(
+    tmp_path: Path, no_cv2: None, no_pillow: None
+) -> None:
+    np.save(tmp_path / "img_000.npy", np.zeros((4, 4, 3), np.uint8))
+    (tmp_path / "img_001.png").write_bytes(b"\x89PNG not decoded: no decoder is installed")
+
+    with pytest.raises(BackendUnavailableError) as caught:
         open_source(str(tmp_path))
+
+    message = str(caught.value)
+    assert "\n" not in message
+    assert f"{tmp_path / 'img_001.png'}: decoding .png images needs OpenCV or Pillow" in message
+    assert "pip install 'edge-runtime[camera]' (OpenCV) or 'edge-runtime[images]' (Pillow)" in message
 
 
 # --------------------------------------------------------------------------- video files

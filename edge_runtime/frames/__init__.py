@@ -22,9 +22,6 @@ if TYPE_CHECKING:
     from edge_runtime.frames.folders import (
         ImageFolderSource as ImageFolderSource,
     )
-    from edge_runtime.frames.folders import (
-        read_bmp as read_bmp,
-    )
     from edge_runtime.frames.frame import (
         Frame as Frame,
     )
@@ -46,6 +43,15 @@ if TYPE_CHECKING:
     from edge_runtime.frames.geometry import (
         FrameGeometry as FrameGeometry,
     )
+    from edge_runtime.frames.images import (
+        ImageReadError as ImageReadError,
+    )
+    from edge_runtime.frames.images import (
+        read_bmp as read_bmp,
+    )
+    from edge_runtime.frames.images import (
+        read_image as read_image,
+    )
     from edge_runtime.frames.preprocess import (
         Preprocessor as Preprocessor,
     )
@@ -66,9 +72,10 @@ __getattr__, __all__ = lazy_exports(
     __name__,
     {
         "capture": ("ReconnectOptions", "VideoFileSource", "StreamSource"),
-        "folders": ("read_bmp", "ImageFolderSource"),
+        "folders": ("ImageFolderSource",),
         "frame": ("InvalidFrameError", "check_color", "frame_channels", "Frame", "optional_cv2", "require_cv2"),
         "geometry": ("FrameGeometry",),
+        "images": ("ImageReadError", "read_bmp", "read_image"),
         "preprocess": ("numpy_resize_bilinear", "Preprocessor"),
         "source": ("FrameSource",),
         "sources": ("open_source",),

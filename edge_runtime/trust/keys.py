@@ -118,7 +118,8 @@ def load_private_key(path: str | Path) -> Any:
 def generate_keypair(prefix: str | Path, *, force: bool = False) -> tuple[Path, Path]:
     """Write ``PREFIX.key`` (PKCS#8 PEM, mode 0600) and ``PREFIX.pub`` (PEM); return both paths.
 
-    Refuses to overwrite an existing key unless ``force``.
+    Refuses to overwrite an existing key unless ``force``. A missing parent folder is created
+    (mode 0700: it holds a private key), like ``mkdir -p``.
     """
     ed25519 = _ed25519()
     serialization = _serialization()
@@ -128,8 +129,12 @@ def generate_keypair(prefix: str | Path, *, force: bool = False) -> tuple[Path, 
     for path in (private_path, public_path):
         if path.exists() and not force:
             raise KeyFileError(f"{path}: exists; refusing to overwrite a key (use --force)")
-    if not prefix.parent.is_dir():
-        raise KeyFileError(f"{prefix.parent}: no such directory for the key files")
+    try:
+        prefix.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as exc:
+        raise KeyFileError(
+            f"{prefix.parent}: cannot create the folder for the key files: {exc.strerror or exc}"
+        ) from exc
     key = ed25519.Ed25519PrivateKey.generate()
     private_pem = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()

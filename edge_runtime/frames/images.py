@@ -1,0 +1,184 @@
+"""Image files → pixel arrays: the one image reader of the project (image-folder sources, calibration folders).
+
+:func:`read_image` decodes a file to an ``(H, W, 3)`` uint8 array, RGB (or BGR) order, with the
+first decoder that is installed:
+
+1. OpenCV (``pip install 'edge-runtime[camera]'``, opencv-python-headless);
+2. Pillow (``pip install 'edge-runtime[images]'``; the ``export`` extra brings it too), with the
+   EXIF orientation applied as OpenCV does;
+3. numpy alone: uncompressed BMP only (:func:`read_bmp`).
+
+A file none of them can decode raises :class:`ImageReadError` (``"<path>: <reason>"``); a format
+that needs a decoder when neither OpenCV nor Pillow is installed raises
+:class:`~edge_runtime.errors.BackendUnavailableError` naming the file and both extras
+(:func:`require_image_decoder` raises it up front). ``_cv2()`` and ``_pillow()`` are the seams
+that find the decoders: tests replace them with ``lambda: None`` to take the next one.
+
+Example::
+
+    from edge_runtime.frames.images import read_image
+
+    rgb = read_image("calib/frame0.png")                 # (H, W, 3) uint8, RGB
+    bgr = read_image("calib/frame0.png", color="BGR")    # what cv2.imread gives
+"""
+
+from __future__ import annotations
+
+import importlib
+import io
+import struct
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge_runtime.errors import BackendUnavailableError
+from edge_runtime.frames.frame import InvalidFrameError, optional_cv2
+
+#: What to install to decode JPEG, PNG, TIFF, WebP… (either one does).
+IMAGES_EXTRA_HINT = "pip install 'edge-runtime[camera]' (OpenCV) or 'edge-runtime[images]' (Pillow)"
+#: Image files numpy alone decodes (uncompressed ones), without OpenCV or Pillow.
+NUMPY_IMAGE_SUFFIXES = (".bmp",)
+#: The channel orders :func:`read_image` returns.
+IMAGE_COLORS = ("RGB", "BGR")
+
+
+class ImageReadError(InvalidFrameError):
+    """An image file that cannot be read or decoded; ``str()`` is ``"<path>: <reason>"``."""
+
+    def __init__(self, path: str | Path, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = Path(path)
+        self.reason = reason
+
+
+def _cv2() -> Any | None:
+    """The ``cv2`` module, or ``None`` without OpenCV (the seam tests replace to hide it)."""
+    return optional_cv2()
+
+
+def _pillow() -> Any | None:
+    """Pillow's ``PIL.ImageOps`` module (``.Image`` is ``PIL.Image``), or ``None`` without Pillow (a seam too)."""
+    try:
+        return importlib.import_module("PIL.ImageOps")
+    except ImportError:
+        return None
+
+
+def image_decoder() -> str:
+    """The decoder :func:`read_image` uses now: ``"opencv"``, ``"pillow"`` or ``"numpy"`` (BMP only)."""
+    if _cv2() is not None:
+        return "opencv"
+    return "pillow" if _pillow() is not None else "numpy"
+
+
+def require_image_decoder(path: str | Path, context: str = "") -> None:
+    """Raise :class:`BackendUnavailableError` when nothing installed can decode ``path``'s format.
+
+    One line naming ``context`` (``"folder:calib: "``…), the file and the extras to install.
+    """
+    suffix = Path(path).suffix.lower()
+    if suffix in NUMPY_IMAGE_SUFFIXES or image_decoder() != "numpy":
+        return
+    raise BackendUnavailableError(
+        f"{context}{path}: decoding {suffix or 'these'} images needs OpenCV or Pillow, and neither is installed: "
+        f"{IMAGES_EXTRA_HINT} (without them only uncompressed .bmp is read)"
+    )
+
+
+def read_image(path: str | Path, *, color: str = "RGB") -> np.ndarray:
+    """Decode the image file ``path`` to ``(H, W, 3)`` uint8 in ``color`` order (``"RGB"`` or ``"BGR"``).
+
+    Grey and palette images are expanded to three channels and alpha is dropped, as
+    ``cv2.imread(path, cv2.IMREAD_COLOR)`` does. Raises :class:`ImageReadError` for a file that
+    cannot be read or is not a decodable image, :class:`BackendUnavailableError` (see
+    :func:`require_image_decoder`) for a format that needs OpenCV or Pillow when neither is installed.
+    """
+    if color not in IMAGE_COLORS:
+        raise ValueError(f"color must be one of {', '.join(IMAGE_COLORS)}, got {color!r}")
+    path = Path(path)
+    cv2, pillow = _cv2(), None
+    if cv2 is None:
+        pillow = _pillow()
+        if pillow is None:
+            require_image_decoder(path)
+    try:
+        data = path.read_bytes()  # not cv2.imread: it cannot say why it failed
+    except OSError as exc:
+        raise ImageReadError(path, f"cannot read ({exc.strerror or exc})") from None
+    if not data:
+        raise ImageReadError(path, "empty file")
+    if cv2 is not None:
+        return _decode_cv2(cv2, data, path, color)
+    if pillow is not None:
+        rgb = _decode_pillow(pillow, data, path)
+        return rgb if color == "RGB" else np.ascontiguousarray(rgb[:, :, ::-1])
+    bgr = _decode_bmp(data, path)
+    return bgr if color == "BGR" else np.ascontiguousarray(bgr[:, :, ::-1])
+
+
+def _decode_cv2(cv2: Any, data: bytes, path: Path, color: str) -> np.ndarray:
+    try:
+        image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    except cv2.error as exc:
+        raise ImageReadError(path, f"not an image ({str(exc).strip().splitlines()[-1]})") from None
+    if image is None or image.size == 0:
+        raise ImageReadError(path, "not an image")
+    return image if color == "BGR" else np.ascontiguousarray(cv2.cvtColor(image, cv2.COLOR_BGR2RGB))
+
+
+def _decode_pillow(image_ops: Any, data: bytes, path: Path) -> np.ndarray:
+    try:
+        with image_ops.Image.open(io.BytesIO(data)) as opened:
+            # OpenCV applies the EXIF orientation when it decodes; do the same so both agree.
+            image = image_ops.exif_transpose(opened).convert("RGB")
+            return np.asarray(image, dtype=np.uint8).copy()
+    except Exception as exc:  # Pillow raises many kinds for broken files (OSError, SyntaxError, bomb errors)
+        reason = "not an image" if "cannot identify" in str(exc) else f"not a readable image ({exc})"
+        raise ImageReadError(path, reason) from None
+
+
+def read_bmp(path: str | Path) -> np.ndarray:
+    """Decode an uncompressed BMP (8-bit palette, 24 or 32 bit) with numpy: (H, W, 3) uint8 BGR.
+
+    Like ``cv2.imread(path, cv2.IMREAD_COLOR)``; raises :class:`ImageReadError` for unreadable,
+    compressed or unusual BMPs (OpenCV or Pillow decode those).
+    """
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise ImageReadError(path, f"cannot read ({exc.strerror or exc})") from None
+    return _decode_bmp(data, Path(path))
+
+
+def _decode_bmp(data: bytes, path: Path) -> np.ndarray:
+    if len(data) < 54 or data[:2] != b"BM":
+        raise ImageReadError(path, "not a BMP file")
+    (offset,) = struct.unpack_from("<I", data, 10)
+    header, width, height, _planes, bits, compression = struct.unpack_from("<IiiHHI", data, 14)
+    (colors_used,) = struct.unpack_from("<I", data, 46)
+    if header < 40 or width <= 0 or height == 0:
+        raise ImageReadError(path, f"unsupported BMP header (size {header}, {width}x{height})")
+    if compression not in (0, 3) or bits not in (8, 24, 32) or (compression == 3 and bits != 32):
+        raise ImageReadError(
+            path,
+            f"BMP with {bits} bits per pixel and compression {compression} needs OpenCV or Pillow: {IMAGES_EXTRA_HINT}",
+        )
+    if compression == 3:  # BI_BITFIELDS: only the standard BGRA byte order
+        masks = struct.unpack_from("<III", data, 54)
+        if masks != (0x00FF0000, 0x0000FF00, 0x000000FF):
+            raise ImageReadError(path, f"BMP with colour masks {[hex(m) for m in masks]} needs OpenCV or Pillow")
+    rows = abs(height)
+    stride = (width * bits + 31) // 32 * 4
+    if offset + stride * rows > len(data):
+        raise ImageReadError(path, f"BMP is truncated ({len(data)} bytes for {width}x{rows}x{bits} bits)")
+    pixels = np.frombuffer(data, np.uint8, count=stride * rows, offset=offset).reshape(rows, stride)
+    if bits == 8:
+        count = colors_used or 256
+        palette = np.frombuffer(data, np.uint8, count=4 * count, offset=14 + header).reshape(count, 4)[:, :3]
+        image = palette[np.minimum(pixels[:, :width], count - 1)]
+    else:
+        image = pixels[:, : width * bits // 8].reshape(rows, width, bits // 8)[:, :, :3]
+    if height > 0:  # bottom-up rows
+        image = image[::-1]
+    return np.ascontiguousarray(image)
