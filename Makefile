@@ -12,12 +12,18 @@ DEMO_BUNDLE ?= build/demo_bundle
 # The demo runs in a virtualenv of its own without torch (and without the dev tools): it proves
 # that exporting, quantizing and running an ONNX model need none of them.
 DEMO_VENV ?= .venv-demo
+# The runtime tests run in a virtualenv with only the device install (no onnx, no exporter
+# dependencies), on the bundles the exporter built once into TEST_FIXTURES (tests/fixtures.py).
+DEVICE_VENV ?= .venv-device
+TEST_FIXTURES ?= build/test-fixtures
 
-.PHONY: help install install-ort-old converter-envs mosquitto shellcheck test soak lint typecheck pytest demo demo-model clean check-wheels lint-docker arm64-proof
+.PHONY: help install install-ort-old install-device converter-envs mosquitto shellcheck test test-quick test-device test-fixtures soak lint typecheck pytest pytest-quick demo demo-model clean check-wheels lint-docker arm64-proof
 
 help:
 	@echo "make demo     install, export and quantize the demo bundle, run it 5 s against a local MQTT broker, print a summary"
 	@echo "make test     install, lint, type-check and run the whole test suite"
+	@echo "make test-quick  the same without the slow tests (converters, soak: pytest -m 'not slow')"
+	@echo "make test-device the runtime tests in $(DEVICE_VENV): the device install only, no onnx"
 	@echo "make soak     the soak test for 10 minutes (SOAK_SECONDS=...): RSS, fds and delivery under broker restarts"
 	@echo "make clean    remove build outputs (keeps the virtualenvs)"
 
@@ -38,6 +44,17 @@ $(ORT_OLD_VENV)/.installed:
 	touch $@
 
 install-ort-old: $(ORT_OLD_VENV)/.installed
+
+# The device install (devices/install-device.sh's default extras) plus the test tools, with what
+# Python 3.10 on Jetson resolves pinned.
+$(DEVICE_VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(DEVICE_VENV)
+	$(DEVICE_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(DEVICE_VENV)/bin/python -m pip install --quiet -e ".[tflite,zstd,signing]" "onnxruntime==1.23.*" "numpy==2.2.*" \
+		pytest hypothesis PyYAML
+	touch $@
+
+install-device: $(DEVICE_VENV)/.installed
 
 # onnx2tf (+ TensorFlow) and litert-torch live in virtualenvs of their own under
 # ~/.cache/edge-runtime, made once by the exporter itself (edge-export convert would make them
@@ -76,11 +93,30 @@ lint: install
 typecheck: install
 	$(PY) -m mypy
 
-pytest: install install-ort-old converter-envs mosquitto shellcheck
-	EDGE_ORT_OLD_PYTHON=$(CURDIR)/$(ORT_OLD_VENV)/bin/python $(PY) -m pytest
+# The bundles the runtime tests read, built once by the exporter (tests/conftest.py builds them
+# itself where they are missing or stale).
+$(TEST_FIXTURES)/inputs.json: tests/fixtures.py examples/demo_multitask.onnx examples/demo_input.toml \
+		examples/demo_heads.toml $(wildcard exporter/*.py exporter/*/*.py) | install
+	$(PY) -m tests.fixtures $(TEST_FIXTURES)
+
+test-fixtures: $(TEST_FIXTURES)/inputs.json
+
+pytest: install install-ort-old converter-envs mosquitto shellcheck test-fixtures
+	EDGE_TEST_FIXTURES=$(TEST_FIXTURES) EDGE_ORT_OLD_PYTHON=$(CURDIR)/$(ORT_OLD_VENV)/bin/python $(PY) -m pytest
+
+pytest-quick: install install-ort-old mosquitto shellcheck test-fixtures
+	EDGE_TEST_FIXTURES=$(TEST_FIXTURES) EDGE_ORT_OLD_PYTHON=$(CURDIR)/$(ORT_OLD_VENV)/bin/python $(PY) -m pytest -m "not slow"
 
 # pytest exits 5 when it collected no test: make (and so CI) fails on that too.
 test: lint typecheck check-wheels lint-docker pytest
+
+test-quick: lint typecheck pytest-quick
+
+# The runtime tests (not marked exporter or slow) in DEVICE_VENV; fails when onnx imports there, a
+# test fails, or fewer ran than the main venv collects (less the skips of extras the device install
+# leaves out: tests/device_run.py).
+test-device: install install-device test-fixtures mosquitto
+	$(PY) -m tests.device_run --device-python $(DEVICE_VENV)/bin/python --fixtures $(TEST_FIXTURES)
 
 # The soak test (tests/test_soak.py, 75 s inside `make test`) for 10 minutes: the daemon at full
 # speed against a mosquitto restarted every 15 s; RSS and fds must not grow, no result is lost.

@@ -29,6 +29,9 @@ from exporter.toolenv import ToolEnv, ToolEnvError, ensure_env  # noqa: E402
 from exporter.verify import make_session  # noqa: E402
 from tests.test_torch_frontend import StructuredNet as TinyNet  # noqa: E402
 
+# Tens of seconds with the converter virtualenv built (minutes to build it): make test-quick leaves it out.
+pytestmark = pytest.mark.slow
+
 nn = torch.nn
 INPUT = {"shape": [1, 3, 16, 16]}
 

@@ -17,6 +17,9 @@ from exporter.toolenv import ToolEnv, ToolEnvError, ensure_env
 
 pytest.importorskip("ai_edge_litert", reason="LiteRT is not installed (pip install 'edge-runtime[tflite]')")
 
+# Tens of seconds with the converter virtualenv built (minutes to build it): make test-quick leaves it out.
+pytestmark = pytest.mark.slow
+
 
 def demo_like_frames(count: int, seed: int) -> np.ndarray:
     """Frames of the demo's kind: a coloured square on a dark noisy background (the quantized

@@ -1,0 +1,78 @@
+"""Build the bundles the runtime tests read, once, with the exporter: ``python -m tests.fixtures DIR``
+(``make test-fixtures`` writes ``build/test-fixtures``).
+
+The runtime tests then run where only the device install is (``make test-device``: no onnx, no
+exporter dependencies): ``tests/conftest.py`` reads the bundles from ``$EDGE_TEST_FIXTURES``
+(default ``build/test-fixtures``) and builds them through the exporter only where they are missing
+or stale. ``inputs.json`` records the sha256 of every input file, so a changed demo model or spec
+is noticed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples"
+DEMO_MODEL = EXAMPLES / "demo_multitask.onnx"
+DEMO_INPUT_SPEC = EXAMPLES / "demo_input.toml"
+DEMO_HEAD_SPEC = EXAMPLES / "demo_heads.toml"
+DEMO_INPUTS = (DEMO_MODEL, DEMO_INPUT_SPEC, DEMO_HEAD_SPEC)
+INPUTS_FILE = "inputs.json"
+DEMO_BUNDLE = "demo_bundle"
+
+
+def input_digests() -> dict[str, str]:
+    """The sha256 of each file the fixtures are built from, keyed by its path in the repository."""
+    return {p.relative_to(ROOT).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest() for p in DEMO_INPUTS}
+
+
+def fresh_demo_bundle(fixtures: Path) -> Path | None:
+    """``fixtures/demo_bundle`` when it was built from the current inputs, else None."""
+    bundle = fixtures / DEMO_BUNDLE
+    try:
+        recorded = json.loads((fixtures / INPUTS_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if recorded != input_digests() or not (bundle / "manifest.json").is_file():
+        return None
+    return bundle
+
+
+def split_demo(target: Path) -> Path:
+    """Split the demo model with its specs into ``target`` (the exporter, so onnx, is needed here)."""
+    from exporter.pipeline import SplitOptions, split_model
+
+    result = split_model(DEMO_MODEL, target, SplitOptions(input_spec=DEMO_INPUT_SPEC, head_spec=DEMO_HEAD_SPEC))
+    return result.bundle_dir
+
+
+def build(fixtures: Path) -> Path:
+    """Write every fixture under ``fixtures`` (replacing what is there) and return the demo bundle."""
+    fixtures.mkdir(parents=True, exist_ok=True)
+    (fixtures / INPUTS_FILE).unlink(missing_ok=True)
+    bundle = fixtures / DEMO_BUNDLE
+    if bundle.exists():
+        shutil.rmtree(bundle)
+    split_demo(bundle)
+    # Written last: a half-built folder is never taken for a fresh one.
+    (fixtures / INPUTS_FILE).write_text(json.dumps(input_digests(), indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    return bundle
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line: ``python -m tests.fixtures DIR``."""
+    parser = argparse.ArgumentParser(prog="python -m tests.fixtures", description=__doc__.splitlines()[0])
+    parser.add_argument("fixtures", type=Path, help="folder to write (e.g. build/test-fixtures)")
+    args = parser.parse_args(argv)
+    bundle = build(args.fixtures)
+    print(f"test fixtures: {bundle}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
