@@ -403,7 +403,11 @@ def test_subscriber_memory_is_bounded_and_sigterm_prompt_while_the_broker_keeps_
     reader.start()
     started = time.monotonic()
     first.send_signal(signal.SIGTERM)
-    first.wait(timeout=60)
+    try:
+        first.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        first.kill()
+        raise
     took = time.monotonic() - started
     reader.join(timeout=30)
     summary = first.stderr.read().decode()
@@ -419,12 +423,18 @@ def test_subscriber_memory_is_bounded_and_sigterm_prompt_while_the_broker_keeps_
     )  # fmt: skip
     deadline = time.monotonic() + 60
     rest: set[int] = set()
-    while time.monotonic() < deadline and seen | rest != set(range(PAYLOADS)):
-        time.sleep(0.5)
-        if out.exists():  # one snapshot of a growing file: its last piece may be a partial line
-            rest = {json.loads(line)["seq"] for line in out.read_bytes().split(b"\n")[:-1]}
-    second.send_signal(signal.SIGTERM)
-    second.wait(timeout=60)
+    try:
+        while time.monotonic() < deadline and seen | rest != set(range(PAYLOADS)):
+            time.sleep(0.5)
+            if out.exists():  # one snapshot of a growing file: its last piece may be a partial line
+                rest = {json.loads(line)["seq"] for line in out.read_bytes().split(b"\n")[:-1]}
+    finally:  # never leave the subscriber running, whatever failed above
+        second.send_signal(signal.SIGTERM)
+        try:
+            second.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            second.kill()
+            second.wait()
     assert second.stderr is not None
     assert seen | rest == set(range(PAYLOADS)), second.stderr.read().decode()
 
