@@ -2,7 +2,9 @@
 
 The bundle is assembled in a temporary directory beside the target and moved into place
 only when complete, so an interrupted or failed export never leaves a half-written bundle.
-An existing non-empty target is replaced only when ``force`` is true. Commands that change a
+An existing non-empty target is replaced only when ``force`` is true. A command that writes a
+bundle in several steps (split, then its self-test data; the export chain) works in
+:func:`staged_output` and the target appears only when every step succeeded. Commands that change a
 bundle (quantize, convert, the self-test data) write it again with :func:`rewrite_bundle`, or
 :func:`rewrite_artifacts` when they replace graphs' artifacts.
 
@@ -20,7 +22,9 @@ import json
 import logging
 import shutil
 import tempfile
-from collections.abc import Callable, Collection, Mapping, Sequence
+import uuid
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
@@ -60,18 +64,41 @@ def write_bundle(out_dir: str | Path, files: Mapping[str, bytes], manifest: Mani
             sizes[rel] = len(data)
         final = replace(manifest, files=digests, file_sizes=sizes)
         (staging / MANIFEST_NAME).write_text(json.dumps(final.to_dict(), indent=2) + "\n", encoding="utf-8")
-        old = None
-        if out.exists():
-            old = out.with_name(f".{out.name}.old-{staging.name.rsplit('-', 1)[-1]}")
-            out.rename(old)
-        staging.rename(out)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        move_into_place(staging, out)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     logger.debug("wrote bundle %s", out)
     return out
+
+
+def move_into_place(staging: Path, out: Path) -> None:
+    """Rename the complete directory ``staging`` to ``out`` (same parent), replacing ``out``."""
+    old = None
+    if out.exists():
+        old = out.with_name(f".{out.name}.old-{uuid.uuid4().hex[:8]}")
+        out.rename(old)
+    staging.rename(out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+@contextmanager
+def staged_output(out_dir: str | Path, force: bool) -> Iterator[Path]:
+    """A fresh directory path beside ``out_dir`` to build a bundle in, in as many steps as it
+    takes; when the ``with`` block ends without an exception the bundle found there replaces
+    ``out_dir``, otherwise it is removed and ``out_dir`` is left as it was (nothing appears)."""
+    out = check_output_dir(out_dir, force).resolve()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.stage-", dir=out.parent))
+    try:
+        bundle = work / "bundle"
+        yield bundle
+        if not bundle.is_dir():
+            raise ConfigError(f"{out}: nothing was written")  # a programming error in the caller
+        move_into_place(bundle, out)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def rewrite_target(bundle_dir: str | Path, out_dir: str | Path | None, force: bool) -> tuple[Path, Path, bool]:

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from edge_runtime.errors import ConfigError, ModelError
+from exporter.bundle import staged_output
 from exporter.pipeline import SplitOptions, SplitResult, split_model
 from exporter.quantize_options import DEFAULT_MIN_AGREEMENT, QuantizeOptions
 
@@ -94,7 +95,7 @@ def export(
 ) -> ExportResult:
     """Split ``model`` (ONNX, PyTorch or Keras) into a verified bundle at ``out_dir``, then
     quantize and convert it as ``options`` asks; returns what each stage wrote and decided."""
-    from exporter.frontends.keras import KERAS_SUFFIXES, is_keras_model
+    from exporter.frontends.keras import KERAS_SUFFIXES
 
     options = options or ExportOptions()
     model = str(model)
@@ -105,6 +106,51 @@ def export(
             calib=options.split.calib, precision=options.precision, min_agreement=options.min_agreement
         )
     _check_model_path(model)
+    final = Path(out_dir).resolve()
+    # Every stage works in one staging directory: the bundle appears at out_dir only when the
+    # whole chain succeeded (a failed quantize or convert leaves nothing, not a split bundle).
+    with staged_output(out_dir, options.split.force) as staging:
+        staged = replace(options, split=replace(options.split, force=True))
+        report = None
+        if progress is not None:
+            callback = progress
+
+            def report(stage: str, result: ExportResult) -> None:
+                callback(stage, _relocated(result, staging, final))
+
+        result = _export_stages(model, staging, staged, formats, quantize, report)
+    return _relocated(result, staging, final)
+
+
+def _relocated(result: ExportResult, staging: Path, final: Path) -> ExportResult:
+    """``result`` with every path to the staging directory pointing at the final one."""
+
+    def moved(obj: object) -> object:
+        if obj is not None and getattr(obj, "bundle_dir", None) == staging:
+            return replace(obj, bundle_dir=final)  # type: ignore[type-var]
+        return obj
+
+    return replace(
+        result,
+        bundle_dir=final,
+        split=moved(result.split),  # type: ignore[arg-type]
+        keras=moved(result.keras),  # type: ignore[arg-type]
+        quantization=moved(result.quantization),  # type: ignore[arg-type]
+        tflite=moved(result.tflite),  # type: ignore[arg-type]
+    )
+
+
+def _export_stages(
+    model: str,
+    out_dir: Path,
+    options: ExportOptions,
+    formats: tuple[str, ...],
+    quantize: QuantizeOptions | None,
+    progress: Callable[[str, ExportResult], None] | None,
+) -> ExportResult:
+    """The stages of :func:`export`, writing to ``out_dir``."""
+    from exporter.frontends.keras import is_keras_model
+
     if is_keras_model(model):
         return _export_keras(model, out_dir, options, formats, progress)
     if Path(model).suffix.lower() == ".onnx":

@@ -21,9 +21,10 @@ import logging
 import sys
 import traceback
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
-from edge_runtime.errors import EdgeRuntimeError
+from edge_runtime.errors import ConfigError, EdgeRuntimeError
 from exporter.quantize_options import DEFAULT_MIN_AGREEMENT, PRECISION_CHOICES, QuantizeOptions
 
 if TYPE_CHECKING:
@@ -223,11 +224,20 @@ def _build_parser() -> argparse.ArgumentParser:
 
     inspect_cmd = sub.add_parser(
         "inspect",
-        help="show a bundle's trunk, heads, boundary, artifacts and sizes",
-        epilog="examples:\n  edge-export inspect build/demo_bundle\n  edge-export inspect /opt/bundles/current",
+        help="show a bundle's trunk, heads, boundary, artifacts and sizes; or a model's outputs and a head spec for it",
+        epilog="examples:\n  edge-export inspect build/demo_bundle\n  edge-export inspect /opt/bundles/current\n"
+        "  edge-export inspect model.onnx\n  edge-export inspect model.onnx --suggest-head-spec > heads.toml",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    inspect_cmd.add_argument("bundle", metavar="BUNDLE_DIR")
+    inspect_cmd.add_argument("bundle", metavar="BUNDLE_DIR|MODEL.onnx")
+    inspect_cmd.add_argument(
+        "--suggest-head-spec",
+        action="store_true",
+        help="(a model) print a head spec for the output layouts recognised (YOLO, per-stride grids, priors, ...)",
+    )
+    inspect_cmd.add_argument(
+        "--input-spec", metavar="FILE", help="(a model) input size and preprocessing, as for split"
+    )
 
     keygen = sub.add_parser(
         "keygen",
@@ -397,6 +407,13 @@ def _run_inspect(args: argparse.Namespace) -> int:
     from edge_runtime.bundle.reader import load_bundle
     from edge_runtime.bundle.summary import format_bundle
 
+    if Path(args.bundle).is_file():
+        from exporter.inspect_model import inspect_model
+
+        print(inspect_model(args.bundle, input_spec=args.input_spec, suggest=args.suggest_head_spec), end="")
+        return 0
+    if args.suggest_head_spec or args.input_spec:
+        raise ConfigError(f"{args.bundle}: --suggest-head-spec and --input-spec take a model file (.onnx)")
     print(format_bundle(load_bundle(args.bundle, warn_unchecked=False)))
     return 0
 

@@ -2,7 +2,11 @@
 
 Steps: load the model, make it device-compatible (opset 13..23, IR <= 11), find the
 boundary, extract the graphs, verify that trunk → heads reproduces every original output
-(max abs error <= 1e-5 by default), and only then write the bundle.
+(max abs error <= 1e-5 by default), check every head as the device will (decoders against
+the verified outputs, labels against classes, schedules; :mod:`exporter.head_checks`), and
+only then write the bundle and its self-test data — into a staging directory that replaces
+the output directory when everything succeeded, so a failed split leaves nothing behind.
+Class labels in the model's metadata (:mod:`exporter.metadata`) are the heads' default labels.
 
 Example::
 
@@ -31,12 +35,14 @@ import onnx
 from edge_runtime import __version__
 from edge_runtime.bundle.manifest import FORMAT, Manifest
 from edge_runtime.bundle.reader import read_manifest, sha256_file
-from edge_runtime.bundle.specs import Artifact, GraphEntry, InputSpec, TensorInfo
+from edge_runtime.bundle.specs import Artifact, DecoderSpec, GraphEntry, InputSpec, TensorInfo
 from edge_runtime.errors import ConfigError, ModelError
 from edge_runtime.specfiles import load_mapping_file
-from exporter.bundle import check_output_dir, write_bundle
+from exporter.bundle import check_output_dir, staged_output, write_bundle
 from exporter.compat import make_device_compatible
 from exporter.frontends.onnx import load_onnx_model
+from exporter.head_checks import check_heads
+from exporter.metadata import ModelMetadata, read_metadata, with_metadata_defaults
 from exporter.progress import Steps, format_bytes
 from exporter.specs import HeadDefinition, load_head_spec, model_input_spec
 from exporter.split import SplitGraphs, SplitPlan, extract_graphs, plan_split
@@ -118,7 +124,7 @@ def split_model(
     """Split ``model`` into a verified trunk + heads bundle written to ``out_dir``."""
     options = options or SplitOptions()
     check_output_dir(out_dir, options.force)
-    steps = Steps(total=6)
+    steps = Steps(total=7)
     definitions: dict[str, HeadDefinition] = {}
     spec_where = str(options.head_spec) if options.head_spec else "--head-spec"
     if options.head_spec is not None:
@@ -143,13 +149,20 @@ def split_model(
         step.detail = f"{len(model.graph.node)} nodes, {len(model.graph.output)} outputs"
     with steps.step("checking device compatibility") as step:
         model, notes = make_device_compatible(model)
-        spec = model_input_spec(model, input_overrides, input_where)
+        meta = read_metadata(model)
+        spec = model_input_spec(model, input_overrides, input_where, default_size=meta.input_size)
         step.detail = "; ".join(notes) if notes else "opset and IR version already compatible"
     with steps.step("finding the trunk/head boundary") as step:
         tasks = _resolve_heads(options.tasks, definitions)
         plan = plan_split(model, tasks=tasks, boundary=options.boundary)
         _check_definitions_used(plan, definitions, spec_where)
-        step.detail = f"boundary {', '.join(plan.boundary)}; heads {', '.join(h.name for h in plan.heads)}"
+        for note in plan.notes:
+            logger.info("%s", note)
+        for work in plan.duplicated:
+            logger.warning("%s", work.describe())
+        heads = ", ".join(f"{h.name} ({', '.join(h.outputs)})" for h in plan.heads)
+        cut = "none (identity trunk)" if plan.identity_trunk else ", ".join(plan.boundary)
+        step.detail = f"boundary {cut}; heads {heads}"
     with steps.step("extracting trunk and head graphs") as step:
         graphs = extract_graphs(model, plan)
         blobs = {"trunk.fp32.onnx": _serialise(graphs.trunk, "trunk")}
@@ -181,8 +194,8 @@ def split_model(
         )
         report.raise_if_failed(options.tolerance)
         step.detail = f"{report.samples} inputs, max abs error {report.max_abs_error:.3g}"
-    with steps.step("writing bundle") as step:
-        manifest = _build_manifest(
+    with steps.step("checking heads: decoders, labels, schedules") as step:
+        manifest, from_metadata = _build_manifest(
             model,
             graphs,
             plan,
@@ -193,15 +206,24 @@ def split_model(
             options,
             source=source,
             source_digest=source_digest,
+            metadata=meta,
+            where=spec_where,
         )
-        bundle_dir = write_bundle(out_dir, blobs, manifest, force=options.force)
-        step.detail = f"{bundle_dir} ({format_bytes(sum(len(b) for b in blobs.values()))})"
+        names = [o.name for o in reference.get_outputs()]
+        outputs = dict(zip(names, reference.run(names, samples[0]), strict=True))
+        manifest = check_heads(manifest, outputs, from_metadata=from_metadata)
+        step.detail = ", ".join(f"{name} ({(e.decoder or DecoderSpec()).type})" for name, e in manifest.heads.items())
+        _warn_raw_heads(manifest, outputs)
+    with steps.step("writing bundle") as step, staged_output(out_dir, options.force) as staging:
+        write_bundle(staging, blobs, manifest, force=True)
+        step.detail = f"{Path(out_dir)} ({format_bytes(sum(len(b) for b in blobs.values()))})"
         if options.selftest:
             from exporter.selftest import write_selftest
 
-            write_selftest(bundle_dir, count=options.selftest_frames)
-            manifest = read_manifest(bundle_dir)
+            write_selftest(staging, count=options.selftest_frames)
+            manifest = read_manifest(staging)
             step.detail += f"; self-test data: {options.selftest_frames} frames"
+    bundle_dir = Path(out_dir).resolve()
     return SplitResult(
         bundle_dir=bundle_dir,
         plan=plan,
@@ -223,24 +245,31 @@ def _build_manifest(
     *,
     source: str,
     source_digest: str,
-) -> Manifest:
+    metadata: ModelMetadata,
+    where: str,
+) -> tuple[Manifest, set[str]]:
+    """The manifest to write, and the heads whose labels came from the model's metadata."""
     tensors: dict[str, TensorInfo] = {}
     for name, found in graphs.types.items():
         dims = None if found.shape is None else tuple(d if d is not None else "?" for d in found.shape)
         tensors[name] = TensorInfo(dtype=found.dtype, shape=dims)
     heads: dict[str, GraphEntry] = {}
+    from_metadata: set[str] = set()
     for head in plan.heads:
         definition = definitions.get(head.name) or HeadDefinition(name=head.name)
+        decoder, added = with_metadata_defaults(definition.decoder, metadata, head.name, where)
+        if added:
+            from_metadata.add(head.name)
         heads[head.name] = GraphEntry(
             inputs=tuple(graphs.public(name) for name in head.inputs),
             outputs=head.outputs,
             artifacts=(Artifact(format="onnx", precision="fp32", path=f"heads/{head.name}.fp32.onnx"),),
-            decoder=definition.decoder,
+            decoder=decoder,
             schedule=definition.schedule,
             qos=definition.qos,
             expiry_s=definition.expiry_s,
         )
-    return Manifest(
+    manifest = Manifest(
         format=FORMAT,
         name=options.name or Path(source).stem,
         version=options.version,
@@ -271,3 +300,18 @@ def _build_manifest(
             },
         },
     )
+    return manifest, from_metadata
+
+
+def _warn_raw_heads(manifest: Manifest, outputs: Mapping[str, np.ndarray]) -> None:
+    """Say what a head without a decoder costs on the wire, and where to get a decoder."""
+    for name, entry in manifest.heads.items():
+        if entry.decoder is not None and entry.decoder.type != "raw":
+            continue
+        size = sum(int(np.asarray(outputs[o]).size) for o in entry.outputs if o in outputs)
+        if size > 64:
+            logger.warning(
+                "head %r has no decoder: each frame publishes its %d raw output values (%s) instead of results; "
+                "`edge-export inspect MODEL --suggest-head-spec` proposes a decoder for known layouts",
+                name, size, ", ".join(entry.outputs),
+            )  # fmt: skip

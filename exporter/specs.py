@@ -95,8 +95,21 @@ def parse_task_flags(values: Sequence[str]) -> dict[str, tuple[str, ...]]:
     return tasks
 
 
-def model_input_spec(model: onnx.ModelProto, overrides: Mapping[str, Any] | None, where: str) -> InputSpec:
-    """The input spec: keys from ``overrides`` (a parsed ``--input-spec``), the rest from the model."""
+def _spatial_axes(shape: Sequence[int | str | None]) -> tuple[int, int]:
+    """The (height, width) axes of a 4-d image input: NHWC when the last dim is 1/3/4 channels."""
+    if len(shape) == 4 and shape[3] in (1, 3, 4) and shape[1] not in (1, 3, 4):
+        return (1, 2)
+    return (2, 3)
+
+
+def model_input_spec(
+    model: onnx.ModelProto,
+    overrides: Mapping[str, Any] | None,
+    where: str,
+    default_size: tuple[int, int] | None = None,
+) -> InputSpec:
+    """The input spec: keys from ``overrides`` (a parsed ``--input-spec``), the rest from the model;
+    ``default_size`` (height, width; from the model's metadata) fills a dynamic height and width."""
     initializers = {t.name for t in model.graph.initializer}
     inputs = [i for i in model.graph.input if i.name not in initializers]
     model_input = inputs[0]
@@ -124,11 +137,14 @@ def model_input_spec(model: onnx.ModelProto, overrides: Mapping[str, Any] | None
                 )
     else:
         shape = []
+        spatial = _spatial_axes(found.shape)
         for axis, dim in enumerate(found.shape):
             if isinstance(dim, int):
                 shape.append(dim)
             elif axis == 0:
                 shape.append(1)
+            elif default_size is not None and axis in spatial:
+                shape.append(default_size[spatial.index(axis)])
             else:
                 raise ConfigError(
                     f"the model input {model_input.name!r} has a dynamic dimension {axis} ({dim!r}); "

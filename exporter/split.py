@@ -3,9 +3,14 @@
 The **trunk** is the input-dependent part of the graph that every task depends on; the
 **boundary** is the set of trunk tensors the heads read (one tensor, or several for a
 feature pyramid). Outputs whose head-only sub-graphs share nodes form one head unless the
-caller groups outputs explicitly. Shape side-chains (``Shape → Gather → Concat``) that a
-head computes from a boundary tensor or from the model input are recomputed inside the
-head rather than shipped as extra int64 boundary tensors.
+caller groups outputs explicitly (:mod:`exporter.split_groups`). Shape side-chains
+(``Shape → Gather → Concat``) that a head computes from a boundary tensor or from the model
+input are recomputed inside the head rather than shipped as extra int64 boundary tensors.
+
+A single-task model is split too, so that heads can be added to its trunk later: its trunk
+ends where its outputs' computations branch (a detector's boxes and scores branches), or,
+with nothing to branch (one output), it is the identity on the model input and the one head
+is the whole model.
 
 Example::
 
@@ -20,19 +25,30 @@ CLI: ``edge-export split MODEL -o BUNDLE_DIR [--task NAME=OUT,...] [--boundary T
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import onnx
 from onnx import helper
 
 from edge_runtime.errors import ModelError, close_matches
 from exporter.graph import GraphIndex, TensorType, tensor_type_of
+from exporter.split_groups import (
+    DuplicateWork,
+    find_duplicated_work,
+    group_automatically,
+    group_nodes,
+    merge_groups,
+    name_groups,
+    normalise_tasks,
+    shared_nodes,
+)
+from exporter.split_groups import safe_head_name as safe_head_name
 
 logger = logging.getLogger(__name__)
 
-_SAFE_NAME = re.compile(r"[^A-Za-z0-9_.-]+")
+#: Suffix of the bundle name of the model input when the trunk passes it on unchanged.
+IDENTITY_SUFFIX = "__trunk"
 
 
 @dataclass(frozen=True)
@@ -52,6 +68,16 @@ class SplitPlan:
     boundary: tuple[str, ...]
     heads: tuple[HeadPlan, ...]
     automatic: bool
+    #: Work that two or more heads repeat after the boundary (explicit groups that split a
+    #: shared part); ``edge-export split`` warns about each.
+    duplicated: tuple[DuplicateWork, ...] = ()
+    #: Things the user should know about the cut (one line each), e.g. an identity trunk.
+    notes: tuple[str, ...] = ()
+
+    @property
+    def identity_trunk(self) -> bool:
+        """True when the trunk only passes the model input on (one task, nothing to branch)."""
+        return self.boundary == self.model_inputs
 
     def head(self, name: str) -> HeadPlan:
         """The head called ``name``."""
@@ -76,99 +102,6 @@ class SplitGraphs:
     def public(self, name: str) -> str:
         """The name a tensor of the original model has in the bundle."""
         return self.renamed.get(name, name)
-
-
-def safe_head_name(name: str) -> str:
-    """A file-name-safe head name derived from an output name."""
-    cleaned = _SAFE_NAME.sub("_", name).strip("._")
-    return cleaned or "head"
-
-
-def _check_outputs(index: GraphIndex, names: Sequence[str], what: str) -> None:
-    for name in names:
-        if name not in index.outputs:
-            raise ModelError(
-                f"{what} names output {name!r}, which the model does not have"
-                f"{close_matches(name, index.outputs)}; model outputs: {', '.join(index.outputs)}"
-            )
-
-
-def _normalise_tasks(index: GraphIndex, tasks: Mapping[str, Sequence[str]] | None) -> dict[str, tuple[str, ...]]:
-    """Validate user grouping (``--task NAME=OUT,...`` / head spec): names exist, no overlaps."""
-    groups: dict[str, tuple[str, ...]] = {}
-    owner: dict[str, str] = {}
-    for name, outputs in (tasks or {}).items():
-        if not outputs:
-            raise ModelError(f"task {name!r} lists no outputs")
-        if safe_head_name(name) != name:
-            raise ModelError(f"task name {name!r} may only use letters, digits, '_', '-' and '.'")
-        _check_outputs(index, outputs, f"task {name!r}")
-        for out in outputs:
-            if out in owner:
-                raise ModelError(f"output {out!r} is given to two tasks: {owner[out]!r} and {name!r}")
-            owner[out] = name
-        groups[name] = tuple(outputs)
-    return groups
-
-
-def _group_automatically(outputs: Sequence[str], head_nodes: Mapping[str, set[int]]) -> list[list[str]]:
-    """Union outputs whose head-only node sets intersect (in output order)."""
-    parent = {o: o for o in outputs}
-
-    def find(o: str) -> str:
-        while parent[o] != o:
-            parent[o] = parent[parent[o]]
-            o = parent[o]
-        return o
-
-    for i, a in enumerate(outputs):
-        for b in outputs[i + 1 :]:
-            if head_nodes[a] & head_nodes[b]:
-                parent[find(b)] = find(a)
-    groups: dict[str, list[str]] = {}
-    for o in outputs:
-        groups.setdefault(find(o), []).append(o)
-    return list(groups.values())
-
-
-def _name_groups(
-    groups: Sequence[Sequence[str]], explicit: Mapping[str, tuple[str, ...]]
-) -> list[tuple[str, tuple[str, ...]]]:
-    """Give explicit groups their names and the others the (safe) name of their first output."""
-    by_outputs = {outs: name for name, outs in explicit.items()}
-    named: list[tuple[str, tuple[str, ...]]] = []
-    used = set(explicit)
-    for group in groups:
-        key = tuple(group)
-        if key in by_outputs:
-            named.append((by_outputs[key], key))
-            continue
-        base = safe_head_name(group[0])
-        name, n = base, 2
-        while name in used:
-            name, n = f"{base}_{n}", n + 1
-        used.add(name)
-        named.append((name, key))
-    return named
-
-
-def _merge_groups(
-    index: GraphIndex, fixed: Sequence[Sequence[str]], auto: Sequence[Sequence[str]]
-) -> tuple[set[int], list[list[str]]]:
-    """Trunk node set for a grouping; automatic groups whose head-only parts overlap merge
-    (repeatedly, since merging can grow the trunk). ``fixed`` (user) groups never merge."""
-    fixed_groups = [list(g) for g in fixed]
-    auto_groups = [list(g) for g in auto]
-    while True:
-        groups = [*fixed_groups, *auto_groups]
-        needed = [set().union(*(index.ancestors([o]) for o in group)) & index.input_dependent for group in groups]
-        trunk = set.intersection(*needed) if needed else set()
-        head_only = {g[0]: needed[len(fixed_groups) + i] - trunk for i, g in enumerate(auto_groups)}
-        merged = _group_automatically([g[0] for g in auto_groups], head_only)
-        if len(merged) == len(auto_groups):
-            return trunk, groups
-        members = {g[0]: g for g in auto_groups}
-        auto_groups = [[o for first in m for o in members[first]] for m in merged]
 
 
 def _boundary_tensors(index: GraphIndex, trunk: set[int], head_nodes: set[int]) -> list[str]:
@@ -208,8 +141,9 @@ def plan_split(
     """Decide the trunk/head cut of ``model``.
 
     ``tasks`` groups outputs into named heads (others are grouped automatically);
-    ``boundary`` overrides the automatic boundary. Raises :class:`ModelError` when the
-    model cannot be split (one task, no shared trunk, unknown names).
+    ``boundary`` overrides the automatic boundary. One task (one output, or every output
+    in one group) is split too: see :func:`_one_task_cut`. Raises :class:`ModelError` when
+    the model cannot be split (tasks with no shared trunk, unknown names, a bad boundary).
     """
     index = GraphIndex(model)
     if len(index.model_inputs) != 1:
@@ -217,13 +151,9 @@ def plan_split(
             f"the model has {len(index.model_inputs)} inputs ({', '.join(index.model_inputs) or 'none'}); "
             "edge-runtime feeds one image input"
         )
-    if len(index.outputs) < 2:
-        raise ModelError(
-            f"nothing to split: one task (the model has a single output {index.outputs[0]!r})"
-            if index.outputs
-            else "nothing to split: the model has no outputs"
-        )
-    explicit = _normalise_tasks(index, tasks)
+    if not index.outputs:
+        raise ModelError("the model has no outputs")
+    explicit = normalise_tasks(index, tasks)
     grouped = {o for outs in explicit.values() for o in outs}
     groups: list[list[str]] = [list(outs) for outs in explicit.values()]
     singles = [[o] for o in index.outputs if o not in grouped]
@@ -236,7 +166,7 @@ def plan_split(
         automatic = True
     cut, final_groups = chosen
     trunk_nodes = index.ancestors(cut, stop=index.model_inputs)
-    named = _name_groups(final_groups, explicit)
+    named = name_groups(final_groups, explicit)
     traced = {name: index.ancestors(outputs, stop=set(cut) | set(index.model_inputs)) for name, outputs in named}
     for name, _outputs in named:
         # A head must not recompute the trunk from the model input (only cheap shape chains).
@@ -260,9 +190,21 @@ def plan_split(
                 f"that ends at {', '.join(cut)}; cut earlier with --boundary"
             )
         reads = index.external_reads(nodes) | {o for o in outputs if o in cut or o in index.model_inputs}
-        order = [t for t in (*index.model_inputs, *cut) if t in reads]
+        order = [t for t in dict.fromkeys((*index.model_inputs, *cut)) if t in reads]
         heads.append(HeadPlan(name=name, outputs=tuple(outputs), inputs=tuple(order)))
-    plan = SplitPlan(model_inputs=index.model_inputs, boundary=tuple(cut), heads=tuple(heads), automatic=automatic)
+    duplicated = find_duplicated_work(
+        index, {name: traced[name] - trunk_nodes for name, _ in named}, lambda: tensor_types(model)
+    )
+    plan = SplitPlan(
+        model_inputs=index.model_inputs,
+        boundary=tuple(cut),
+        heads=tuple(heads),
+        automatic=automatic,
+        duplicated=duplicated,
+    )
+    if plan.identity_trunk:
+        public = public_boundary_names(plan, index.tensor_names())
+        plan = replace(plan, notes=(_identity_note(plan, public),))
     logger.info(
         "boundary: %s; heads: %s",
         ", ".join(plan.boundary),
@@ -271,21 +213,43 @@ def plan_split(
     return plan
 
 
+def _identity_note(plan: SplitPlan, public: Mapping[str, str]) -> str:
+    (head,) = plan.heads
+    passed = ", ".join(f"{name!r} on as {public.get(name, name)!r}" for name in plan.boundary)
+    return (
+        f"one task with no branches to cut between: the trunk only passes {passed} and head {head.name!r} "
+        "is the whole model; --boundary TENSOR gives a real cut (a trunk that heads added later can share)"
+    )
+
+
+def _one_task_cut(index: GraphIndex, outputs: Sequence[str]) -> list[str]:
+    """The boundary of a single-task model: where its outputs' computations branch (the
+    nodes every output depends on, as if each output were its own task), or the model input
+    (an identity trunk) when there is no such cut: one output, or no branching before one
+    of them."""
+    per_output = [[o] for o in outputs]
+    trunk = shared_nodes(index, per_output)
+    in_trunk = {o for i in trunk for o in index.nodes[i].output if o}
+    if len(outputs) > 1 and trunk and not in_trunk & set(outputs):
+        head_nodes = set().union(*(group_nodes(index, g) for g in per_output)) - trunk
+        cut = _push_shape_chains(index, _boundary_tensors(index, trunk, head_nodes))
+        if cut:
+            return cut
+    return list(index.model_inputs)
+
+
 def _plan_automatic(
     index: GraphIndex, explicit_groups: list[list[str]], singles: list[list[str]]
 ) -> tuple[list[str], list[list[str]]]:
-    trunk, groups = _merge_groups(index, explicit_groups, singles)
+    trunk, groups = merge_groups(index, explicit_groups, singles)
     if len(groups) < 2:
-        raise ModelError(
-            "nothing to split: one task (the outputs "
-            f"{', '.join(index.outputs)} share their whole computation); "
-            "group them with --task NAME=OUT,... or give --boundary"
-        )
+        return _one_task_cut(index, groups[0]), groups
     if not trunk:
         raise ModelError(
             "the outputs share no trunk: "
             + ", ".join("/".join(g) for g in groups)
-            + " have no common computation after the input; these are independent models"
+            + " have no common computation after the input; these are independent models "
+            "(to export them as one head anyway, group them with --task NAME=OUT,...)"
         )
     all_needed = set().union(*(index.ancestors(list(g)) for g in groups))
     head_nodes = all_needed - trunk
@@ -316,10 +280,8 @@ def _plan_with_boundary(
         raise ModelError(f"--boundary lists a tensor twice: {', '.join(boundary)}")
     stop = set(boundary) | set(index.model_inputs)
     head_only = {g[0]: index.ancestors([g[0]], stop=stop) for g in singles}
-    merged = _group_automatically([g[0] for g in singles], head_only)
+    merged = group_automatically([g[0] for g in singles], head_only)
     groups = [*explicit_groups, *merged]
-    if len(groups) < 2:
-        raise ModelError("nothing to split: one task; group the outputs with --task NAME=OUT,...")
     used: set[str] = set()
     for group in groups:
         nodes = index.ancestors(group, stop=stop)
@@ -434,14 +396,20 @@ def _is_opaque(name: str) -> bool:
 
 def public_boundary_names(plan: SplitPlan, taken: Sequence[str]) -> dict[str, str]:
     """Readable bundle names for boundary tensors whose names the exporter generated:
-    ``features`` for one, ``features_0``, ``features_1``… for several. Readable names stay."""
-    opaque = [b for b in plan.boundary if _is_opaque(b)]
+    ``features`` for one, ``features_0``, ``features_1``… for several. Readable names stay.
+    The model input passed on by an identity trunk becomes ``<input>__trunk``."""
+    opaque = [b for b in plan.boundary if _is_opaque(b) or b in plan.model_inputs]
     if not opaque:
         return {}
     used = set(taken)
     renamed = {}
     for name in opaque:
-        base = "features" if len(plan.boundary) == 1 else f"features_{plan.boundary.index(name)}"
+        if name in plan.model_inputs:
+            base = f"{name}{IDENTITY_SUFFIX}"
+        elif len(plan.boundary) == 1:
+            base = "features"
+        else:
+            base = f"features_{plan.boundary.index(name)}"
         candidate, n = base, 2
         while candidate in used:
             candidate, n = f"{base}_{n}", n + 1
@@ -452,11 +420,13 @@ def public_boundary_names(plan: SplitPlan, taken: Sequence[str]) -> dict[str, st
 
 def _rename_outputs(model: onnx.ModelProto, renamed: Mapping[str, str]) -> None:
     """Expose graph outputs under new names through Identity nodes (free after ORT's optimiser)."""
+    inputs = {i.name for i in model.graph.input}
     for out in model.graph.output:
         if out.name in renamed:
             model.graph.node.append(helper.make_node("Identity", [out.name], [renamed[out.name]]))
-            model.graph.value_info.append(onnx.ValueInfoProto())
-            model.graph.value_info[-1].CopyFrom(out)
+            if out.name not in inputs:  # an identity trunk: the graph input is typed already
+                model.graph.value_info.append(onnx.ValueInfoProto())
+                model.graph.value_info[-1].CopyFrom(out)
             out.name = renamed[out.name]
 
 
@@ -492,9 +462,12 @@ def extract_graphs(model: onnx.ModelProto, plan: SplitPlan) -> SplitGraphs:
         for head_model in heads.values():
             _rename_inputs(head_model, renamed)
         logger.info("boundary renamed in the bundle: %s", ", ".join(f"{k} -> {v}" for k, v in renamed.items()))
+    # The model input keeps its name even when an identity trunk passes it on renamed.
+    public = {n: n for n in plan.model_inputs}
+    public.update({renamed.get(n, n): n for n in cut if n not in plan.model_inputs or n in plan.boundary})
     return SplitGraphs(
         trunk=trunk,
         heads=heads,
-        types={renamed.get(n, n): types[n] for n in cut if n in types},
+        types={name: types[n] for name, n in public.items() if n in types},
         renamed=renamed,
     )

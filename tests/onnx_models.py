@@ -266,8 +266,8 @@ def shared_neck() -> onnx.ModelProto:
     → ``n``; ``boxes`` (Conv 1x1 on n), ``scores`` (Conv 1x1 on n → Sigmoid); ``mask``
     (Conv 1x1 on feat).
 
-    Automatic grouping: boxes+scores share the neck, so they form ONE head named ``boxes``
-    (its first output); ``mask`` is another head. Boundary ``("feat",)``.
+    Automatic grouping: boxes+scores share the neck, so they form ONE head, named ``head``
+    (their names share no prefix); ``mask`` is another head. Boundary ``("feat",)``.
     """
     g = _Graph(8)
     feat = g.conv_relu(IMAGE, "feat", 3, 8)
@@ -279,7 +279,8 @@ def shared_neck() -> onnx.ModelProto:
 
 
 def single_output() -> onnx.ModelProto:
-    """One task: Conv/Relu → ``feat`` → GAP/Flatten/Gemm → ``cls``. Nothing to split."""
+    """One task: Conv/Relu → ``feat`` → GAP/Flatten/Gemm → ``cls``. Nothing branches: the
+    trunk is the identity on ``image`` and the one head is the whole model."""
     g = _Graph(9)
     feat = g.conv_relu(IMAGE, "feat", 3, 8)
     g.classifier(feat, "cls", 8, 5)
@@ -327,3 +328,61 @@ def trunk_as_output() -> onnx.ModelProto:
     g.classifier(feat, "cls", 8, 5)
     g.conv(feat, "seg", 8, 2, k=1)
     return g.model([_image()], ["feat", "cls", "seg"])
+
+
+def two_branch_detector(boxes: str = "boxes", scores: str = "scores") -> onnx.ModelProto:
+    """One detection task from two branches of one backbone: Conv/Relu → ``c1``, Conv/Relu
+    stride 2 → ``feat`` (1,8,8,8); branch ``boxes``: Conv/Relu → Conv 1x1 (4 channels);
+    branch ``scores``: Conv/Relu → Conv 1x1 → Sigmoid (3 channels).
+
+    Grouped as one task (``--task det=boxes,scores``), the trunk is the backbone and the
+    boundary ``("feat",)``, where the branches start; one head holds both outputs.
+    """
+    g = _Graph(14)
+    c1 = g.conv_relu(IMAGE, "c1", 3, 8)
+    feat = g.conv_relu(c1, "feat", 8, 8, stride=2)
+    g.conv(g.conv_relu(feat, "box_branch", 8, 8), boxes, 8, 4, k=1)
+    g.node("Sigmoid", [g.conv(g.conv_relu(feat, "score_branch", 8, 8), "score_logits", 8, 3, k=1)], [scores])
+    return g.model([_image()], [boxes, scores])
+
+
+def overlapping_branches(names: Sequence[str] = ("det_boxes", "det_scores", "det_classes")) -> onnx.ModelProto:
+    """Three outputs whose branches overlap pairwise but not all together: Conv/Relu →
+    ``feat``; ``x`` = Conv 1x1 on feat, ``y`` = Conv 1x1 on feat; outputs Relu(x),
+    Add(x, y), Relu(y) (named ``names``).
+
+    Automatic grouping merges all three into ONE head (named after their common prefix,
+    ``det`` by default); the trunk ends where the branches start: boundary ``("feat",)``.
+    """
+    g = _Graph(15)
+    feat = g.conv_relu(IMAGE, "feat", 3, 8)
+    x = g.conv(feat, "x", 8, 4, k=1)
+    y = g.conv(feat, "y", 8, 4, k=1)
+    g.node("Relu", [x], [names[0]])
+    g.node("Add", [x, y], [names[1]])
+    g.node("Relu", [y], [names[2]])
+    return g.model([_image()], list(names))
+
+
+def split_neck_heads(batch: int | str = 1, height: int | str = 16) -> onnx.ModelProto:
+    """A neck that heads ``a`` and ``b`` both need but head ``mask`` does not, so it lies
+    after the boundary ``("feat",)`` when ``a`` and ``b`` are separate tasks.
+
+    ``image`` (batch,3,height,16) → Conv/Relu → ``feat`` (8 channels). Neck, known cost at
+    batch 1 and height 16 (6 nodes, 371 float32 weights = 1484 bytes, 81962 MACs):
+    Conv 3x3 8→4 → ``neck_c`` (1,4,16,16; 1024·72 = 73728 MACs), ConvTranspose 4→2 k2 s2 →
+    ``neck_t`` (1,2,32,32; 1024·8 = 8192), GlobalAveragePool, Flatten → (1,2), MatMul
+    (2,6) → ``neck_mm`` (12), Gemm (5,6)ᵀ+bias → ``neck`` (1,5; 30). ``a`` = Relu(neck),
+    ``b`` = Sigmoid(neck); ``mask`` = Conv 1x1 on feat.
+    """
+    g = _Graph(16)
+    feat = g.conv_relu(IMAGE, "feat", 3, 8)
+    c = g.conv(feat, "neck_c", 8, 4)
+    t = g.node("ConvTranspose", [c, g.weight("neck_t.w", (4, 2, 2, 2))], ["neck_t"], strides=[2, 2])
+    flat = g.node("Flatten", [g.node("GlobalAveragePool", [t], ["neck_gap"])], ["neck_flat"], axis=1)
+    mm = g.node("MatMul", [flat, g.weight("neck_mm.w", (2, 6))], ["neck_mm"])
+    neck = g.node("Gemm", [mm, g.weight("neck.w", (5, 6)), g.weight("neck.b", (5,))], ["neck"], transB=1)
+    g.node("Relu", [neck], ["a"])
+    g.node("Sigmoid", [neck], ["b"])
+    g.conv(feat, "mask", 8, 2, k=1)
+    return g.model([_image([batch, 3, height, 16])], ["a", "b", "mask"])

@@ -72,6 +72,33 @@ SAMPLES: list[tuple[str, HeadResult]] = [
     ),
     ("detections-empty", Detections(np.zeros((0, 4)), [], np.zeros(0, np.int64), ())),
     (
+        "detections-keypoints",
+        Detections(
+            [[10.5, 20.25, 110.75, 220.0], [1.0, 2.0, 3.0, 4.0]],
+            [0.91, 0.25],
+            [0, 0],
+            ("person", "person"),
+            keypoints=[[[20.5, 30.25], [-2.0, 700.5]], [[1.5, 2.5], [3.0, 3.75]]],
+            keypoint_scores=[[0.875, 0.25], [0.5, 0.0625]],
+            keypoint_names=("nose", "left_eye"),
+        ),
+    ),
+    (
+        "detections-keypoints-no-scores",
+        Detections([[1.0, 2.0, 3.0, 4.0]], [0.5], [1], ("face",), keypoints=[[[1.5, 2.5]]], keypoint_names=("tip",)),
+    ),
+    (
+        "detections-keypoints-empty",
+        Detections(
+            np.zeros((0, 4)),
+            [],
+            np.zeros(0, np.int64),
+            (),
+            keypoints=np.zeros((0, 3, 2)),
+            keypoint_names=("a", "b", "c"),
+        ),
+    ),
+    (
         "segmentation",
         Segmentation(MASK, ("background", "shape"), Segmentation.areas(MASK, ("background", "shape")), 640, 480),
     ),
@@ -89,6 +116,8 @@ SAMPLES: list[tuple[str, HeadResult]] = [
     ("segmentation-empty-mask", Segmentation(np.zeros((0, 0), np.uint8), ("background",), {}, 64, 48)),
     ("landmarks", Landmarks([[12.5, 30.25], [-4.0, 700.5]], [0.875, 0.25], ("nose", "ear"))),
     ("landmarks-no-scores", Landmarks([[1.0, 2.0]], None, ("tip",))),
+    ("landmarks-presence", Landmarks([[1.0, 2.0]], [0.5], ("tip",), presence=0.875)),
+    ("landmarks-absent", Landmarks(np.zeros((0, 2)), None, (), presence=0.125)),
     ("regression-box", Regression([0.25, 0.5, 0.75, 1.0], ("x1", "y1", "x2", "y2"), box=[160.0, 120.0, 480.0, 360.0])),
     ("regression", Regression([21.5, -3.25], ("temperature", "tilt"))),
     ("regression-nan", Regression([math.nan, math.inf, 1.5], ("a", "b", "c"))),
@@ -530,6 +559,18 @@ _V_OTHERS = {
     "raw": RawOutput({"ids": np.array([3, -1], np.int32)}),
 }
 _V_SQUARE = Classification([1], [0.75], ("square",))
+_V_KEYPOINTS = {
+    "persons": Detections(
+        [[10.5, 20.25, 110.75, 220.0]],
+        [0.875],
+        [0],
+        ("person",),
+        keypoints=[[[40.5, 30.25], [50.0, 31.5]]],
+        keypoint_scores=[[0.9375, 0.25]],
+        keypoint_names=("nose", "left_eye"),
+    ),
+    "face": Landmarks([[12.5, 30.25]], None, ("nose",), presence=0.875),
+}
 _V_HEADS = {"box": {"since_seq": 43}, "mask": {"since_seq": 43}}
 
 #: What the vectors were made from (typed results), by vector name.
@@ -557,6 +598,9 @@ VECTOR_SOURCES: dict[str, Callable[[], bytes]] = {
         epoch=EPOCH,
         seq=46,
         mode="json",
+    ),
+    "keypoints": lambda: encode_frame(
+        FrameResult(10, 1764000002.0, _V_KEYPOINTS, {"total": 5.0}), device=DEVICE, epoch=EPOCH, seq=47
     ),
 }
 

@@ -685,10 +685,12 @@ BUILD_ERRORS = [
         "detection",
         {"anchors": [[10, 13, 16, 30]], "strides": [8]},
         ["x"],
-        ["head 'h'", "'anchors' is not supported", "Supported layouts", "(1, N, 4+C)"],
-        id="anchors-unsupported",
+        ["head 'h'", "'anchors' belongs to the 'ssd' decoder", "(1, N, 4+C)", "--suggest-head-spec"],
+        id="anchors-other-family",
     ),
-    pytest.param("detection", {"strides": [8, 16]}, ["x"], ["'strides' is not supported"], id="strides-unsupported"),
+    pytest.param(
+        "detection", {"strides": [8, 16]}, ["x"], ["'strides' belongs to the 'grid' decoder"], id="strides-other-family"
+    ),
     pytest.param("segmentation", {"classes": "bg"}, ["x"], ["'classes' must be a non-empty list"], id="names-type"),
     pytest.param("landmarks", {"names": ["a", "a"]}, ["x"], ["distinct names"], id="duplicate-names"),
     pytest.param("classification", {}, ["x", "y"], ["reads 1 output(s)", "the head has 2 (x, y)"], id="two-outputs"),
@@ -825,3 +827,79 @@ def test_frame_result_to_dict_is_the_result_line() -> None:
     assert line["results"]["reg"]["values"] == [None, 1.0]
     assert line["results"]["raw"]["t"] == {"shape": [1, 2], "dtype": "float32", "data": [[0.1235, None]]}
     assert "mask" not in line["results"]
+
+
+# --- YOLO keypoints (pose), landmarks relative to a box, presence ---------------------------------
+
+
+def _pose_rows(boxes_cxcywh: list[list[float]], scores: list[float], keypoints: list[list[list[float]]]) -> np.ndarray:
+    """YOLOv8-pose rows ``(1, 4+1+K*3, N)`` from known boxes, person scores and keypoints."""
+    rows = [[*b, s, *np.asarray(k).ravel()] for b, s, k in zip(boxes_cxcywh, scores, keypoints, strict=True)]
+    return np.asarray(rows, np.float32).T[None]
+
+
+def test_yolo_pose_keypoints_come_back_in_frame_pixels() -> None:
+    kp = [[[30.0, 40.0, 0.9], [50.0, 60.0, 0.2]], [[90.0, 80.0, 0.7], [100.0, 110.0, 0.6]]]
+    rows = _pose_rows([[40.0, 50.0, 20.0, 40.0], [95.0, 95.0, 30.0, 30.0]], [0.9, 0.8], kp)
+    params = {"labels": ["person"], "box_format": "cxcywh", "keypoints": 2, "keypoint_names": ["nose", "eye"]}
+
+    result = decode("detection", params, {"output0": rows}, LETTERBOX)
+
+    assert result.labels == ("person", "person")
+    assert result.keypoint_names == ("nose", "eye")
+    expected = LETTERBOX.to_frame(np.array([p[:2] for box in kp for p in box], np.float32)).reshape(2, 2, 2)
+    np.testing.assert_allclose(result.keypoints, expected, atol=1e-3)
+    np.testing.assert_allclose(result.keypoint_scores, [[0.9, 0.2], [0.7, 0.6]], atol=1e-6)
+    back = result.to_dict()
+    assert back["keypoint_names"] == ["nose", "eye"] and len(back["keypoints"][0]) == 2
+
+
+def test_yolo_keypoints_before_classes_with_objectness_and_sigmoid() -> None:
+    # YOLOv5-face rows: box (4), objectness, 1 keypoint (x, y) x 1, then 1 class
+    rows = np.array([[[64.0, 64.0, 20.0, 20.0, 0.9, 60.0, 58.0, 0.8]]], np.float32)
+    params = {
+        "box_format": "cxcywh",
+        "objectness": True,
+        "keypoints": 1,
+        "keypoint_dims": 2,
+        "keypoint_position": "before_classes",
+        "labels": ["face"],
+    }
+
+    result = decode("detection", params, {"out": rows})
+
+    np.testing.assert_allclose(result.scores, [0.72], atol=1e-6)
+    np.testing.assert_allclose(result.keypoints, [[[60.0, 58.0]]])
+    assert result.keypoint_scores is None
+
+
+def test_yolo_keypoint_count_that_does_not_fit_names_the_output() -> None:
+    rows = _pose_rows([[40.0, 50.0, 20.0, 40.0]], [0.9], [[[1.0, 2.0, 0.5]]])  # 1 keypoint in the tensor
+    with pytest.raises(ModelError, match=r"head 'head': output 'output0' has shape \(1, 8, 1\).*4\+C\+2\*3"):
+        decode("detection", {"labels": ["person"], "keypoints": 2}, {"output0": rows})
+
+
+def test_landmarks_relative_to_a_box_output_and_presence() -> None:
+    params = {"names": ["a", "b"], "box_output": "box", "presence_output": "prob"}
+    tensors = {
+        "marks": [[[0.0, 0.0], [0.5, 1.0]]],
+        "box": [[10.0, 20.0, 50.0, 100.0]],
+        "prob": [[0.1, 0.9]],
+    }
+
+    result = decode("landmarks", params, tensors)
+
+    np.testing.assert_allclose(result.points, [[10.0, 20.0], [30.0, 100.0]])
+    assert result.presence == pytest.approx(0.9)
+    assert result.to_dict()["presence"] == 0.9
+
+    tensors["prob"] = [[0.8, 0.2]]
+    absent = decode("landmarks", params, tensors)
+    assert len(absent) == 0 and absent.presence == pytest.approx(0.2)
+
+
+def test_landmarks_outputs_must_be_named_and_known() -> None:
+    with pytest.raises(ConfigError, match=r"'box_output' names 'bx', which is not an output of the head"):
+        build_decoder("h", DecoderSpec("landmarks", {"box_output": "bx"}), ["marks", "box"])
+    with pytest.raises(ConfigError, match=r"one points output besides box_output"):
+        build_decoder("h", DecoderSpec("landmarks", {}), ["marks", "box"])

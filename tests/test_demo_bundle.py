@@ -112,7 +112,7 @@ def test_make_demo_command_line(tmp_path: Path) -> None:
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert split.returncode == 0, split.stderr
-    assert "[6/6] writing bundle done" in split.stderr
+    assert "[7/7] writing bundle done" in split.stderr
     shown = subprocess.run(
         [sys.executable, "-m", "exporter.cli", "inspect", str(out)], capture_output=True, text=True, timeout=60
     )

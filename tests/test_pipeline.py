@@ -54,7 +54,7 @@ def run_bundle(root: Path, image: np.ndarray) -> dict[str, np.ndarray]:
         pytest.param(m.hard_sharing, {"cls": ("cls",), "seg": ("seg",)}, ("feat",), id="hard-sharing"),
         pytest.param(m.pyramid_both, {"cls": ("cls",), "reg": ("reg",)}, ("p3", "p4"), id="pyramid"),
         pytest.param(m.shape_side_chain, {"cls": ("cls",), "seg": ("seg",)}, ("feat",), id="shape-chain"),
-        pytest.param(m.shared_neck, {"boxes": ("boxes", "scores"), "mask": ("mask",)}, ("feat",), id="shared-neck"),
+        pytest.param(m.shared_neck, {"head": ("boxes", "scores"), "mask": ("mask",)}, ("feat",), id="shared-neck"),
         pytest.param(m.dynamic_batch, {"cls": ("cls",), "seg": ("seg",)}, ("feat",), id="dynamic-batch"),
         pytest.param(m.opset11, {"cls": ("cls",), "sal": ("sal",)}, ("feat",), id="opset11"),
         pytest.param(m.messy_old_style, {"cls": ("cls",), "seg": ("seg",)}, ("feat",), id="messy-ir3"),
@@ -342,7 +342,7 @@ def test_head_spec_outputs_group_and_name_heads(tmp_path: Path) -> None:
         json.dumps(
             {
                 "heads": {
-                    "det": {"outputs": ["boxes", "scores"], "decoder": {"type": "detection", "box_format": "xyxy"}},
+                    "det": {"outputs": ["boxes", "scores"], "decoder": {"type": "raw"}},
                     "mask": {"decoder": {"type": "segmentation"}},
                 }
             }
@@ -354,7 +354,7 @@ def test_head_spec_outputs_group_and_name_heads(tmp_path: Path) -> None:
 
     heads = load_bundle(result.bundle_dir).manifest.heads
     assert {n: (h.outputs, h.decoder.type if h.decoder else None) for n, h in heads.items()} == {
-        "det": (("boxes", "scores"), "detection"),
+        "det": (("boxes", "scores"), "raw"),
         "mask": (("mask",), "segmentation"),
     }
 
@@ -665,7 +665,6 @@ def test_missing_graph_file_is_reported(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("build", "error", "message"),
     [
-        pytest.param(m.single_output, ModelError, "nothing to split: one task", id="single-output"),
         pytest.param(m.independent_outputs, ModelError, "share no trunk", id="no-trunk"),
         pytest.param(m.two_inputs, ModelError, "2 inputs", id="two-inputs"),
     ],

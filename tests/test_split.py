@@ -3,8 +3,10 @@ numerical check of every cut in real onnxruntime sessions (exporter.verify)."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -12,8 +14,12 @@ import onnx
 import onnx_models as m
 import pytest
 
+from edge_runtime.bundle.reader import load_bundle
 from edge_runtime.errors import ModelError
-from exporter.split import extract_graphs, plan_split, safe_head_name
+from edge_runtime.inference.engine import Engine
+from exporter.pipeline import SplitOptions, split_model
+from exporter.split import extract_graphs, plan_split, public_boundary_names, safe_head_name
+from exporter.split_groups import DuplicateWork, format_count, name_groups
 from exporter.verify import make_session, sample_inputs, verify_split
 
 TOLERANCE = 1e-5
@@ -96,8 +102,8 @@ SPLITS = [
         m.shared_neck,
         {},
         ("feat",),
-        {"boxes": ("boxes", "scores"), "mask": ("mask",)},
-        {"boxes": ("feat",), "mask": ("feat",)},
+        {"head": ("boxes", "scores"), "mask": ("mask",)},
+        {"head": ("feat",), "mask": ("feat",)},
         True,
         id="shared-neck-grouped",
     ),
@@ -200,6 +206,79 @@ SPLITS = [
         False,
         id="boundary-given-shape-chain",
     ),
+    # One task: never refused.
+    pytest.param(
+        m.single_output,
+        {},
+        ("image",),
+        {"cls": ("cls",)},
+        {"cls": ("image",)},
+        True,
+        id="one-output-identity-trunk",
+    ),
+    pytest.param(
+        m.single_output,
+        {"boundary": ["feat"]},
+        ("feat",),
+        {"cls": ("cls",)},
+        {"cls": ("feat",)},
+        False,
+        id="one-output-boundary-given",
+    ),
+    pytest.param(
+        m.two_branch_detector,
+        {"tasks": {"det": ["boxes", "scores"]}},
+        ("feat",),
+        {"det": ("boxes", "scores")},
+        {"det": ("feat",)},
+        True,
+        id="two-branch-detector-one-task-cut-where-branches-start",
+    ),
+    pytest.param(
+        m.two_branch_detector,
+        {},
+        ("feat",),
+        {"boxes": ("boxes",), "scores": ("scores",)},
+        {"boxes": ("feat",), "scores": ("feat",)},
+        True,
+        id="two-branch-detector-automatic-two-heads",
+    ),
+    pytest.param(
+        m.shared_neck,
+        {"tasks": {"det": ["boxes", "scores", "mask"]}},
+        ("feat",),
+        {"det": ("boxes", "scores", "mask")},
+        {"det": ("feat",)},
+        True,
+        id="one-task-groups-everything",
+    ),
+    pytest.param(
+        m.overlapping_branches,
+        {},
+        ("feat",),
+        {"det": ("det_boxes", "det_scores", "det_classes")},
+        {"det": ("feat",)},
+        True,
+        id="automatic-one-group-named-after-shared-prefix",
+    ),
+    pytest.param(
+        m.independent_outputs,
+        {"tasks": {"ab": ["a", "b"]}},
+        ("image",),
+        {"ab": ("a", "b")},
+        {"ab": ("image",)},
+        True,
+        id="one-task-no-shared-part-identity-trunk",
+    ),
+    pytest.param(
+        m.hard_sharing,
+        {"boundary": ["feat_pre"]},
+        ("feat_pre",),
+        {"head": ("cls", "seg")},
+        {"head": ("feat_pre",)},
+        False,
+        id="boundary-before-shared-relu-one-head",
+    ),
 ]
 
 
@@ -226,11 +305,11 @@ def test_split_finds_boundary_and_reproduces_model(
     assert set(graphs.heads) == set(outputs)
     trunk = make_session(graphs.trunk, "trunk")
     assert [i.name for i in trunk.get_inputs()] == ["image"]
-    assert [o.name for o in trunk.get_outputs()] == list(boundary)
+    assert [o.name for o in trunk.get_outputs()] == [graphs.public(b) for b in boundary]
     for head in plan.heads:
         onnx.checker.check_model(graphs.heads[head.name])
         session = make_session(graphs.heads[head.name], head.name)
-        assert [i.name for i in session.get_inputs()] == list(head.inputs)
+        assert [i.name for i in session.get_inputs()] == [graphs.public(i) for i in head.inputs]
         assert [o.name for o in session.get_outputs()] == list(head.outputs)
     onnx.checker.check_model(graphs.trunk)
 
@@ -342,9 +421,9 @@ def test_verification_catches_a_wrong_head() -> None:
 
 def test_head_lookup_by_name() -> None:
     plan = plan_split(m.shared_neck())
-    assert plan.head("boxes").outputs == ("boxes", "scores")
+    assert plan.head("head").outputs == ("boxes", "scores")
     with pytest.raises(KeyError):
-        plan.head("scores")
+        plan.head("boxes")
 
 
 @pytest.mark.parametrize(
@@ -366,16 +445,15 @@ def test_safe_head_name(name: str, expected: str) -> None:
 
 
 ERRORS = [
-    pytest.param(m.single_output, {}, "nothing to split: one task", id="single-output"),
-    pytest.param(m.independent_outputs, {}, "share no trunk", id="no-shared-trunk"),
+    pytest.param(
+        m.independent_outputs,
+        {},
+        "share no trunk: a, b have no common computation after the input; these are independent models "
+        "(to export them as one head anyway, group them with --task NAME=OUT,...)",
+        id="no-shared-trunk",
+    ),
     pytest.param(m.two_inputs, {}, "the model has 2 inputs (image, aux)", id="two-inputs"),
     pytest.param(m.trunk_as_output, {}, "feat are computed entirely by the shared trunk", id="empty-head"),
-    pytest.param(
-        m.shared_neck,
-        {"tasks": {"det": ["boxes", "scores", "mask"]}},
-        "nothing to split: one task",
-        id="one-task-groups-everything",
-    ),
     pytest.param(
         m.hard_sharing,
         {"tasks": {"classes": ["clss"]}},
@@ -404,12 +482,6 @@ ERRORS = [
     ),
     pytest.param(m.hard_sharing, {"boundary": ["image"]}, "is the model input", id="boundary-is-input"),
     pytest.param(m.hard_sharing, {"boundary": ["feat", "feat"]}, "lists a tensor twice", id="boundary-twice"),
-    pytest.param(
-        m.hard_sharing,
-        {"boundary": ["feat_pre"]},
-        "nothing to split: one task",
-        id="boundary-before-shared-relu-merges-heads",
-    ),
     pytest.param(
         m.hard_sharing,
         {"boundary": ["cls"]},
@@ -441,3 +513,208 @@ def test_sample_inputs_add_real_frames() -> None:
     assert all(s["image"].shape == (1, 3, 16, 16) and s["image"].dtype == np.float32 for s in samples)
     assert np.all(samples[-1]["image"] == 0.5)
     assert not np.array_equal(samples[0]["image"], samples[1]["image"])
+
+
+# -- one task ---------------------------------------------------------------------------------
+
+
+def test_one_output_gets_an_identity_trunk() -> None:
+    model = m.single_output()
+
+    plan = plan_split(model)
+
+    assert plan.identity_trunk and plan.boundary == ("image",)
+    assert plan.notes == (
+        "one task with no branches to cut between: the trunk only passes 'image' on as 'image__trunk' and "
+        "head 'cls' is the whole model; --boundary TENSOR gives a real cut (a trunk that heads added later "
+        "can share)",
+    )
+    graphs = extract_graphs(model, plan)
+    assert graphs.renamed == {"image": "image__trunk"}
+    assert [(n.op_type, list(n.input), list(n.output)) for n in graphs.trunk.graph.node] == [
+        ("Identity", ["image"], ["image__trunk"])
+    ]
+    assert [i.name for i in graphs.heads["cls"].graph.input] == ["image__trunk"]
+    head_ops = [n.op_type for n in graphs.heads["cls"].graph.node]
+    assert head_ops == ["Identity", *(n.op_type for n in model.graph.node)]
+    assert graphs.types["image"].shape == graphs.types["image__trunk"].shape == (1, 3, 16, 16)
+    report = verify_split(model, graphs, plan, sample_inputs(model, [1, 3, 16, 16]))
+    assert report.max_abs_error == 0.0
+
+
+def test_identity_bundle_name_avoids_existing_tensors() -> None:
+    plan = plan_split(m.single_output())
+    assert public_boundary_names(plan, ["image", "image__trunk"]) == {"image": "image__trunk_2"}
+
+
+def test_a_real_cut_has_no_note() -> None:
+    plan = plan_split(m.two_branch_detector(), tasks={"det": ["boxes", "scores"]})
+    assert not plan.identity_trunk and plan.notes == () and plan.duplicated == ()
+
+
+def _run_bundle_with_engine(root: Path, image: np.ndarray) -> dict[str, np.ndarray]:
+    with Engine.from_bundle(root) as engine:
+        return {name: engine.to_numpy(value) for name, value in engine.run_graphs(image).items()}
+
+
+@pytest.mark.parametrize(
+    ("build", "options", "trunk_outputs", "heads"),
+    [
+        pytest.param(m.single_output, SplitOptions(), ("image__trunk",), {"cls": ("cls",)}, id="one-output"),
+        pytest.param(
+            m.two_branch_detector,
+            SplitOptions(tasks={"det": ["boxes", "scores"]}),
+            ("feat",),
+            {"det": ("boxes", "scores")},
+            id="two-branch-one-task",
+        ),
+    ],
+)
+def test_one_task_bundle_runs_on_the_engine(
+    build: Callable[[], onnx.ModelProto],
+    options: SplitOptions,
+    trunk_outputs: tuple[str, ...],
+    heads: dict[str, tuple[str, ...]],
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    model = build()
+    with caplog.at_level(logging.INFO, logger="exporter"):
+        result = split_model(model, tmp_path / "bundle", options)
+
+    manifest = load_bundle(result.bundle_dir).manifest
+    assert manifest.trunk.inputs == ("image",)
+    assert manifest.trunk.outputs == trunk_outputs
+    assert {name: h.outputs for name, h in manifest.heads.items()} == heads
+    assert {name: h.inputs for name, h in manifest.heads.items()} == {name: trunk_outputs for name in heads}
+    assert set(manifest.tensors) >= {"image", *trunk_outputs}
+    assert result.report.max_abs_error <= TOLERANCE
+    identity = trunk_outputs == ("image__trunk",)
+    assert any("no branches to cut between" in r.getMessage() for r in caplog.records) is identity
+    for seed in range(2):
+        image = m.random_image(seed=seed)
+        expected = m.run_onnx(model, {"image": image})
+        got = _run_bundle_with_engine(result.bundle_dir, image)
+        assert set(got) == set(expected)
+        for name, want in expected.items():
+            np.testing.assert_allclose(got[name], want, atol=TOLERANCE, rtol=0)
+
+
+# -- automatic head names ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("groups", "explicit", "names"),
+    [
+        pytest.param([["cls"], ["seg"]], {}, ["cls", "seg"], id="one-output-groups-keep-their-names"),
+        pytest.param([["det_boxes", "det_scores"]], {}, ["det"], id="common-prefix"),
+        pytest.param([["boxes_p3", "boxes_p4"]], {}, ["boxes"], id="prefix-cut-at-separator"),
+        pytest.param([["seg.out1", "seg.out2"]], {}, ["seg"], id="prefix-cut-at-dot"),
+        pytest.param([["output1", "output2"]], {}, ["output"], id="prefix-without-separator"),
+        pytest.param([["logits/cls:0", "logits/box:0"]], {}, ["logits"], id="prefix-cleaned"),
+        pytest.param([["boxes", "scores"]], {}, ["head"], id="nothing-shared"),
+        pytest.param([["p3_cls", "p4_cls"]], {}, ["head"], id="prefix-too-short"),
+        pytest.param([["a", "b"], ["c", "d"], ["e"]], {}, ["head", "head_2", "e"], id="several-unnamed"),
+        pytest.param([["head"], ["a", "b"]], {}, ["head", "head_2"], id="unique-against-an-output-name"),
+        pytest.param([["det"], ["det_a", "det_b"]], {"det": ("det",)}, ["det", "det_2"], id="unique-against-task"),
+        pytest.param([["trunk"], ["trunk_a", "trunk_b"]], {}, ["trunk_2", "trunk_3"], id="never-trunk"),
+    ],
+)
+def test_automatic_head_names(groups: list[list[str]], explicit: dict[str, tuple[str, ...]], names: list[str]) -> None:
+    named = name_groups(groups, explicit)
+    assert [name for name, _ in named] == names
+    assert [list(outs) for _, outs in named] == groups
+    assert all(safe_head_name(name) == name for name in names)
+
+
+# -- duplicated work --------------------------------------------------------------------------
+
+SPLIT_NECK_WARNING = (
+    "heads 'a' and 'b' both compute 6 nodes after the boundary (1.4 KiB of weights, ~82 k MACs per frame "
+    "each extra time): group their outputs in one head, or move the boundary after the shared part with "
+    "--boundary (it ends at neck)"
+)
+
+
+@pytest.mark.parametrize(
+    ("build", "tasks", "expected"),
+    [
+        pytest.param(
+            m.split_neck_heads,
+            {"a": ["a"], "b": ["b"]},
+            DuplicateWork(heads=("a", "b"), nodes=6, weight_bytes=1484, macs=81962, ends=("neck",)),
+            id="conv-convtranspose-matmul-gemm",
+        ),
+        pytest.param(
+            partial(m.split_neck_heads, batch="N"),
+            {"a": ["a"], "b": ["b"]},
+            DuplicateWork(heads=("a", "b"), nodes=6, weight_bytes=1484, macs=81962, ends=("neck",)),
+            id="symbolic-batch-counts-one-frame",
+        ),
+        pytest.param(
+            partial(m.split_neck_heads, height="H"),
+            {"a": ["a"], "b": ["b"]},
+            DuplicateWork(heads=("a", "b"), nodes=6, weight_bytes=1484, macs=None, ends=("neck",)),
+            id="unknown-shape-unknown-macs",
+        ),
+        pytest.param(
+            m.shared_neck,
+            {"box": ["boxes"], "score": ["scores"]},
+            # Conv 3x3 8->8 on 16x16 and its Relu: (576 + 8) float32, 8*16*16 * 72 MACs.
+            DuplicateWork(heads=("box", "score"), nodes=2, weight_bytes=2336, macs=147456, ends=("n",)),
+            id="shared-neck-split-by-tasks",
+        ),
+    ],
+)
+def test_explicit_groups_that_duplicate_work_are_reported(
+    build: Callable[[], onnx.ModelProto], tasks: dict[str, list[str]], expected: DuplicateWork
+) -> None:
+    plan = plan_split(build(), tasks=tasks)
+    assert plan.duplicated == (expected,)
+
+
+def test_duplicate_work_texts() -> None:
+    assert plan_split(m.split_neck_heads(), tasks={"a": ["a"], "b": ["b"]}).duplicated[0].describe() == (
+        SPLIT_NECK_WARNING
+    )
+    three = DuplicateWork(heads=("p8", "p16", "p32"), nodes=1, weight_bytes=3 * 2**20, macs=None)
+    assert three.describe() == (
+        "heads 'p8', 'p16' and 'p32' all compute 1 node after the boundary (3.0 MiB of weights, unknown MACs "
+        "per frame each extra time): group their outputs in one head, or move the boundary after the shared "
+        "part with --boundary"
+    )
+
+
+# The SPLITS whose explicit groups repeat work after the boundary: heads, nodes.
+DUPLICATING_SPLITS = {
+    "shared-neck-explicit-tasks-stay-separate": (("box", "score"), 2),
+    "boundary-before-relu-with-tasks": (("cls", "seg"), 1),  # both apply the Relu to feat_pre
+}
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [(0, "0"), (950, "950"), (12_345, "12.3 k"), (999_999, "1 M"), (310_000_000, "310 M"), (2 * 10**9, "2 G")],
+)
+def test_format_count(value: int, text: str) -> None:
+    assert format_count(value) == text
+
+
+@pytest.mark.parametrize(("build", "kwargs"), [pytest.param(*p.values[:2], id=p.id) for p in SPLITS])
+def test_duplicated_work_only_from_explicit_groups(
+    build: Callable[[], onnx.ModelProto], kwargs: Mapping[str, Any], request: pytest.FixtureRequest
+) -> None:
+    """Automatic groups never overlap; shape side-chains recomputed in each head do not count."""
+    plan = plan_split(build(), **kwargs)
+    expected = DUPLICATING_SPLITS.get(request.node.callspec.id)
+    assert [(d.heads, d.nodes) for d in plan.duplicated] == ([expected] if expected else [])
+
+
+def test_split_model_warns_about_duplicated_work(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.INFO, logger="exporter"):
+        result = split_model(m.split_neck_heads(), tmp_path / "bundle", SplitOptions(tasks={"a": ["a"], "b": ["b"]}))
+
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING and "after the boundary" in r.getMessage()]
+    assert [(r.name, r.getMessage()) for r in warnings] == [("exporter.pipeline", SPLIT_NECK_WARNING)]
+    assert result.plan.duplicated[0].macs == 81962
+    assert result.report.max_abs_error <= TOLERANCE

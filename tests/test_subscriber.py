@@ -534,8 +534,24 @@ def test_writers() -> None:
     rows = list(csv.reader(io.StringIO(buf.getvalue())))
     assert rows[0] == list(CSV_COLUMNS)
     assert rows[1][:6] == ["cam1", "ep1", "1", "2", "1001.0", "1.5"]
-    assert json.loads(rows[1][6]) == frame(1)["results"]
+    assert rows[1][6:8] == ["", ""]  # no detection head
+    assert json.loads(rows[1][8]) == frame(1)["results"]
     assert len(rows) == 3
+
+
+def test_csv_counts_detections_per_label() -> None:
+    line = frame(1)
+    line["results"] = {
+        "objects": {"xyxy": [[0, 0, 1, 1]] * 3, "scores": [0.9, 0.8, 0.7], "class_ids": [0, 1, 0],
+                    "labels": ["person", "car", "person"]},
+        "faces": {"xyxy": [[0, 0, 1, 1]], "scores": [0.5], "class_ids": [0], "labels": ["face"],
+                  "keypoint_names": ["nose"], "keypoints": [[[0.5, 0.5]]]},
+        "shape": {"labels": ["square"], "class_ids": [1], "scores": [0.9]},
+    }  # fmt: skip
+    buf = io.StringIO()
+    CsvWriter(buf).write(line)
+    row = list(csv.reader(io.StringIO(buf.getvalue())))[1]
+    assert row[6:8] == ["4", "person:2;car:1;face:1"]
 
 
 def test_run_subscribe_writes_csv(broker: BrokerProcess, raw: RawPublisher, tmp_path: Path) -> None:

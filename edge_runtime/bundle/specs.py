@@ -38,26 +38,78 @@ INPUT_DTYPES = ("float32", "float16", "uint8", "int8")
 PRECISIONS = ("fp32", "fp16", "int8")
 ARTIFACT_FORMATS = ("onnx", "tflite")
 
+#: Parameters every detection family accepts (labels and the selection of boxes).
+_NMS = frozenset({"labels", "score_threshold", "iou_threshold", "max_detections", "class_agnostic_nms"})
+_KEYPOINTS = frozenset({"keypoints", "keypoint_names"})
+
 #: Decoder types and the parameters each accepts (values are checked by the decoders).
 DECODER_PARAMS: dict[str, frozenset[str]] = {
     "raw": frozenset(),
     "classification": frozenset({"labels", "top_k", "softmax", "multi_label", "threshold"}),
-    "detection": frozenset(
+    # YOLO rows: boxes already decoded to coordinates
+    "detection": _NMS
+    | _KEYPOINTS
+    | frozenset(
         {
-            "labels",
             "box_format",
             "normalized",
-            "score_threshold",
-            "iou_threshold",
-            "max_detections",
             "anchors",
             "strides",
-            "class_agnostic_nms",
+            "priors",
             "objectness",
+            "keypoint_dims",
+            "keypoint_position",
+            "keypoint_activation",
+        }
+    ),
+    # anchor-free per-stride grids (YOLOX, NanoDet, PP-PicoDet)
+    "grid": _NMS
+    | _KEYPOINTS
+    | frozenset(
+        {
+            "strides",
+            "box",
+            "grid_offset",
+            "bins",
+            "objectness",
+            "score",
+            "activation",
+            "keypoint_dims",
+            "score_outputs",
+            "box_outputs",
+            "objectness_outputs",
+            "keypoint_outputs",
+        }
+    ),
+    # prior/anchor boxes with center-form offsets (SSD, RetinaFace, MediaPipe BlazeFace)
+    "ssd": _NMS
+    | _KEYPOINTS
+    | frozenset(
+        {
+            "priors",
+            "anchors",
+            "variances",
+            "scales",
+            "coordinate_order",
+            "score_activation",
+            "background_class",
+            "box_output",
+            "score_output",
+            "keypoint_output",
         }
     ),
     "segmentation": frozenset({"classes", "threshold", "min_area"}),
-    "landmarks": frozenset({"names", "normalized", "score_threshold"}),
+    "landmarks": frozenset(
+        {
+            "names",
+            "normalized",
+            "score_threshold",
+            "score_activation",
+            "box_output",
+            "presence_output",
+            "presence_threshold",
+        }
+    ),
     "regression": frozenset({"names", "box_format", "normalized", "scale"}),
     "embedding": frozenset({"normalize"}),
 }

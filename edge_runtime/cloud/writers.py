@@ -22,7 +22,26 @@ from typing import IO, Any
 from edge_runtime.errors import ConfigError, close_matches
 
 FORMATS = ("jsonl", "csv")
-CSV_COLUMNS = ("device", "epoch", "seq", "frame_id", "ts", "latency_total_ms", "results")
+CSV_COLUMNS = ("device", "epoch", "seq", "frame_id", "ts", "latency_total_ms", "detections", "labels", "results")
+
+
+def detection_summary(results: Any) -> tuple[int | str, str]:
+    """``(boxes, "label:count;...")`` over the detection heads of a frame's decoded results (a
+    head with ``xyxy`` and ``labels``); ``("", "")`` when the frame has no detection head."""
+    if not isinstance(results, dict):
+        return "", ""
+    counts: dict[str, int] = {}
+    boxes = 0
+    found = False
+    for head in results.values():
+        if isinstance(head, dict) and isinstance(head.get("labels"), list) and "xyxy" in head:
+            found = True
+            boxes += len(head["labels"])
+            for label in head["labels"]:
+                counts[str(label)] = counts.get(str(label), 0) + 1
+    if not found:
+        return "", ""
+    return boxes, ";".join(f"{label}:{n}" for label, n in counts.items())
 
 
 def _compact(obj: Any) -> str:
@@ -73,8 +92,10 @@ class JsonLinesWriter:
 
 
 class CsvWriter:
-    """``device, epoch, seq, frame_id, ts, latency_total_ms, results`` (compact JSON); a header
-    first; flushed after each row. Heartbeats get an empty frame_id and latency."""
+    """``device, epoch, seq, frame_id, ts, latency_total_ms, detections, labels, results`` (compact
+    JSON); a header first; flushed after each row. ``detections`` counts the boxes of the frame's
+    detection heads and ``labels`` lists them per label (``person:2;car:1``), both empty without
+    a detection head. Heartbeats get an empty frame_id and latency."""
 
     def __init__(self, stream: IO[str] | FdTextSink, *, header: bool = True) -> None:
         self.stream = stream
@@ -87,9 +108,10 @@ class CsvWriter:
         latency = line.get("latency_ms")
         total = latency.get("total", "") if isinstance(latency, dict) else ""
         results = line.get("results", line.get("heads", {}))
+        boxes, labels = detection_summary(line.get("results"))
         self._csv.writerow(
             [line.get("device"), line.get("epoch"), line.get("seq"), line.get("frame_id", ""), line.get("ts"), total,
-             _compact(results)]
+             boxes, labels, _compact(results)]
         )  # fmt: skip
         self.stream.flush()
 

@@ -197,3 +197,15 @@ def _round_list(arr: np.ndarray, decimals: int = DECIMALS) -> Any:
     if not math.isfinite(sum(flat)):  # float16/float32 values cannot overflow a float64 sum
         return rounded(arr, decimals)
     return flat if a.ndim == 1 else a.tolist()
+
+
+def _strs(values: Any, what: str) -> list[str]:
+    out = list(values)
+    if not all(isinstance(v, str) for v in out):
+        raise CodecError(f"{what} must be strings, got {out!r:.120}")
+    return out
+
+
+def _same_len(what: str, *lengths: int) -> None:
+    if len(set(lengths)) > 1:
+        raise CodecError(f"{what}: arrays of different lengths {list(lengths)}")

@@ -26,7 +26,6 @@ from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from typing import Any
 
-import msgpack
 import numpy as np
 
 from edge_runtime.codec.arrays import (
@@ -35,18 +34,17 @@ from edge_runtime.codec.arrays import (
     _dec_floats,
     _dec_ints,
     _dec_strs,
-    _dec_uints,
     _ext,
-    _ext_len,
     _f32_array,
     _floats,
     _get,
     _int_array,
     _round_list,
-    _uints,
-    _uints_from_list,
+    _same_len,
+    _strs,
 )
 from edge_runtime.codec.envelope import CodecError
+from edge_runtime.codec.masks import dec_segmentation, json_segmentation, result_segmentation
 from edge_runtime.inference.results import (
     DECIMALS,
     PIXEL_DECIMALS,
@@ -58,7 +56,6 @@ from edge_runtime.inference.results import (
     RawOutput,
     Regression,
     Segmentation,
-    rle_runs,
 )
 
 _Body = dict[str, Any]
@@ -78,18 +75,6 @@ class HeadCodec:
     encode_json: Callable[[str, Mapping[str, Any], bool], _Body]
     #: ``decode(body)``: the JSON form of a head body (:class:`CodecError` when malformed).
     decode: Callable[[Mapping[str, Any]], _Body]
-
-
-def _strs(values: Any, what: str) -> list[str]:
-    out = list(values)
-    if not all(isinstance(v, str) for v in out):
-        raise CodecError(f"{what} must be strings, got {out!r:.120}")
-    return out
-
-
-def _same_len(what: str, *lengths: int) -> None:
-    if len(set(lengths)) > 1:
-        raise CodecError(f"{what}: arrays of different lengths {list(lengths)}")
 
 
 def _label_table(labels: Sequence[str]) -> tuple[list[str], list[int]]:
@@ -124,13 +109,20 @@ def _dec_classification(b: Mapping[str, Any]) -> _Body:
 
 
 def _enc_detections(
-    xyxy: np.ndarray, scores: np.ndarray, class_ids: np.ndarray, labels: Sequence[str], f32: bool
+    xyxy: np.ndarray,
+    scores: np.ndarray,
+    class_ids: np.ndarray,
+    labels: Sequence[str],
+    f32: bool,
+    keypoints: np.ndarray | None = None,
+    keypoint_scores: np.ndarray | None = None,
+    keypoint_names: Sequence[str] = (),
 ) -> _Body:
     if xyxy.ndim != 2 or xyxy.shape[1] != 4:
         raise CodecError(f"detection boxes must have shape (n, 4), got {xyxy.shape}")
     _same_len("detections xyxy / scores / class_ids / labels", len(xyxy), len(scores), len(class_ids), len(labels))
     table, index = _label_table(_strs(labels, "labels"))
-    return {
+    out = {
         "y": "d",
         "b": _floats(xyxy, f32),
         "p": _floats(scores, f32),
@@ -138,16 +130,38 @@ def _enc_detections(
         "n": table,
         "j": index,
     }
+    if keypoints is not None:
+        k = len(keypoint_names)
+        if keypoints.shape != (len(xyxy), k, 2):
+            raise CodecError(f"detection keypoints must have shape ({len(xyxy)}, {k}, 2), got {keypoints.shape}")
+        out["m"] = _strs(keypoint_names, "keypoint_names")
+        out["k"] = _floats(keypoints, f32)
+        if keypoint_scores is not None:
+            if keypoint_scores.shape != (len(xyxy), k):
+                raise CodecError(f"keypoint scores must have shape ({len(xyxy)}, {k}), got {keypoint_scores.shape}")
+            out["v"] = _floats(keypoint_scores, f32)
+    return out
 
 
 def _json_detections(name: str, head: Mapping[str, Any], f32: bool) -> _Body:
     xyxy = _f32_array(head["xyxy"], "xyxy")
+    n = len(head["scores"])
+    keypoints = keypoint_scores = None
+    names: Sequence[str] = ()
+    if "keypoints" in head:
+        names = head["keypoint_names"]
+        keypoints = _f32_array(head["keypoints"], "keypoints").reshape(n, len(names), 2)
+        if "keypoint_scores" in head:
+            keypoint_scores = _f32_array(head["keypoint_scores"], "keypoint_scores").reshape(n, len(names))
     return _enc_detections(
         xyxy.reshape(0, 4) if xyxy.size == 0 else xyxy,
         _f32_array(head["scores"], "scores"),
         _int_array(head["class_ids"], "class_ids"),
         head["labels"],
         f32,
+        keypoints,
+        keypoint_scores,
+        names,
     )
 
 
@@ -161,121 +175,48 @@ def _dec_detections(b: Mapping[str, Any]) -> _Body:
     _same_len("detections scores / class_ids / label indices", n, len(ids), len(index))
     if index and (min(index) < 0 or max(index) >= len(table)):
         raise CodecError("malformed body: detections label index outside its label table")
-    return {
+    out: _Body = {
         "xyxy": _round_list(xyxy.reshape(n, 4), PIXEL_DECIMALS),
         "scores": _round_list(scores),
         "class_ids": ids,
         "labels": [table[i] for i in index],
     }
-
-
-# -- segmentation ("s") ------------------------------------------------------------------------
-
-
-def _enc_segmentation(
-    classes: Sequence[str],
-    areas: Mapping[str, float],
-    frame_size: Sequence[int],
-    region: Any,
-    shape: Sequence[int],
-    values: np.ndarray | msgpack.ExtType,
-    counts: np.ndarray | msgpack.ExtType,
-    f32: bool,
-    checked: bool = False,
-) -> _Body:
-    names = _strs(classes, "classes")
-    position = {c: i for i, c in enumerate(names)}
-    try:
-        area_index = [position[c] for c in areas]
-    except KeyError as exc:
-        raise CodecError(f"class_areas names unknown class {exc.args[0]!r} (classes {names})") from exc
-    out: _Body = {
-        "y": "s",
-        "n": names,
-        "a": _floats(np.fromiter(areas.values(), dtype=np.float64, count=len(areas)), f32),
-        "ai": area_index,
-        "z": [int(frame_size[0]), int(frame_size[1])],
-    }
-    if region is not None:
-        out["g"] = _floats(np.asarray(region, dtype=np.float64).reshape(4), f32)
-    out["h"] = [int(shape[0]), int(shape[1])]
-    out["v"] = values if isinstance(values, msgpack.ExtType) else _uints(values, checked=checked)
-    out["k"] = counts if isinstance(counts, msgpack.ExtType) else _uints(counts, checked=checked)
-    _same_len("rle values / counts", _ext_len(out["v"]), _ext_len(out["k"]))
-    return out
-
-
-def _result_segmentation(result: Segmentation, f32: bool) -> _Body:
-    values, counts = rle_runs(result.mask)
-    w_h = (result.frame_width, result.frame_height)
-    return _enc_segmentation(
-        result.classes, result.class_areas, w_h, result.region, result.mask.shape, values, counts, f32, True
-    )
-
-
-def _json_segmentation(name: str, head: Mapping[str, Any], f32: bool) -> _Body:
-    rle = head["rle"]
-    return _enc_segmentation(
-        head["classes"],
-        {str(k): (math.nan if v is None else float(v)) for k, v in head.get("class_areas", {}).items()},
-        head["frame_size"],
-        None if head.get("region") is None else _f32_array(head["region"], "region"),
-        rle["shape"],
-        _uints_from_list(rle["values"], "rle values"),
-        _uints_from_list(rle["counts"], "rle counts"),
-        f32,
-    )
-
-
-def _dec_segmentation(b: Mapping[str, Any]) -> _Body:
-    classes = _dec_strs(b, "n", "segmentation")
-    area_index = _dec_ints(b, "ai", "segmentation")
-    areas = _dec_floats(b, "a", "segmentation", len(area_index))
-    if area_index and (min(area_index) < 0 or max(area_index) >= len(classes)):
-        raise CodecError("malformed body: segmentation area index outside its classes")
-    frame_size = _dec_ints(b, "z", "segmentation")
-    shape = _dec_ints(b, "h", "segmentation")
-    if len(frame_size) != 2 or len(shape) != 2 or min(shape) < 0:
-        raise CodecError("malformed body: segmentation frame size and mask shape must be 2 integers >= 0")
-    values = _dec_uints(b, "v", "segmentation").tolist()
-    counts = _dec_uints(b, "k", "segmentation").tolist()
-    _same_len("segmentation rle values / counts", len(values), len(counts))
-    if sum(counts) != shape[0] * shape[1]:
-        raise CodecError(f"malformed body: run lengths add up to {sum(counts)}, but the mask shape is {shape}")
-    out: _Body = {
-        "classes": classes,
-        "class_areas": {
-            classes[i]: (round(a, DECIMALS) if math.isfinite(a) else None)
-            for i, a in zip(area_index, areas.tolist(), strict=True)
-        },
-        "frame_size": frame_size,
-    }
-    if "g" in b:
-        out["region"] = _round_list(_dec_floats(b, "g", "segmentation", 4), PIXEL_DECIMALS)
-    out["rle"] = {"shape": shape, "values": values, "counts": counts}
+    if "k" in b:
+        names = _dec_strs(b, "m", "detections")
+        k = len(names)
+        out["keypoint_names"] = names
+        out["keypoints"] = _round_list(_dec_floats(b, "k", "detections", 2 * k * n).reshape(n, k, 2), PIXEL_DECIMALS)
+        if "v" in b:
+            out["keypoint_scores"] = _round_list(_dec_floats(b, "v", "detections", k * n).reshape(n, k))
     return out
 
 
 # -- landmarks ("l") ---------------------------------------------------------------------------
 
 
-def _enc_landmarks(names: Sequence[str], points: np.ndarray, scores: np.ndarray | None, f32: bool) -> _Body:
+def _enc_landmarks(
+    names: Sequence[str], points: np.ndarray, scores: np.ndarray | None, f32: bool, presence: float | None = None
+) -> _Body:
     if points.ndim != 2 or points.shape[1] != 2:
         raise CodecError(f"landmark points must have shape (k, 2), got {points.shape}")
     _same_len("landmark names / points", len(names), len(points), *(() if scores is None else (len(scores),)))
     out = {"y": "l", "n": _strs(names, "names"), "q": _floats(points, f32)}
     if scores is not None:
         out["p"] = _floats(scores, f32)
+    if presence is not None:
+        out["a"] = float(np.float32(presence)) if f32 else float(presence)
     return out
 
 
 def _json_landmarks(name: str, head: Mapping[str, Any], f32: bool) -> _Body:
     points = _f32_array(head["points"], "points")
+    presence = head.get("presence")
     return _enc_landmarks(
         head["names"],
         points.reshape(0, 2) if points.size == 0 else points,
         None if "scores" not in head else _f32_array(head["scores"], "scores"),
         f32,
+        None if presence is None else float(presence),
     )
 
 
@@ -285,6 +226,11 @@ def _dec_landmarks(b: Mapping[str, Any]) -> _Body:
     out: _Body = {"names": names, "points": _round_list(points.reshape(len(names), 2), PIXEL_DECIMALS)}
     if "p" in b:
         out["scores"] = _round_list(_dec_floats(b, "p", "landmarks", len(names)))
+    if "a" in b:
+        presence = b["a"]
+        if not isinstance(presence, (int, float)) or isinstance(presence, bool) or not math.isfinite(presence):
+            raise CodecError(f"malformed body: landmarks presence must be a number, got {presence!r:.40}")
+        out["presence"] = round(float(presence), DECIMALS)
     return out
 
 
@@ -378,6 +324,8 @@ def _dec_raw(b: Mapping[str, Any]) -> _Body:
     return out
 
 
+_KEYPOINT_KEYS = frozenset({"keypoint_names", "keypoints", "keypoint_scores"})
+
 # -- the result types --------------------------------------------------------------------------
 
 #: Every result type the wire carries, in the order of the protocol's sections.
@@ -391,22 +339,24 @@ HEAD_CODECS: dict[type, HeadCodec] = {
     ),
     Detections: HeadCodec(
         "d",
-        lambda r, f32: _enc_detections(r.xyxy, r.scores, r.class_ids, r.labels, f32),
-        lambda head, keys: keys == {"xyxy", "scores", "class_ids", "labels"},
+        lambda r, f32: _enc_detections(
+            r.xyxy, r.scores, r.class_ids, r.labels, f32, r.keypoints, r.keypoint_scores, r.keypoint_names
+        ),
+        lambda head, keys: keys - _KEYPOINT_KEYS == {"xyxy", "scores", "class_ids", "labels"},
         _json_detections,
         _dec_detections,
     ),
     Segmentation: HeadCodec(
         "s",
-        _result_segmentation,
+        result_segmentation,
         lambda head, keys: "rle" in keys,
-        _json_segmentation,
-        _dec_segmentation,
+        json_segmentation,
+        dec_segmentation,
     ),
     Landmarks: HeadCodec(
         "l",
-        lambda r, f32: _enc_landmarks(r.names, r.points, r.scores, f32),
-        lambda head, keys: keys in ({"names", "points"}, {"names", "points", "scores"}),
+        lambda r, f32: _enc_landmarks(r.names, r.points, r.scores, f32, r.presence),
+        lambda head, keys: {"names", "points"} <= keys <= {"names", "points", "scores", "presence"},
         _json_landmarks,
         _dec_landmarks,
     ),

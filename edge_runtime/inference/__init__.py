@@ -37,14 +37,14 @@ if TYPE_CHECKING:
     from edge_runtime.inference.decoders.detection import (
         DetectionDecoder as DetectionDecoder,
     )
-    from edge_runtime.inference.decoders.detection import (
-        nms as nms,
-    )
     from edge_runtime.inference.decoders.embedding import (
         EmbeddingDecoder as EmbeddingDecoder,
     )
     from edge_runtime.inference.decoders.landmarks import (
         LandmarksDecoder as LandmarksDecoder,
+    )
+    from edge_runtime.inference.decoders.nms import (
+        nms as nms,
     )
     from edge_runtime.inference.decoders.raw import (
         RawDecoder as RawDecoder,
@@ -135,7 +135,8 @@ __getattr__, __all__ = lazy_exports(
         "decoders.base": ("Params", "Decoder"),
         "decoders.classification": ("ClassificationDecoder",),
         "decoders.common": ("default_names", "to_xyxy", "softmax", "sigmoid"),
-        "decoders.detection": ("nms", "DetectionDecoder"),
+        "decoders.detection": ("DetectionDecoder",),
+        "decoders.nms": ("nms",),
         "decoders.embedding": ("EmbeddingDecoder",),
         "decoders.landmarks": ("LandmarksDecoder",),
         "decoders.raw": ("RawDecoder",),

@@ -121,13 +121,20 @@ class Detections:
     - ``xyxy``: ``(n, 4) float32`` boxes ``x1, y1, x2, y2`` in frame pixels;
     - ``scores``: ``(n,) float32`` confidence of each box;
     - ``class_ids``: ``(n,) int64`` class index of each box;
-    - ``labels``: ``n`` class names, one per box.
+    - ``labels``: ``n`` class names, one per box;
+    - ``keypoints``: ``(n, k, 2) float32`` ``x, y`` per box and point in frame pixels (not
+      clipped), or ``None`` when the head has no keypoints;
+    - ``keypoint_scores``: ``(n, k) float32`` visibility of each point, or ``None``;
+    - ``keypoint_names``: ``k`` point names (empty without keypoints).
     """
 
     xyxy: np.ndarray
     scores: np.ndarray
     class_ids: np.ndarray
     labels: tuple[str, ...]
+    keypoints: np.ndarray | None = None
+    keypoint_scores: np.ndarray | None = None
+    keypoint_names: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         xyxy = _array(self.xyxy, np.float32, (None, 4), "Detections.xyxy")
@@ -136,18 +143,37 @@ class Detections:
         _set(self, "scores", _array(self.scores, np.float32, (n,), "Detections.scores"))
         _set(self, "class_ids", _array(self.class_ids, np.int64, (n,), "Detections.class_ids"))
         _set(self, "labels", _names(self.labels, n, "Detections.labels"))
+        k = len(self.keypoint_names)
+        if self.keypoints is None:
+            if k or self.keypoint_scores is not None:
+                raise ValueError("Detections.keypoint_names/keypoint_scores need Detections.keypoints")
+            return
+        _set(self, "keypoints", _array(self.keypoints, np.float32, (n, k, 2), "Detections.keypoints"))
+        _set(self, "keypoint_names", _names(self.keypoint_names, k, "Detections.keypoint_names"))
+        if self.keypoint_scores is not None:
+            _set(
+                self, "keypoint_scores", _array(self.keypoint_scores, np.float32, (n, k), "Detections.keypoint_scores")
+            )
 
     def __len__(self) -> int:
         return len(self.xyxy)
 
     def to_dict(self) -> dict[str, Any]:
-        """``{"xyxy": [[x1, y1, x2, y2], ...], "scores": [...], "class_ids": [...], "labels": [...]}``."""
-        return {
+        """``{"xyxy": [[x1, y1, x2, y2], ...], "scores": [...], "class_ids": [...], "labels": [...]}``,
+        plus ``"keypoint_names"``, ``"keypoints"`` (``[[[x, y], ...], ...]``) and
+        ``"keypoint_scores"`` when the head has keypoints."""
+        out: dict[str, Any] = {
             "xyxy": rounded(self.xyxy, PIXEL_DECIMALS),
             "scores": rounded(self.scores),
             "class_ids": self.class_ids.tolist(),
             "labels": list(self.labels),
         }
+        if self.keypoints is not None:
+            out["keypoint_names"] = list(self.keypoint_names)
+            out["keypoints"] = rounded(self.keypoints, PIXEL_DECIMALS)
+            if self.keypoint_scores is not None:
+                out["keypoint_scores"] = rounded(self.keypoint_scores)
+        return out
 
 
 def rle_runs(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -298,12 +324,16 @@ class Landmarks:
     - ``points``: ``(k, 2) float32`` ``x, y`` in frame pixels (not clipped: a point may lie
       outside the frame);
     - ``scores``: ``(k,) float32`` confidence per point, or ``None`` when the head gives none;
-    - ``names``: ``k`` point names.
+    - ``names``: ``k`` point names;
+    - ``presence``: probability that the object the points belong to is there at all (a face
+      in a face-landmark model's crop), or ``None`` when the head gives none. Below the
+      head's ``presence_threshold`` the decoder reports no points (``k`` = 0).
     """
 
     points: np.ndarray
     scores: np.ndarray | None
     names: tuple[str, ...]
+    presence: float | None = None
 
     def __post_init__(self) -> None:
         points = _array(self.points, np.float32, (None, 2), "Landmarks.points")
@@ -312,15 +342,20 @@ class Landmarks:
         if self.scores is not None:
             _set(self, "scores", _array(self.scores, np.float32, (k,), "Landmarks.scores"))
         _set(self, "names", _names(self.names, k, "Landmarks.names"))
+        if self.presence is not None:
+            _set(self, "presence", float(self.presence))
 
     def __len__(self) -> int:
         return len(self.points)
 
     def to_dict(self) -> dict[str, Any]:
-        """``{"names": [...], "points": [[x, y], ...], "scores": [...]}`` (``scores`` only when known)."""
+        """``{"names": [...], "points": [[x, y], ...], "scores": [...], "presence": p}`` (``scores``
+        and ``presence`` only when known)."""
         out: dict[str, Any] = {"names": list(self.names), "points": rounded(self.points, PIXEL_DECIMALS)}
         if self.scores is not None:
             out["scores"] = rounded(self.scores)
+        if self.presence is not None:
+            out["presence"] = rounded(self.presence)
         return out
 
 

@@ -9,21 +9,22 @@ head's output tensors (batch dimension first, item 0 decoded) and the frame's
 naming the head, the output and the shape). Only numpy, vectorised: this runs on a
 Raspberry Pi for every frame.
 
-=================  ==========================================  ===============================
-type               outputs (with the batch dimension)          result
-=================  ==========================================  ===============================
-classification     ``(1, C)`` logits or probabilities          :class:`Classification` (top-k)
-detection          ``(1, N, 4+C)``, ``(1, 4+C, N)``,           :class:`Detections` (after NMS)
-                   ``(1, N, 5+C)`` (objectness), or boxes
-                   ``(1, N, 4)`` + scores ``(1, N, C)``
-segmentation       ``(1, C, H, W)`` logits, ``(1, 1, H, W)``   :class:`Segmentation`
-                   or ``(1, H, W)`` probabilities (or
-                   integer class ids)
-landmarks          ``(1, K, 2)``, ``(1, K, 3)``, ``(1, 2K)``   :class:`Landmarks`
-regression         any, flattened to ``(n,)``                  :class:`Regression`
-embedding          any, flattened to ``(d,)``                  :class:`Embedding`
-raw                any                                         :class:`RawOutput`
-=================  ==========================================  ===============================
+Families (``type``: outputs with the batch dimension → result):
+
+- ``classification``: ``(1, C)`` logits or probabilities → :class:`Classification` (top-k);
+- ``detection`` (YOLO rows, boxes already coordinates): ``(1, N, 4+C)``, ``(1, 4+C, N)``,
+  ``(1, N, 5+C)`` with objectness, each optionally with keypoints; or boxes ``(1, N, 4)`` +
+  scores ``(1, N, C)`` → :class:`Detections` (after NMS);
+- ``grid`` (anchor-free per-stride grids: YOLOX, PP-PicoDet, NanoDet, YuNet): per level class
+  scores + boxes (distances, DFL bins, or YOLOX centre/exp) [+ objectness, keypoints], or all
+  levels concatenated → :class:`Detections`;
+- ``ssd`` (offsets from priors or anchors: SSD, RetinaFace, MediaPipe BlazeFace): boxes
+  ``(1, P, 4[+2K])`` + scores ``(1, P, C)`` [+ keypoints ``(1, P, 2K)``] → :class:`Detections`;
+- ``segmentation``: ``(1, C, H, W)`` logits, ``(1, 1, H, W)`` or ``(1, H, W)`` probabilities (or
+  class ids) → :class:`Segmentation`;
+- ``landmarks``: ``(1, K, 2)``, ``(1, K, 3)``, ``(1, 2K)`` [+ a box, a presence] → :class:`Landmarks`;
+- ``regression`` / ``embedding``: any, flattened → :class:`Regression` / :class:`Embedding`;
+- ``raw``: any → :class:`RawOutput`.
 
 Example::
 
@@ -42,9 +43,11 @@ Example::
 On the command line, ``edge-runtime inspect BUNDLE`` lists each head's decoder and parameters.
 
 Modules: :mod:`~edge_runtime.inference.decoders.base` (:class:`Decoder`, :class:`Params`),
-:mod:`~edge_runtime.inference.decoders.common` (names, box formats, activations) and one module
-per family (``classification``, ``detection``, ``segmentation``, ``landmarks``, ``regression``,
-``embedding``, ``raw``). :data:`DECODERS` below is the registry. A new family is one module
+:mod:`~edge_runtime.inference.decoders.common` (names, box formats, activations),
+:mod:`~edge_runtime.inference.decoders.nms` (what every detection family ends with),
+:mod:`~edge_runtime.inference.decoders.priors` (SSD priors, MediaPipe anchors) and one module
+per family (``classification``, ``detection``, ``grid``, ``ssd``, ``segmentation``, ``landmarks``,
+``regression``, ``embedding``, ``raw``). :data:`DECODERS` below is the registry. A new family is one module
 with a :class:`Decoder` subclass, one entry in :data:`DECODERS` and its parameters in
 :data:`edge_runtime.bundle.specs.DECODER_PARAMS` (the manifest accepts only those types).
 """
@@ -58,12 +61,15 @@ from edge_runtime.errors import ConfigError, close_matches
 from edge_runtime.inference.decoders.base import Decoder, Params
 from edge_runtime.inference.decoders.classification import ClassificationDecoder
 from edge_runtime.inference.decoders.common import BOX_FORMATS, default_names, sigmoid, softmax, to_xyxy
-from edge_runtime.inference.decoders.detection import MAX_NMS_CANDIDATES, DetectionDecoder, nms
+from edge_runtime.inference.decoders.detection import DetectionDecoder
 from edge_runtime.inference.decoders.embedding import EmbeddingDecoder
+from edge_runtime.inference.decoders.grid import GridDecoder
 from edge_runtime.inference.decoders.landmarks import LandmarksDecoder
+from edge_runtime.inference.decoders.nms import MAX_NMS_CANDIDATES, NmsSettings, finish_detections, nms
 from edge_runtime.inference.decoders.raw import RawDecoder
 from edge_runtime.inference.decoders.regression import RegressionDecoder
 from edge_runtime.inference.decoders.segmentation import SegmentationDecoder
+from edge_runtime.inference.decoders.ssd import SsdDecoder
 
 if TYPE_CHECKING:
     from edge_runtime.bundle.specs import DecoderSpec
@@ -72,6 +78,8 @@ if TYPE_CHECKING:
 DECODERS: dict[str, type[Decoder]] = {
     "classification": ClassificationDecoder,
     "detection": DetectionDecoder,
+    "grid": GridDecoder,
+    "ssd": SsdDecoder,
     "segmentation": SegmentationDecoder,
     "landmarks": LandmarksDecoder,
     "regression": RegressionDecoder,
@@ -104,13 +112,17 @@ __all__ = [
     "Decoder",
     "DetectionDecoder",
     "EmbeddingDecoder",
+    "GridDecoder",
     "LandmarksDecoder",
+    "NmsSettings",
     "Params",
     "RawDecoder",
     "RegressionDecoder",
     "SegmentationDecoder",
+    "SsdDecoder",
     "build_decoder",
     "default_names",
+    "finish_detections",
     "nms",
     "sigmoid",
     "softmax",

@@ -1,9 +1,11 @@
-"""Detection: boxes, scores and classes after non-maximum suppression.
+"""Detection (YOLO layouts): boxes, scores, classes and optional keypoints after NMS.
 
-Layouts: one output ``(1, N, 4+C)`` or transposed ``(1, 4+C, N)`` (YOLOv8), ``(1, N, 5+C)``
-with an objectness column (YOLOv5, ``objectness: true``), or two outputs, boxes
+Layouts: one output ``(1, N, 4+C)`` or transposed ``(1, 4+C, N)`` (YOLOv8/v11), ``(1, N, 5+C)``
+with an objectness column (YOLOv5, ``objectness: true``), each optionally followed by ``K``
+keypoints of 2 or 3 values (x, y[, visibility]; YOLOv8-pose), or two outputs, boxes
 ``(1, N, 4)`` and scores ``(1, N, C)`` → :class:`~edge_runtime.inference.results.Detections`,
-boxes in frame pixels. :func:`nms` is the greedy (per-class) suppression it uses.
+boxes in frame pixels. Boxes here are already decoded to coordinates; per-stride grids are the
+``grid`` family, prior boxes the ``ssd`` family.
 
 Example::
 
@@ -21,119 +23,103 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from edge_runtime.inference.decoders.base import Decoder, Params
-from edge_runtime.inference.decoders.common import BOX_FORMATS, default_names, to_xyxy
+from edge_runtime.inference.decoders.common import BOX_FORMATS, default_names, sigmoid, to_xyxy
+from edge_runtime.inference.decoders.nms import NmsSettings, finish_detections
 from edge_runtime.inference.results import Detections
 
 if TYPE_CHECKING:
     from edge_runtime.frames.geometry import FrameGeometry
 
-#: At most this many boxes (highest scores) enter NMS, as in Ultralytics' ``max_nms``.
-MAX_NMS_CANDIDATES = 30_000
-
-
-def nms(
-    boxes: np.ndarray,
-    scores: np.ndarray,
-    iou_threshold: float,
-    max_detections: int,
-    class_ids: np.ndarray | None = None,
-) -> np.ndarray:
-    """Greedy non-maximum suppression; the kept indices ``(k,) int64``, best score first.
-
-    A box is dropped when its IoU with a kept, higher-scoring box exceeds ``iou_threshold``.
-    With ``class_ids``, only boxes of the same class suppress each other (each class's boxes
-    are shifted apart by more than the extent of all boxes, as torchvision's ``batched_nms``).
-    """
-    if len(boxes) == 0:
-        return np.zeros(0, dtype=np.int64)
-    work = boxes.astype(np.float64)
-    if class_ids is not None:
-        finite = work[np.isfinite(work)]
-        span = float(finite.max() - finite.min()) + 1.0 if finite.size else 1.0
-        work = work + (class_ids.astype(np.float64) * span)[:, None]
-    order = np.argsort(-scores, kind="stable")
-    # Rows x1, y1, x2, y2, area of the boxes in score order; compacted as boxes are dropped.
-    rows = np.empty((5, len(order)), dtype=np.float64)
-    rows[:4] = work[order].T
-    rows[4] = np.clip(rows[2] - rows[0], 0, None) * np.clip(rows[3] - rows[1], 0, None)
-    keep: list[int] = []
-    while order.size and len(keep) < max_detections:
-        keep.append(int(order[0]))
-        best, rest = rows[:, 0], rows[:, 1:]
-        width = np.clip(np.minimum(best[2], rest[2]) - np.maximum(best[0], rest[0]), 0, None)
-        height = np.clip(np.minimum(best[3], rest[3]) - np.maximum(best[1], rest[1]), 0, None)
-        inter = width * height
-        union = best[4] + rest[4] - inter
-        # IoU <= threshold, written without a division (an empty union never suppresses).
-        survive = (inter <= iou_threshold * union) | (union <= 0)
-        order, rows = order[1:][survive], rest[:, survive]
-    return np.asarray(keep, dtype=np.int64)
-
 
 class DetectionDecoder(Decoder):
-    """Boxes, scores and classes after per-class (or class-agnostic) NMS.
+    """Boxes, scores, classes (and keypoints) after per-class (or class-agnostic) NMS.
 
     Output layouts: ONE output ``(1, N, 4+C)`` or transposed ``(1, 4+C, N)`` (YOLOv8), or
     ``(1, N, 5+C)`` with an objectness column (``objectness: true``, YOLOv5); or TWO outputs,
     boxes ``(1, N, 4)`` and scores ``(1, N, C)`` (told apart by the last dimension 4, else by
     order: boxes first). A box's score is its best class score (times its objectness).
+    With ``keypoints: K`` the one-output rows end with ``K x keypoint_dims`` values (YOLOv8-pose;
+    ``keypoint_position: "before_classes"`` puts them between the box/objectness and the classes,
+    as YOLOv5-face does).
 
     Parameters: ``labels``, ``box_format`` (xyxy, xywh, cxcywh; default xyxy), ``normalized``
     (coordinates in 0..1 of the model input; default false: model-input pixels),
     ``score_threshold`` (0.25), ``iou_threshold`` (0.45), ``max_detections`` (100),
-    ``class_agnostic_nms`` (false), ``objectness`` (false). Raw anchor grids (``anchors``,
-    ``strides``) are not supported: export the model with its box decoding included.
+    ``class_agnostic_nms`` (false), ``objectness`` (false), ``keypoints`` (K, default 0),
+    ``keypoint_dims`` (2 or 3, default 3), ``keypoint_names``, ``keypoint_position``
+    (``after_classes``), ``keypoint_activation`` (``none`` or ``sigmoid`` for the visibility).
     """
 
     kind = "detection"
     output_counts = (1, 2)
 
     def configure(self, params: Params) -> None:
-        for key in ("anchors", "strides"):
+        for key, family in (("anchors", "ssd"), ("strides", "grid"), ("priors", "ssd")):
             if key in params.params:
                 raise params.fail(
                     key,
-                    "is not supported: raw anchor grids are not decoded in this version. Supported layouts: "
-                    "one output (1, N, 4+C), (1, 4+C, N) or (1, N, 5+C) with objectness: true, or two outputs "
-                    "boxes (1, N, 4) and scores (1, N, C), with boxes already decoded to coordinates",
+                    f"belongs to the {family!r} decoder: the 'detection' decoder reads boxes already decoded to "
+                    "coordinates ((1, N, 4+C), (1, 4+C, N), (1, N, 5+C) or boxes + scores); use "
+                    f"type = {family!r} for {'per-stride grids' if family == 'grid' else 'prior/anchor offsets'} "
+                    "(edge-export inspect MODEL --suggest-head-spec proposes one)",
                 )
-        self.labels = params.names("labels")
+        self.settings = NmsSettings.read(params)
+        self.labels = self.settings.labels
         self.box_format = str(params.choice("box_format", BOX_FORMATS, "xyxy"))
         self.normalized = params.flag("normalized", False)
-        self.score_threshold = float(params.number("score_threshold", 0.25, 0.0, 1.0))
-        self.iou_threshold = float(params.number("iou_threshold", 0.45, 0.0, 1.0))
-        self.max_detections = int(params.count("max_detections", 100) or 100)
-        self.class_agnostic = params.flag("class_agnostic_nms", False)
         self.objectness = params.flag("objectness", False)
+        self.keypoint_count = int(params.get("keypoints", int, 0))
+        if self.keypoint_count < 0:
+            raise params.fail("keypoints", f"must be an integer >= 0, got {self.keypoint_count}")
+        self.keypoint_dims = int(params.get("keypoint_dims", int, 3))
+        if self.keypoint_dims not in (2, 3):
+            raise params.fail("keypoint_dims", f"must be 2 (x, y) or 3 (x, y, visibility), got {self.keypoint_dims}")
+        names = params.names("keypoint_names")
+        if names is not None and len(names) != self.keypoint_count:
+            raise params.fail("keypoint_names", f"has {len(names)} names for keypoints = {self.keypoint_count}")
+        self.keypoint_names = names or default_names("point", self.keypoint_count)
+        self.keypoint_position = str(
+            params.choice("keypoint_position", ("after_classes", "before_classes"), "after_classes")
+        )
+        self.keypoint_activation = str(params.choice("keypoint_activation", ("none", "sigmoid"), "none"))
         if self.objectness and len(self.outputs) == 2:
             raise params.fail("objectness", "needs the one-output layout (1, N, 5+C); this head has two outputs")
+        if self.keypoint_count and len(self.outputs) == 2:
+            raise params.fail("keypoints", "needs the one-output layout (1, N, 4+C+K*D); this head has two outputs")
 
-    def split(self, tensors: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        """Boxes ``(N, 4)`` and class scores ``(N, C)`` (objectness applied), float32."""
+    def split(self, tensors: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """Boxes ``(N, 4)``, class scores ``(N, C)`` (objectness applied) and keypoint values
+        ``(N, K, D)`` (or ``None``), float32."""
         if len(self.outputs) == 2:
-            return self.split_two(tensors)
+            return (*self.split_two(tensors), None)
         name = self.outputs[0]
         shape = tensors[name].shape if name in tensors else ()
         rows = self.item(tensors, name)
         extra = 5 if self.objectness else 4
-        layout = f"(1, N, {extra}+C) or (1, {extra}+C, N)"
+        points = self.keypoint_count * self.keypoint_dims
+        tail = f"+{self.keypoint_count}*{self.keypoint_dims}" if points else ""
+        layout = f"(1, N, {extra}+C{tail}) or (1, {extra}+C{tail}, N)"
         if rows.ndim != 2:
             raise self.bad_shape(name, shape, layout)
         if self.labels is not None:
-            width = extra + len(self.labels)
+            width = extra + len(self.labels) + points
             if rows.shape[1] != width:
                 if rows.shape[0] != width:
                     raise self.bad_shape(name, shape, f"{layout} with C = {len(self.labels)} labels")
                 rows = rows.T
         elif rows.shape[1] > rows.shape[0]:
             rows = rows.T
-        if rows.shape[1] <= extra:
+        if rows.shape[1] <= extra + points:
             raise self.bad_shape(name, shape, f"{layout} with at least one class")
         rows = rows.astype(np.float32, copy=False)
-        scores = rows[:, extra:]
+        if points and self.keypoint_position == "before_classes":
+            values, scores = rows[:, extra : extra + points], rows[:, extra + points :]
+        else:
+            scores, values = rows[:, extra : rows.shape[1] - points], rows[:, rows.shape[1] - points :]
         if self.objectness:
             scores = scores * rows[:, 4:5]
-        return rows[:, :4], scores
+        keypoints = values.reshape(len(rows), self.keypoint_count, self.keypoint_dims) if points else None
+        return rows[:, :4], scores, keypoints
 
     def split_two(self, tensors: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         first, second = (self.item(tensors, name) for name in self.outputs)
@@ -156,25 +142,25 @@ class DetectionDecoder(Decoder):
         return boxes.astype(np.float32, copy=False), scores.astype(np.float32, copy=False)
 
     def __call__(self, tensors: Mapping[str, np.ndarray], geometry: FrameGeometry) -> Detections:
-        boxes, class_scores = self.split(tensors)
-        # max is ~10x cheaper than argmax: find the candidates first, then their classes.
-        best_scores = class_scores.max(axis=1) if len(boxes) else np.zeros(0, np.float32)
-        candidates = np.flatnonzero((best_scores >= self.score_threshold) & np.isfinite(boxes).all(axis=1))
-        if len(candidates) > MAX_NMS_CANDIDATES:
-            top = np.argpartition(-best_scores[candidates], MAX_NMS_CANDIDATES)[:MAX_NMS_CANDIDATES]
-            candidates = candidates[top]
-        scores = best_scores[candidates]
-        class_ids = np.argmax(class_scores[candidates], axis=1).astype(np.int64)
-        boxes = boxes[candidates]
+        boxes, class_scores, keypoints = self.split(tensors)
+        scale = np.array([geometry.input_width, geometry.input_height], dtype=np.float32)
         if self.normalized:
             # x and w scale by the input width, y and h by its height, in every box format.
-            boxes = boxes * np.array([geometry.input_width, geometry.input_height] * 2, dtype=np.float32)
+            boxes = boxes * np.tile(scale, 2)
         boxes = to_xyxy(boxes, self.box_format)
-        keep = nms(boxes, scores, self.iou_threshold, self.max_detections, None if self.class_agnostic else class_ids)
-        labels = self.labels or default_names("class", class_scores.shape[1])
-        return Detections(
-            xyxy=geometry.boxes_to_frame(boxes[keep]),
-            scores=scores[keep],
-            class_ids=class_ids[keep],
-            labels=tuple(labels[i] for i in class_ids[keep]),
+        points = point_scores = None
+        if keypoints is not None:
+            points = keypoints[:, :, :2] * scale if self.normalized else keypoints[:, :, :2]
+            if self.keypoint_dims == 3:
+                point_scores = keypoints[:, :, 2]
+                if self.keypoint_activation == "sigmoid":
+                    point_scores = sigmoid(point_scores)
+        return finish_detections(
+            boxes,
+            class_scores,
+            geometry,
+            self.settings,
+            keypoints=points,
+            keypoint_scores=point_scores,
+            keypoint_names=self.keypoint_names,
         )

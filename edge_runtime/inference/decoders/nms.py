@@ -1,0 +1,152 @@
+"""What every detection family shares: its NMS settings, greedy NMS, and the step from
+candidate boxes (model-input pixels) to :class:`~edge_runtime.inference.results.Detections`.
+
+A family (YOLO rows, anchor-free grids, SSD priors) decodes its tensors to boxes ``x1, y1, x2,
+y2`` in model-input pixels and class scores, optionally keypoints, then calls
+:func:`finish_detections`: threshold, at most :data:`MAX_NMS_CANDIDATES` candidates, per-class
+(or class-agnostic) NMS, then frame pixels with the letterbox/stretch undone.
+
+Example::
+
+    settings = NmsSettings.read(params)   # labels, score/iou thresholds, max_detections, class_agnostic_nms
+    result = finish_detections(boxes, class_scores, geometry, settings)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from edge_runtime.inference.decoders.common import default_names
+from edge_runtime.inference.results import Detections
+
+if TYPE_CHECKING:
+    from edge_runtime.frames.geometry import FrameGeometry
+    from edge_runtime.inference.decoders.base import Params
+
+#: The parameters :meth:`NmsSettings.read` reads (every detection family accepts them).
+NMS_PARAMS = frozenset({"labels", "score_threshold", "iou_threshold", "max_detections", "class_agnostic_nms"})
+
+#: At most this many boxes (highest scores) enter NMS, as in Ultralytics' ``max_nms``.
+MAX_NMS_CANDIDATES = 30_000
+
+
+def nms(
+    boxes: np.ndarray,
+    scores: np.ndarray,
+    iou_threshold: float,
+    max_detections: int,
+    class_ids: np.ndarray | None = None,
+) -> np.ndarray:
+    """Greedy non-maximum suppression; the kept indices ``(k,) int64``, best score first.
+
+    A box is dropped when its IoU with a kept, higher-scoring box exceeds ``iou_threshold``.
+    With ``class_ids``, only boxes of the same class suppress each other (each class's boxes
+    are shifted apart by more than the extent of all boxes, as torchvision's ``batched_nms``).
+    """
+    if len(boxes) == 0:
+        return np.zeros(0, dtype=np.int64)
+    work = boxes.astype(np.float64)
+    if class_ids is not None:
+        finite = work[np.isfinite(work)]
+        span = float(finite.max() - finite.min()) + 1.0 if finite.size else 1.0
+        work = work + (class_ids.astype(np.float64) * span)[:, None]
+    order = np.argsort(-scores, kind="stable")
+    # Rows x1, y1, x2, y2, area of the boxes in score order; compacted as boxes are dropped.
+    rows = np.empty((5, len(order)), dtype=np.float64)
+    rows[:4] = work[order].T
+    rows[4] = np.clip(rows[2] - rows[0], 0, None) * np.clip(rows[3] - rows[1], 0, None)
+    keep: list[int] = []
+    while order.size and len(keep) < max_detections:
+        keep.append(int(order[0]))
+        best, rest = rows[:, 0], rows[:, 1:]
+        width = np.clip(np.minimum(best[2], rest[2]) - np.maximum(best[0], rest[0]), 0, None)
+        height = np.clip(np.minimum(best[3], rest[3]) - np.maximum(best[1], rest[1]), 0, None)
+        inter = width * height
+        union = best[4] + rest[4] - inter
+        # IoU <= threshold, written without a division (an empty union never suppresses).
+        survive = (inter <= iou_threshold * union) | (union <= 0)
+        order, rows = order[1:][survive], rest[:, survive]
+    return np.asarray(keep, dtype=np.int64)
+
+
+@dataclass(frozen=True)
+class NmsSettings:
+    """Labels and the selection of boxes: thresholds, how many, per class or not."""
+
+    labels: tuple[str, ...] | None = None
+    score_threshold: float = 0.25
+    iou_threshold: float = 0.45
+    max_detections: int = 100
+    class_agnostic: bool = False
+
+    @classmethod
+    def read(cls, params: Params) -> NmsSettings:
+        """``labels``, ``score_threshold`` (0.25), ``iou_threshold`` (0.45), ``max_detections`` (100)
+        and ``class_agnostic_nms`` (false) from a head's decoder parameters."""
+        return cls(
+            labels=params.names("labels"),
+            score_threshold=float(params.number("score_threshold", 0.25, 0.0, 1.0)),
+            iou_threshold=float(params.number("iou_threshold", 0.45, 0.0, 1.0)),
+            max_detections=int(params.count("max_detections", 100) or 100),
+            class_agnostic=params.flag("class_agnostic_nms", False),
+        )
+
+    def label_names(self, classes: int) -> tuple[str, ...]:
+        """The labels, or ``class_0``… for ``classes`` classes."""
+        return self.labels or default_names("class", classes)
+
+
+def finish_detections(
+    boxes: np.ndarray,
+    class_scores: np.ndarray,
+    geometry: FrameGeometry,
+    settings: NmsSettings,
+    *,
+    keypoints: np.ndarray | None = None,
+    keypoint_scores: np.ndarray | None = None,
+    keypoint_names: tuple[str, ...] = (),
+) -> Detections:
+    """Candidates → :class:`Detections` in frame pixels.
+
+    ``boxes``: ``(N, 4)`` ``x1, y1, x2, y2`` in model-input pixels; ``class_scores``: ``(N, C)``
+    probabilities (a box's score is its best class's); ``keypoints``: ``(N, K, 2)`` model-input
+    pixels and ``keypoint_scores`` ``(N, K)``, or ``None``. Only the candidates at or above the
+    score threshold with finite boxes enter NMS (at most :data:`MAX_NMS_CANDIDATES`, the best).
+    """
+    # max is ~10x cheaper than argmax: find the candidates first, then their classes.
+    best_scores = class_scores.max(axis=1) if len(boxes) else np.zeros(0, np.float32)
+    candidates = np.flatnonzero((best_scores >= settings.score_threshold) & np.isfinite(boxes).all(axis=1))
+    if len(candidates) > MAX_NMS_CANDIDATES:
+        top = np.argpartition(-best_scores[candidates], MAX_NMS_CANDIDATES)[:MAX_NMS_CANDIDATES]
+        candidates = candidates[top]
+    scores = best_scores[candidates]
+    class_ids = np.argmax(class_scores[candidates], axis=1).astype(np.int64)
+    chosen = boxes[candidates]
+    keep = nms(
+        chosen,
+        scores,
+        settings.iou_threshold,
+        settings.max_detections,
+        None if settings.class_agnostic else class_ids,
+    )
+    labels = settings.label_names(class_scores.shape[1])
+    points = None
+    point_scores = None
+    if keypoints is not None:
+        kept = keypoints[candidates[keep]]
+        k = kept.shape[1]
+        points = geometry.to_frame(kept.reshape(-1, 2)).reshape(len(keep), k, 2)
+        if keypoint_scores is not None:
+            point_scores = keypoint_scores[candidates[keep]]
+    return Detections(
+        xyxy=geometry.boxes_to_frame(chosen[keep]),
+        scores=scores[keep],
+        class_ids=class_ids[keep],
+        labels=tuple(labels[i] for i in class_ids[keep]),
+        keypoints=points,
+        keypoint_scores=point_scores,
+        keypoint_names=keypoint_names if keypoints is not None else (),
+    )
