@@ -216,7 +216,7 @@ def split_model(
         _warn_raw_heads(manifest, outputs)
     with steps.step("writing bundle") as step, staged_output(out_dir, options.force) as staging:
         write_bundle(staging, blobs, manifest, force=True)
-        step.detail = f"{Path(out_dir)} ({format_bytes(sum(len(b) for b in blobs.values()))})"
+        step.detail = f"{format_bytes(sum(len(b) for b in blobs.values()))} of graphs"
         if options.selftest:
             from exporter.selftest import write_selftest
 

@@ -127,5 +127,5 @@ def write_selftest(
         tolerance={h: dict(t) for h, t in (tolerance or (old.tolerance if old else {})).items()},
     )
     written = rewrite_bundle(bundle, bundle.root, replace(manifest, selftest=spec), blobs, drop=stale, force=True)
-    logger.info("self-test: %d frames, heads %s -> %s", len(frames), ", ".join(manifest.heads), written)
+    logger.debug("self-test: %d frames, heads %s -> %s", len(frames), ", ".join(manifest.heads), written)
     return written

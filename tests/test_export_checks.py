@@ -323,3 +323,35 @@ def test_inspect_suggest_refuses_a_bundle(tmp_path: Path) -> None:
         capture_output=True, text=True, timeout=120, cwd=ROOT,
     )  # fmt: skip
     assert done.returncode == 2 and "--suggest-head-spec and --input-spec take a model file" in done.stderr
+
+
+def test_two_branch_single_task_detector_exports_as_one_detection_head(tmp_path: Path) -> None:
+    from edge_runtime.inference.engine import Engine, EngineOptions
+    from edge_runtime.inference.results import Detections
+
+    # boxes (1, 4, 8, 8) and scores (1, 3, 8, 8) from two branches over a stride-2 backbone
+    spec = _heads(
+        tmp_path,
+        {
+            "det": {
+                "outputs": ["boxes", "scores"],
+                "decoder": {
+                    "type": "grid",
+                    "strides": [2],
+                    "labels": ["a", "b", "c"],
+                    "score_outputs": ["scores"],
+                    "box_outputs": ["boxes"],
+                    "score_threshold": 0.0,
+                },
+            }
+        },
+    )
+    result = split_model(m.two_branch_detector(), tmp_path / "bundle", SplitOptions(head_spec=spec))
+
+    assert result.plan.boundary == ("feat",)
+    assert [h.name for h in result.plan.heads] == ["det"]
+    with Engine.from_bundle(result.bundle_dir, EngineOptions(threads=1)) as engine:
+        frame = np.random.default_rng(0).integers(0, 255, (48, 64, 3), dtype=np.uint8)
+        decoded = engine.infer(frame).results["det"]
+    assert isinstance(decoded, Detections) and 0 < len(decoded) <= 100
+    assert set(decoded.labels) <= {"a", "b", "c"}
