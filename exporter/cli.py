@@ -319,7 +319,12 @@ def _print_stage(stage: str, result: ExportResult) -> None:
         split = result.split
         heads = ", ".join(f"{h.name} ({', '.join(h.outputs)})" for h in split.plan.heads)
         print(f"wrote {split.bundle_dir}")
-        print(f"  boundary: {', '.join(split.manifest.trunk.outputs)}")
+        if split.plan.identity_trunk:
+            print(
+                f"  boundary: none (the trunk passes {', '.join(split.plan.model_inputs)} on; --boundary TENSOR cuts)"
+            )
+        else:
+            print(f"  boundary: {', '.join(split.manifest.trunk.outputs)}")
         print(f"  heads:    {heads}")
         print(f"  verified: max abs error {split.report.max_abs_error:.3g} over {split.report.samples} inputs")
     elif stage == "quantize" and result.quantization is not None:

@@ -7,7 +7,8 @@ its parameters, and a decode of the head's real outputs (the verified split's ou
 one sample input), so a decoder that does not fit its output shapes, a label count that is
 not the class count, a prior count that is not the output's, all fail *before* the bundle
 directory appears. Class labels taken from the model's metadata that do not fit a head are
-dropped with a warning (a head spec's labels are never dropped: they fail).
+dropped with a warning (a head spec's labels are never dropped: they fail). Detection scores
+outside 0..1 on the sample are reported (logits decoded without an activation).
 
 Example::
 
@@ -27,6 +28,7 @@ from edge_runtime.bundle.specs import DecoderSpec
 from edge_runtime.errors import ModelError
 from edge_runtime.frames.geometry import FrameGeometry
 from edge_runtime.inference.decoders import build_decoder
+from edge_runtime.inference.results import Detections
 from edge_runtime.inference.schedule import HeadScheduler
 
 logger = logging.getLogger(__name__)
@@ -51,7 +53,7 @@ def check_heads(
         spec = entry.decoder or DecoderSpec()
         tensors = {output: outputs[output] for output in entry.outputs if output in outputs}
         try:
-            build_decoder(name, spec, entry.outputs)(tensors, geometry)
+            result = build_decoder(name, spec, entry.outputs)(tensors, geometry)
         except ModelError as exc:
             if name not in from_metadata or "labels" not in spec.params:
                 raise
@@ -62,6 +64,16 @@ def check_heads(
                 name, len(spec.params["labels"]), exc,
             )  # fmt: skip
             spec = DecoderSpec(spec.type, params)
-            build_decoder(name, spec, entry.outputs)(tensors, geometry)
+            result = build_decoder(name, spec, entry.outputs)(tensors, geometry)
             heads[name] = replace(entry, decoder=spec)
+        if (
+            isinstance(result, Detections)
+            and len(result)
+            and (result.scores.max() > 1.0 + 1e-4 or result.scores.min() < 0)
+        ):
+            logger.warning(
+                "head %r: decoded scores lie outside 0..1 (%.3g..%.3g): the score outputs look like logits; "
+                "set the decoder's activation to 'sigmoid' (grid: activation, ssd: score_activation)",
+                name, float(result.scores.min()), float(result.scores.max()),
+            )  # fmt: skip
     return replace(manifest, heads=heads)

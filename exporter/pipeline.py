@@ -151,6 +151,11 @@ def split_model(
         model, notes = make_device_compatible(model)
         meta = read_metadata(model)
         spec = model_input_spec(model, input_overrides, input_where, default_size=meta.input_size)
+        if meta.input_size is not None and spec.height_width != meta.input_size:
+            logger.warning(
+                "%s: input %dx%d (HxW) but the model's metadata 'imgsz' says %dx%d; the input spec wins",
+                input_where, *spec.height_width, *meta.input_size,
+            )  # fmt: skip
         step.detail = "; ".join(notes) if notes else "opset and IR version already compatible"
     with steps.step("finding the trunk/head boundary") as step:
         tasks = _resolve_heads(options.tasks, definitions)

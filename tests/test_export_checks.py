@@ -355,3 +355,35 @@ def test_two_branch_single_task_detector_exports_as_one_detection_head(tmp_path:
         decoded = engine.infer(frame).results["det"]
     assert isinstance(decoded, Detections) and 0 < len(decoded) <= 100
     assert set(decoded.labels) <= {"a", "b", "c"}
+
+
+def test_logit_scores_without_activation_are_reported(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    # boxes (1, 4, 8, 8) and raw score logits (1, 3, 8, 8): two_branch_detector's score_logits
+    model = m.two_branch_detector()
+    model.graph.output[1].name = "score_logits"
+    model.graph.node.remove(model.graph.node[-1])  # the Sigmoid
+    decoder = {"type": "grid", "strides": [2], "score_outputs": ["score_logits"], "box_outputs": ["boxes"]}
+    spec = _heads(tmp_path, {"det": {"outputs": ["boxes", "score_logits"], "decoder": decoder}})
+    with caplog.at_level(logging.WARNING):
+        split_model(model, tmp_path / "bundle", SplitOptions(head_spec=spec))
+    assert "head 'det': decoded scores lie outside 0..1" in caplog.text
+    assert "set the decoder's activation to 'sigmoid'" in caplog.text
+
+
+def test_metadata_input_size_contradicting_the_model_is_reported(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    model = _with_props(m.hard_sharing(), imgsz="[32, 32]")  # the input is 16x16
+    with caplog.at_level(logging.WARNING):
+        split_model(model, tmp_path / "bundle", SplitOptions())
+    assert "input 16x16 (HxW) but the model's metadata 'imgsz' says 32x32; the input spec wins" in caplog.text
+
+
+def test_split_summary_says_when_the_trunk_is_the_identity(tmp_path: Path) -> None:
+    onnx.save(m.single_output(), tmp_path / "model.onnx")
+    done = subprocess.run(
+        [sys.executable, "-m", "exporter.cli", "-q", "split", "model.onnx", "-o", "bundle"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "boundary: none (the trunk passes image on; --boundary TENSOR cuts)" in done.stdout
