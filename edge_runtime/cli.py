@@ -39,7 +39,7 @@ RUN_EXAMPLES = """examples:
 
 SOURCE: synthetic[:WxH], a folder of images, a video file, camera:N, rtsp://..., gst:PIPELINE
 (video files, camera, rtsp and gst need the [camera] extra; image folders need [camera] or
-[images], unless they hold only .npy and uncompressed .bmp files). Every flag also has a
+[images], unless they hold only .npy, .png and uncompressed .bmp files). Every flag also has a
 config-file key and an EDGE_RUNTIME_* environment variable (e.g. EDGE_RUNTIME_MAX_FRAMES=100);
 precedence, lowest first: the bundle manifest < the config file < the environment < flags <
 signed remote commands (not persisted). All settings, [heads.<name>] included:
@@ -316,8 +316,15 @@ def _selftest_line(bundle: Bundle) -> str:
     spec = bundle.manifest.selftest
     if spec is None:
         return "none (re-export with 'edge-export split' to add it)"
-    frames = np.load(bundle.root / spec.frames, mmap_mode="r", allow_pickle=False)
-    return f"{len(frames)} frames, heads {', '.join(bundle.manifest.heads)} ('edge-runtime selftest' runs them)"
+    if isinstance(spec.frames, tuple):
+        count = len(spec.frames)
+    else:
+        count = len(np.load(bundle.root / spec.frames, mmap_mode="r", allow_pickle=False))
+    measured = ", recorded agreement for " + ", ".join(spec.agreement) if spec.agreement else ""
+    return (
+        f"{count} {spec.source} frames{measured}, heads {', '.join(bundle.manifest.heads)} "
+        "('edge-runtime selftest' runs them)"
+    )
 
 
 def _selftest(args: argparse.Namespace) -> int:
@@ -331,7 +338,12 @@ def _selftest(args: argparse.Namespace) -> int:
         print(f"edge-runtime: self-test FAILED: {report.failures()}", file=sys.stderr)
         return 1
     if report.skipped is None:
-        print(f"self-test passed: {len(report.heads)} heads on {report.frames} frames")
+        print(f"self-test passed: {len(report.heads)} heads on {report.frames} {report.source} frames")
+        if report.vacuous:
+            print(
+                f"note: nothing to compare for {', '.join(report.vacuous)} on these frames (an empty check): "
+                "quantize or convert with real --calib frames to test on frames the heads respond to"
+            )
     return 0
 
 

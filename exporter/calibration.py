@@ -4,14 +4,16 @@
 
 - a folder of images (``.jpg``, ``.jpeg``, ``.png``, ``.bmp``; sorted by name, not recursive),
   decoded to RGB by :func:`edge_runtime.frames.images.read_image` (OpenCV, else Pillow, else
-  numpy for uncompressed BMP), as the device's image-folder source decodes them; unreadable
+  numpy for PNG and uncompressed BMP), as the device's image-folder source decodes them; unreadable
   files are skipped and named;
 - a ``.npy`` array: model inputs already preprocessed, ``(N, *spec.shape[1:])`` in a float
   dtype, or raw RGB frames ``(N, H, W, 3)`` / grey frames ``(N, H, W)`` in ``uint8``;
 - ``"generated"`` (or ``"synthetic"``, or ``None``): synthetic frames, for a quick try only;
 
 and passes every frame through :class:`edge_runtime.frames.preprocess.Preprocessor` with the
-bundle's input spec, exactly as the runtime does on the device. The result is a
+bundle's input spec, exactly as the runtime does on the device. Frames that are all identical
+after preprocessing (two or more) are refused; a spec whose preprocessing was ``assumed`` at
+split (nothing stated it) is calibrated on with a warning. The result is a
 :class:`CalibrationSet` whose :meth:`~CalibrationSet.split` holds back every k-th frame for
 the fidelity check, and :class:`ArrayDataReader` feeds arrays to
 ``onnxruntime.quantization.quantize_static`` one sample at a time (ORT's
@@ -36,7 +38,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -48,6 +50,7 @@ from edge_runtime.frames.frame import InvalidFrameError
 from edge_runtime.frames.images import ImageReadError, read_image, require_image_decoder
 from edge_runtime.frames.preprocess import Preprocessor
 from edge_runtime.frames.synthetic import DEFAULT_SYNTHETIC_SIZE, SyntheticSource
+from exporter.specs import describe_input
 
 logger = logging.getLogger(__name__)
 
@@ -73,12 +76,15 @@ class CalibrationSet:
     ``source``: one line for people, e.g. ``"folder calib: 48 images (2 unreadable, skipped)"``.
     ``skipped``: the files that could not be read, each with its reason (``"calib/x.jpg: not an image"``).
     ``generated``: true for synthetic frames (a quick try; real frames calibrate better).
+    ``frame``: frame ``i`` as it was read, ``(H, W, 3) uint8`` RGB (what the self-test stores), or
+    ``None`` when the data were model inputs already.
     """
 
     inputs: np.ndarray
     source: str
     skipped: tuple[str, ...] = ()
     generated: bool = False
+    frame: Callable[[int], np.ndarray] | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.inputs, np.ndarray) or self.inputs.ndim < 1 or len(self.inputs) == 0:
@@ -116,6 +122,21 @@ class CalibrationSet:
         mask[held] = True
         return self.inputs[~mask], self.inputs[mask]
 
+    def held_out_indices(self, held_out: float = 0.25) -> np.ndarray:
+        """The indices of the frames :meth:`split` holds back (same arguments' defaults)."""
+        total = len(self.inputs)
+        marked = CalibrationSet(np.arange(total, dtype=np.int64), self.source)
+        return marked.split(held_out)[1]
+
+    def selftest_frames(self, held_out: float, count: int) -> list[np.ndarray] | None:
+        """``count`` of the frames :meth:`split` holds back (evenly spaced among them), as read:
+        the self-test frames of a quantized or converted bundle. ``None`` without frames."""
+        if self.frame is None:
+            return None
+        held = self.held_out_indices(held_out)
+        chosen = held[np.unique(np.linspace(0, len(held) - 1, min(count, len(held))).round().astype(int))]
+        return [self.frame(int(i)) for i in chosen]
+
 
 def load_calibration(
     source: str | Path | None,
@@ -132,12 +153,37 @@ def load_calibration(
     for ``generated`` synthetic frames (a folder literally named ``generated`` is ``./generated``).
     ``limit`` keeps the first N frames (files by name, rows of the array). ``seed`` varies the
     synthetic frames' noise. ``progress(done, total)`` is called after each frame is preprocessed.
-    Raises :class:`ConfigError` naming the path for anything unusable, and
-    :class:`~edge_runtime.errors.BackendUnavailableError` naming an image and the extras to install
-    when neither OpenCV nor Pillow is there to decode it.
+    Raises :class:`ConfigError` naming the path for anything unusable (frames all identical after
+    preprocessing included), and :class:`~edge_runtime.errors.BackendUnavailableError` naming an
+    image and the extras to install when neither OpenCV nor Pillow is there to decode it. Logs a
+    warning when ``spec.assumed`` lists preprocessing that nothing stated at split.
     """
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
         raise ConfigError(f"calibration limit must be a positive integer, got {limit!r}")
+    if spec.assumed:
+        logger.warning(
+            "calibrating on preprocessing that was ASSUMED at split: %s; if the model was trained otherwise, INT8 "
+            "will be calibrated on the wrong input (split again with --input-spec)",
+            describe_input(spec, spec.assumed),
+        )
+    calib = _load(source, spec, limit, generated, seed, progress)
+    first = calib.inputs[0]
+    if len(calib) >= 2 and all(np.array_equal(first, frame) for frame in calib.inputs[1:]):
+        raise ConfigError(
+            f"calibration data ({calib.source}): all {len(calib)} frames are identical after preprocessing; "
+            "calibrate on varied real frames"
+        )
+    return calib
+
+
+def _load(
+    source: str | Path | None,
+    spec: InputSpec,
+    limit: int | None,
+    generated: int,
+    seed: int,
+    progress: Progress | None,
+) -> CalibrationSet:
     if source is None or (isinstance(source, str) and source.strip().lower() in GENERATED_SOURCES):
         if isinstance(generated, bool) or not isinstance(generated, int) or generated < 1:
             raise ConfigError(
@@ -184,7 +230,12 @@ def _load_generated(spec: InputSpec, count: int, seed: int, progress: Progress |
         "(pass a folder of images or a .npy array: --calib DIR or --calib FRAMES.npy)",
         count,
     )
-    return CalibrationSet(inputs, f"generated: {count} synthetic frames", generated=True)
+    return CalibrationSet(
+        inputs,
+        f"generated: {count} synthetic frames",
+        generated=True,
+        frame=lambda i: SyntheticSource(width, height, seed=seed).render(i),
+    )
 
 
 def _load_folder(folder: Path, spec: InputSpec, limit: int | None, progress: Progress | None) -> CalibrationSet:
@@ -206,10 +257,12 @@ def _load_folder(folder: Path, spec: InputSpec, limit: int | None, progress: Pro
     pre = Preprocessor(spec)
     inputs = _empty_inputs(spec, len(candidates))
     skipped: list[str] = []
+    read: list[Path] = []
     count = 0
     for done, path in enumerate(candidates, start=1):
         try:
             inputs[count] = pre(read_image(path), color="RGB")[0][0]
+            read.append(path)
             count += 1
         except ImageReadError as exc:
             skipped.append(str(exc))
@@ -234,7 +287,12 @@ def _load_folder(folder: Path, spec: InputSpec, limit: int | None, progress: Pro
     capped = f", the first {limit} of {len(images)}" if limit is not None and len(images) > limit else ""
     description = f"folder {folder}: {count} image{'s' if count != 1 else ''}{capped}{note}"
     logger.info("calibration data: %s", description)
-    return CalibrationSet(inputs[:count].copy() if count < len(inputs) else inputs, description, tuple(skipped))
+    return CalibrationSet(
+        inputs[:count].copy() if count < len(inputs) else inputs,
+        description,
+        tuple(skipped),
+        frame=lambda i: read_image(read[i]),
+    )
 
 
 def _load_npy(path: Path, spec: InputSpec, limit: int | None, progress: Progress | None) -> CalibrationSet:
@@ -291,7 +349,13 @@ def _load_npy(path: Path, spec: InputSpec, limit: int | None, progress: Progress
         height, width = array.shape[1:3]
         description = f"{path.name}: {count} raw {width}x{height} frame{'s' if count != 1 else ''}{capped}"
     logger.info("calibration data: %s", description)
-    return CalibrationSet(inputs, description)
+    frame = None if kind == "preprocessed" else (lambda i: _rgb(np.asarray(array[i])))
+    return CalibrationSet(inputs, description, frame=frame)
+
+
+def _rgb(frame: np.ndarray) -> np.ndarray:
+    """A raw uint8 frame of a calibration array as (H, W, 3) RGB."""
+    return np.ascontiguousarray(np.repeat(frame[:, :, None], 3, axis=2) if frame.ndim == 2 else frame)
 
 
 def _check_finite(inputs: np.ndarray, path: Path) -> None:

@@ -1,4 +1,4 @@
-"""What a model file says about itself: class labels, input size, strides, preprocessing hints.
+"""What a model file says about itself: class labels, input size, strides, preprocessing.
 
 Published models carry their class names and input size in the ONNX ``metadata_props``
 (Ultralytics: ``names`` = ``"{0: 'person', ...}"``, ``imgsz`` = ``"[640, 640]"``, ``stride``,
@@ -8,10 +8,20 @@ a debug line); :func:`with_metadata_defaults` makes them head-spec defaults: a d
 classification head without ``labels`` gets the metadata's, a head spec that gives different
 labels wins with a warning.
 
+Preprocessing (:attr:`ModelMetadata.preprocessing`, input-spec keys) is read from the keys
+``mean``, ``std`` (a number or a list; any value > 1 means pixel units 0..255, so ``scale`` 1,
+else 0..1 units, so ``scale`` 1/255), ``scale`` (a number or ``"1/255"``), ``color`` or
+``channel_order`` (``RGB``/``BGR``) and ``resize`` (``letterbox``/``stretch``/``center_crop``);
+an Ultralytics export (``author`` naming Ultralytics, or all of ``names``, ``imgsz``, ``stride``
+and ``task``) is fed as Ultralytics feeds it: RGB, scale 1/255, mean 0, std 1, a centred
+letterbox padded with 114 (``task = "classify"``: a centre crop). Explicit keys win over that
+convention. Only ONNX ``metadata_props`` are read (TFLite metadata is not).
+
 Example::
 
     meta = read_metadata(onnx.load("yolov8n.onnx"))
     meta.labels, meta.input_size, meta.strides   # ('person', ...), (640, 640), (8, 16, 32)
+    meta.preprocessing["resize"], meta.preprocessing_from["resize"]  # 'letterbox', 'Ultralytics export'
 """
 
 from __future__ import annotations
@@ -19,6 +29,7 @@ from __future__ import annotations
 import ast
 import json
 import logging
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,6 +44,27 @@ logger = logging.getLogger(__name__)
 LABEL_KEYS = ("names", "labels", "classes", "class_names", "character")
 #: Decoder types whose ``labels`` parameter names classes.
 LABELLED_DECODERS = ("detection", "grid", "ssd", "classification")
+#: Metadata keys that state preprocessing, and the input-spec key each gives.
+PREPROCESSING_PROPS = {
+    "mean": "mean",
+    "std": "std",
+    "scale": "scale",
+    "color": "color",
+    "channel_order": "color",
+    "resize": "resize",
+}
+#: The metadata keys every Ultralytics export has (with ``author``, which names Ultralytics).
+ULTRALYTICS_KEYS = frozenset({"names", "imgsz", "stride", "task"})
+#: How Ultralytics feeds its models (``LetterBox``: centred, grey 114; RGB; /255; no mean/std).
+ULTRALYTICS_PREPROCESSING: Mapping[str, Any] = {
+    "color": "RGB",
+    "scale": 1.0 / 255.0,
+    "mean": [0.0],
+    "std": [1.0],
+    "resize": "letterbox",
+    "pad_value": 114.0,
+    "pad_position": "center",
+}
 
 
 @dataclass(frozen=True)
@@ -46,6 +78,10 @@ class ModelMetadata:
     keypoint_shape: tuple[int, ...] | None = None
     task: str | None = None
     props: Mapping[str, str] = field(default_factory=dict)
+    #: Input-spec keys (``color``, ``scale``, ``mean``, ``std``, ``resize``, ``pad_*``) -> value.
+    preprocessing: Mapping[str, Any] = field(default_factory=dict)
+    #: The same keys -> where the metadata says so (``"'mean'"``, ``"Ultralytics export"``).
+    preprocessing_from: Mapping[str, str] = field(default_factory=dict)
 
 
 def _parse(value: str) -> Any:
@@ -85,8 +121,73 @@ def _ints(value: str) -> tuple[int, ...] | None:
     return None
 
 
+def _numbers(value: str) -> list[float] | None:
+    """A number or a list of numbers (JSON, a Python literal, or separated by commas/spaces)."""
+    parsed = _parse(value)
+    if isinstance(parsed, str):
+        parts = [p for p in re.split(r"[,;\s]+", parsed.strip().strip("[]()")) if p]
+        try:
+            parsed = [float(p) for p in parts]
+        except ValueError:
+            return None
+    if isinstance(parsed, (int, float)) and not isinstance(parsed, bool):
+        parsed = [parsed]
+    if not isinstance(parsed, (list, tuple)) or not parsed:
+        return None
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in parsed):
+        return None
+    numbers = [float(v) for v in parsed]
+    return numbers if all(v == v and abs(v) != float("inf") for v in numbers) else None
+
+
+def _scale(value: str) -> float | None:
+    """A positive number, or a fraction ``"1/255"``."""
+    numerator, sep, denominator = value.partition("/")
+    top, bottom = _numbers(numerator), _numbers(denominator) if sep else [1.0]
+    if top is None or bottom is None or len(top) != 1 or len(bottom) != 1 or bottom[0] == 0:
+        return None
+    result = top[0] / bottom[0]
+    return result if result > 0 else None
+
+
+def _preprocessing(props: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, str]]:
+    """The preprocessing ``props`` state, as input-spec keys, and where each value came from."""
+    values: dict[str, Any] = {}
+    origin: dict[str, str] = {}
+    if "ultralytics" in props.get("author", "").lower() or ULTRALYTICS_KEYS <= props.keys():
+        values.update(ULTRALYTICS_PREPROCESSING)
+        if props.get("task") == "classify":  # classify_transforms: resize the short side, centre crop
+            values["resize"] = "center_crop"
+            del values["pad_value"], values["pad_position"]
+        origin.update(dict.fromkeys(values, "Ultralytics export"))
+    for prop, key in PREPROCESSING_PROPS.items():
+        if prop not in props or (prop == "channel_order" and "color" in props):
+            continue
+        raw = props[prop]
+        if key in ("mean", "std"):
+            value: Any = _numbers(raw)
+        elif key == "scale":
+            value = _scale(raw)
+        else:
+            text = raw.strip().strip("'\"")
+            value = text.upper() if key == "color" else text.lower().replace("-", "_")
+            if value not in (("RGB", "BGR") if key == "color" else ("letterbox", "stretch", "center_crop")):
+                value = None
+        if value is None or (key == "std" and 0.0 in value):
+            logger.debug("metadata %r does not state a usable %s: %.80s", prop, key, raw)
+            continue
+        values[key] = value
+        origin[key] = repr(prop)
+    stated = [k for k in ("mean", "std") if origin.get(k) == repr(k)]
+    if stated and origin.get("scale") != "'scale'":
+        pixels = any(v > 1.0 for k in stated for v in values[k])
+        values["scale"] = 1.0 if pixels else 1.0 / 255.0
+        origin["scale"] = f"{'/'.join(repr(k) for k in stated)} in {'0..255' if pixels else '0..1'} units"
+    return values, origin
+
+
 def read_metadata(model: onnx.ModelProto) -> ModelMetadata:
-    """The labels, input size, strides and keypoint shape in ``model``'s metadata."""
+    """The labels, input size, strides, keypoint shape and preprocessing in ``model``'s metadata."""
     props = {p.key: p.value for p in model.metadata_props}
     labels = key = None
     for candidate in LABEL_KEYS:
@@ -105,6 +206,7 @@ def read_metadata(model: onnx.ModelProto) -> ModelMetadata:
         # Ultralytics stores the largest stride; its levels are 8, 16, ... up to it
         strides = stride if len(stride) > 1 else tuple(s for s in (8, 16, 32, 64, 128) if s <= stride[0])
     keypoints = _ints(props["kpt_shape"]) if "kpt_shape" in props else None
+    preprocessing, preprocessing_from = _preprocessing(props)
     return ModelMetadata(
         labels=labels,
         labels_key=key,
@@ -113,6 +215,8 @@ def read_metadata(model: onnx.ModelProto) -> ModelMetadata:
         keypoint_shape=keypoints,
         task=props.get("task"),
         props=props,
+        preprocessing=preprocessing,
+        preprocessing_from=preprocessing_from,
     )
 
 

@@ -6,7 +6,10 @@ boundary, extract the graphs, verify that trunk → heads reproduces every origi
 the verified outputs, labels against classes, schedules; :mod:`exporter.head_checks`), and
 only then write the bundle and its self-test data — into a staging directory that replaces
 the output directory when everything succeeded, so a failed split leaves nothing behind.
-Class labels in the model's metadata (:mod:`exporter.metadata`) are the heads' default labels.
+Class labels in the model's metadata (:mod:`exporter.metadata`) are the heads' default labels,
+and the preprocessing it states fills what the input spec leaves out; preprocessing that neither
+states is defaulted, recorded as ``assumed`` in the manifest's ``input`` and announced with a
+WARNING (:func:`exporter.specs.assumed_warning`).
 
 Example::
 
@@ -44,7 +47,7 @@ from exporter.frontends.onnx import load_onnx_model
 from exporter.head_checks import check_heads
 from exporter.metadata import ModelMetadata, read_metadata, with_metadata_defaults
 from exporter.progress import Steps, format_bytes
-from exporter.specs import HeadDefinition, load_head_spec, model_input_spec
+from exporter.specs import HeadDefinition, assumed_warning, load_head_spec, model_input_spec
 from exporter.split import SplitGraphs, SplitPlan, extract_graphs, plan_split
 from exporter.verify import DEFAULT_TOLERANCE, VerificationReport, make_session, sample_inputs, verify_split
 
@@ -150,7 +153,9 @@ def split_model(
     with steps.step("checking device compatibility") as step:
         model, notes = make_device_compatible(model)
         meta = read_metadata(model)
-        spec = model_input_spec(model, input_overrides, input_where, default_size=meta.input_size)
+        spec = model_input_spec(model, input_overrides, input_where, default_size=meta.input_size, metadata=meta)
+        if spec.assumed:
+            logger.warning("%s", assumed_warning(spec))
         if meta.input_size is not None and spec.height_width != meta.input_size:
             logger.warning(
                 "%s: input %dx%d (HxW) but the model's metadata 'imgsz' says %dx%d; the input spec wins",

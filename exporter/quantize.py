@@ -39,7 +39,7 @@ import onnx
 from edge_runtime.bundle.reader import Bundle, load_bundle
 from edge_runtime.bundle.specs import Artifact, GraphEntry
 from edge_runtime.errors import ConfigError, ModelError
-from exporter.bundle import rewrite_artifacts, rewrite_target, warn_signature_dropped
+from exporter.bundle import rewrite_artifacts, rewrite_target, staged_output, warn_signature_dropped
 from exporter.calibration import CalibrationSet, load_calibration
 from exporter.fidelity import Fidelity
 from exporter.gate import Gate, GateDecision, accepted, report_json
@@ -50,10 +50,12 @@ from exporter.quantize_graphs import (
     fp16_graph,
     int8_graph,
     named_nodes,
+    output_steps,
     stack_samples,
     with_features,
 )
 from exporter.quantize_options import DEFAULT_MIN_AGREEMENT, PRECISION_CHOICES, QuantizeOptions
+from exporter.selftest import refresh_selftest
 
 logger = logging.getLogger(__name__)
 
@@ -114,6 +116,12 @@ class QuantizeResult:
 
 def _round(value: float | None, digits: int = 4) -> float | None:
     return None if value is None else round(value, digits)
+
+
+def _steps(data: bytes, graph: str, precision: str) -> dict[str, Any]:
+    """``{"output_steps": {output: step}}`` of an INT8 head graph (empty when none is known)."""
+    steps = output_steps(data) if precision == "int8" and graph != "trunk" else {}
+    return {"output_steps": steps} if steps else {}
 
 
 def _what(graph: str) -> str:
@@ -265,7 +273,7 @@ def quantize_bundle(
     """Add INT8 / FP16 artifacts that pass the fidelity gate to the bundle at ``bundle_dir``,
     written to ``out_dir`` (default: the bundle itself, replaced atomically)."""
     options = options or QuantizeOptions()
-    source, target, in_place = rewrite_target(bundle_dir, out_dir, options.force)
+    source, target, _in_place = rewrite_target(bundle_dir, out_dir, options.force)
     steps = Steps(total=4)
     with steps.step("loading the bundle") as step:
         bundle = load_bundle(source, warn_unchecked=False)
@@ -314,20 +322,25 @@ def quantize_bundle(
                     precision=precision,
                     path=kept[(graph, precision)].path,
                     fidelity=kept[(graph, precision)].artifact_fidelity(options.min_agreement),
+                    extra=_steps(blobs[kept[(graph, precision)].path], graph, precision),
                 )
                 for precision in sorted(options.precisions)
                 if (graph, precision) in kept
             ]
             for graph, _ in graphs
         }
-        written = rewrite_artifacts(
-            bundle,
-            target,
-            replaced=lambda a: a.format == "onnx" and a.precision in options.precisions,
-            added=added,
-            files={**blobs, REPORT_NAME: report_json(report, decisions)},
-            force=in_place or options.force,
-        )
+        # the new artifacts and the self-test measured with them appear together, or not at all
+        with staged_output(target, force=True) as staging:
+            rewrite_artifacts(
+                bundle,
+                staging,
+                replaced=lambda a: a.format == "onnx" and a.precision in options.precisions,
+                added=added,
+                files={**blobs, REPORT_NAME: report_json(report, decisions)},
+                force=True,
+            )
+            refresh_selftest(staging, calib, options.held_out)
+        written = Path(target).resolve()
         step.detail = f"{written} ({format_bytes(sum(len(b) for b in blobs.values()))} of new graphs)"
     return QuantizeResult(
         bundle_dir=written,

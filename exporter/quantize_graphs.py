@@ -105,6 +105,36 @@ def int8_graph(
         return out.read_bytes()
 
 
+def output_steps(data: bytes) -> dict[str, float]:
+    """The quantization step of each graph output of an INT8 QDQ graph whose value leaves through
+    a ``DequantizeLinear`` (possibly behind reshapes): the smallest non-zero value it can give.
+    The device's self-test leaves out an output whose float values all lie below half of it."""
+    model = onnx.load_from_string(data)
+    producers = {out: node for node in model.graph.node for out in node.output}
+    constants = {t.name: t for t in model.graph.initializer}
+    constants.update(
+        {n.output[0]: n.attribute[0].t for n in model.graph.node if n.op_type == "Constant" and n.attribute}
+    )
+    steps: dict[str, float] = {}
+    for output in model.graph.output:
+        node = producers.get(output.name)
+        while node is not None and node.op_type in (
+            "Reshape",
+            "Transpose",
+            "Flatten",
+            "Squeeze",
+            "Unsqueeze",
+            "Identity",
+        ):
+            node = producers.get(node.input[0])
+        if node is None or node.op_type != "DequantizeLinear" or node.input[1] not in constants:
+            continue
+        scale = onnx.numpy_helper.to_array(constants[node.input[1]])
+        if scale.size == 1 and float(scale.reshape(-1)[0]) > 0:
+            steps[output.name] = float(scale.reshape(-1)[0])
+    return steps
+
+
 def fp16_graph(model: onnx.ModelProto, what: str) -> bytes:
     """``model`` with float16 weights and activations, float32 inputs and outputs kept."""
     from onnxruntime.transformers.float16 import convert_float_to_float16

@@ -1,8 +1,11 @@
 """The exporter's user files: the input spec and the head spec.
 
 ``--input-spec FILE`` (YAML/TOML/JSON) holds the keys of the manifest's ``input`` object;
-anything it leaves out is read from the model (name, shape, dtype) or defaulted (layout
-from the shape, RGB, letterbox, scale 1/255, mean 0, std 1).
+anything it leaves out is read from the model (name, shape, dtype, layout from the shape), from
+the preprocessing its metadata states (:mod:`exporter.metadata`; an input spec that says
+otherwise wins, with a warning), or defaulted: RGB, letterbox, scale 1/255, mean 0, std 1.
+Defaulted preprocessing is never silent: the spec lists those keys in ``assumed`` (the
+manifest keeps them) and :func:`assumed_warning` is the line ``split`` logs about them.
 
 ``--head-spec FILE`` names heads, groups outputs and sets decoders and schedules::
 
@@ -16,11 +19,14 @@ Both are strict: an unknown key is an error naming the file, the key and close m
 
 from __future__ import annotations
 
+import logging
+import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import onnx
 
 from edge_runtime.bundle.fields import check_keys
@@ -28,8 +34,14 @@ from edge_runtime.bundle.specs import DecoderSpec, InputSpec, Schedule
 from edge_runtime.errors import ConfigError, close_matches
 from edge_runtime.specfiles import load_mapping_file
 from exporter.graph import tensor_type_of
+from exporter.metadata import ModelMetadata, read_metadata
+
+logger = logging.getLogger(__name__)
 
 HEAD_KEYS = ("outputs", "decoder", "schedule", "qos", "expiry_s")
+#: The preprocessing an input spec should state: defaulted ones are listed in ``assumed``.
+ASSUMABLE_KEYS = ("color", "scale", "mean", "std", "resize")
+_NORMALISATION = ("scale", "mean", "std")
 
 
 @dataclass(frozen=True)
@@ -102,14 +114,104 @@ def _spatial_axes(shape: Sequence[int | str | None]) -> tuple[int, int]:
     return (2, 3)
 
 
+def format_input_value(key: str, value: Any) -> str:
+    """An input-spec value for people: ``1/255``, ``[0.485, 0.456, 0.406]``, ``114``, ``RGB``."""
+    if key == "scale" and math.isclose(float(value), 1.0 / 255.0, rel_tol=1e-6):
+        return "1/255"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(f"{float(v):g}" for v in value) + "]"
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def describe_input(spec: InputSpec, keys: Sequence[str]) -> str:
+    """``"color RGB, scale 1/255, ..."``: ``keys`` of ``spec`` with their values."""
+    return ", ".join(f"{key} {format_input_value(key, getattr(spec, key))}" for key in keys)
+
+
+def assumed_warning(spec: InputSpec) -> str | None:
+    """The line ``split`` logs when ``spec`` has preprocessing that nothing stated (None when none)."""
+    if not spec.assumed:
+        return None
+    return (
+        f"input: ASSUMED {describe_input(spec, spec.assumed)} (no --input-spec value and nothing in the model's "
+        "metadata); a model trained on other input (BGR, 0..255, ImageNet mean/std) is then calibrated and gated "
+        "on the wrong input and finds nothing on real frames: give --input-spec"
+    )
+
+
+def _affine(values: Mapping[str, Any], channels: int) -> tuple[Any, Any]:
+    """Per-channel ``(scale / std, mean / std)``: what the normalisation does to a pixel."""
+    mean = np.broadcast_to(np.asarray(values["mean"], dtype=np.float64), (channels,))
+    std = np.broadcast_to(np.asarray(values["std"], dtype=np.float64), (channels,))
+    return float(values["scale"]) / std, mean / std
+
+
+def _from_metadata(data: dict[str, Any], meta: ModelMetadata, channels: int | None, where: str) -> list[str]:
+    """Fill the keys ``data`` leaves out from the metadata's preprocessing; the keys taken."""
+    taken: list[str] = []
+    for key, value in meta.preprocessing.items():
+        if key in data or (key == "color" and channels == 1):
+            continue
+        if key in ("mean", "std") and channels is not None:
+            if len(value) not in (1, channels):
+                logger.warning(
+                    "%s: the model's metadata (%s) gives %d %s values for %d channels; ignored",
+                    where, meta.preprocessing_from[key], len(value), key, channels,
+                )  # fmt: skip
+                continue
+            value = list(value) * (channels if len(value) == 1 else 1)
+        data[key] = value
+        taken.append(key)
+    return taken
+
+
+def _report_contradictions(spec: InputSpec, given: set[str], meta: ModelMetadata, where: str) -> None:
+    """Warn when the input spec says other than the model's metadata (the input spec wins)."""
+    stated = meta.preprocessing
+    differ = []
+    for key in sorted(given & set(stated), key=list(stated).index):
+        ours, theirs = getattr(spec, key), stated[key]
+        if key in ("mean", "std"):
+            theirs = list(theirs) * len(ours) if len(theirs) == 1 else list(theirs)
+            same = len(theirs) == len(ours) and _close(ours, theirs)
+        elif key in ("scale", "pad_value"):
+            same = math.isclose(ours, theirs, rel_tol=1e-5, abs_tol=1e-9)
+        else:
+            same = ours == theirs
+        if not same:
+            differ.append(key)
+    fits = all(len(stated[k]) in (1, spec.channels) for k in ("mean", "std") if k in stated)
+    if fits and any(k in _NORMALISATION for k in differ):  # the same normalisation in 0..255 units is no contradiction
+        ours_values = {k: getattr(spec, k) for k in _NORMALISATION}
+        a, b = _affine(ours_values, spec.channels)
+        c, d = _affine({**ours_values, **{k: stated[k] for k in _NORMALISATION if k in stated}}, spec.channels)
+        if _close(a, c) and _close(b, d):
+            differ = [k for k in differ if k not in _NORMALISATION]
+    if differ:
+        origins = ", ".join(dict.fromkeys(meta.preprocessing_from[k] for k in differ))
+        logger.warning(
+            "%s: %s but the model's metadata (%s) says %s; the input spec wins",
+            where, describe_input(spec, differ), origins,
+            ", ".join(f"{k} {format_input_value(k, stated[k])}" for k in differ),
+        )  # fmt: skip
+
+
+def _close(a: Any, b: Any) -> bool:
+    return bool(np.allclose(a, b, rtol=1e-4, atol=1e-6))
+
+
 def model_input_spec(
     model: onnx.ModelProto,
     overrides: Mapping[str, Any] | None,
     where: str,
     default_size: tuple[int, int] | None = None,
+    metadata: ModelMetadata | None = None,
 ) -> InputSpec:
     """The input spec: keys from ``overrides`` (a parsed ``--input-spec``), the rest from the model;
-    ``default_size`` (height, width; from the model's metadata) fills a dynamic height and width."""
+    ``default_size`` (height, width; from the model's metadata) fills a dynamic height and width.
+    Preprocessing ``overrides`` leaves out comes from ``metadata`` (read from ``model`` when not
+    given); what neither states is defaulted and listed in the spec's ``assumed``."""
+    meta = metadata if metadata is not None else read_metadata(model)
     initializers = {t.name for t in model.graph.initializer}
     inputs = [i for i in model.graph.input if i.name not in initializers]
     model_input = inputs[0]
@@ -118,6 +220,7 @@ def model_input_spec(
         raise ConfigError(f"{where}: the model input {model_input.name!r} has no tensor shape; give 'shape'")
     data: dict[str, Any] = dict(overrides or {})
     check_keys(data, InputSpec.KEYS, where, strict=True, exc=ConfigError)
+    from_spec = set(data)
     if data.get("name", model_input.name) != model_input.name:
         hint = close_matches(str(data["name"]), [model_input.name])
         raise ConfigError(
@@ -154,13 +257,13 @@ def model_input_spec(
     if "layout" not in data and len(data["shape"]) == 4:
         s = data["shape"]
         data["layout"] = "NCHW" if s[1] in (1, 3, 4) else "NHWC" if s[3] in (1, 3, 4) else "NCHW"
-    if "color" not in data and len(data["shape"]) == 4:
-        channels = data["shape"][1] if data["layout"] == "NCHW" else data["shape"][3]
-        if channels == 1:
-            data["color"] = "GRAY"
     channels = None
     if len(data["shape"]) == 4:
         channels = data["shape"][1] if data.get("layout", "NCHW") == "NCHW" else data["shape"][3]
+        if channels == 1:
+            data.setdefault("color", "GRAY")  # the model says so: nothing to assume
+    taken = _from_metadata(data, meta, channels, where)
+    assumed = tuple(key for key in ASSUMABLE_KEYS if key not in data)
     if channels is not None:
         data.setdefault("mean", [0.0] * channels)
         data.setdefault("std", [1.0] * channels)
@@ -168,4 +271,9 @@ def model_input_spec(
     if data["dtype"] != found.dtype:
         raise ConfigError(f"{where}: dtype {data['dtype']!r} but the model input is {found.dtype}")
     data.setdefault("dynamic_batch", dynamic_batch)
-    return InputSpec.from_mapping(data, where, strict=True, exc=ConfigError)
+    spec = replace(InputSpec.from_mapping(data, where, strict=True, exc=ConfigError), assumed=assumed)
+    if taken:
+        origins = ", ".join(dict.fromkeys(meta.preprocessing_from[k] for k in taken))
+        logger.info("input: %s from the model's metadata (%s)", describe_input(spec, taken), origins)
+    _report_contradictions(spec, from_spec, meta, where)
+    return spec

@@ -37,11 +37,12 @@ import onnx
 from edge_runtime.bundle.reader import Bundle, load_bundle
 from edge_runtime.bundle.specs import Artifact, GraphEntry
 from edge_runtime.errors import ConfigError
-from exporter.bundle import rewrite_artifacts, rewrite_target, warn_signature_dropped
+from exporter.bundle import rewrite_artifacts, rewrite_target, staged_output, warn_signature_dropped
 from exporter.calibration import load_calibration
 from exporter.gate import Gate, accepted, report_json
 from exporter.onnx2tf_converter import ONNX2TF
 from exporter.progress import Steps, format_bytes
+from exporter.selftest import refresh_selftest
 from exporter.tflite_graphs import (
     ConversionInputs,
     TfliteConverter,
@@ -111,7 +112,7 @@ def convert_bundle(
     defaults to onnx2tf on the bundle's ONNX graphs."""
     options = options or TfliteOptions()
     converter = converter or ONNX2TF
-    source, target, in_place = rewrite_target(bundle_dir, out_dir, options.force)
+    source, target, _in_place = rewrite_target(bundle_dir, out_dir, options.force)
     steps = Steps(total=5)
     with steps.step("loading the bundle and calibration frames") as step:
         bundle = load_bundle(source, warn_unchecked=False)
@@ -201,14 +202,18 @@ def convert_bundle(
             "converter": env.spec.requirements,
             "converter_name": converter.name,
         }
-        written = rewrite_artifacts(
-            bundle,
-            target,
-            replaced=lambda a: a.format == "tflite",
-            added=added,
-            files={**blobs, REPORT_NAME: report_json(report, decisions)},
-            force=in_place or options.force,
-        )
+        # the new artifacts and the self-test measured with them appear together, or not at all
+        with staged_output(target, force=True) as staging:
+            rewrite_artifacts(
+                bundle,
+                staging,
+                replaced=lambda a: a.format == "tflite",
+                added=added,
+                files={**blobs, REPORT_NAME: report_json(report, decisions)},
+                force=True,
+            )
+            refresh_selftest(staging, calib, options.held_out)
+        written = Path(target).resolve()
         step.detail = f"{written} ({format_bytes(sum(len(b) for b in blobs.values()))} of TFLite graphs)"
     return TfliteResult(written, decisions, calib.source)
 

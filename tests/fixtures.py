@@ -5,7 +5,8 @@ The runtime tests then run where only the device install is (``make test-device`
 exporter dependencies): ``tests/conftest.py`` reads the bundles from ``$EDGE_TEST_FIXTURES``
 (default ``build/test-fixtures``) and builds them through the exporter only where they are missing
 or stale. ``inputs.json`` records the sha256 of every input file, so a changed demo model or spec
-is noticed.
+is noticed, and of the code that writes bundles (the exporter, the bundle contract, the self-test),
+so a bundle written by older code is rebuilt.
 """
 
 from __future__ import annotations
@@ -22,13 +23,16 @@ DEMO_MODEL = EXAMPLES / "demo_multitask.onnx"
 DEMO_INPUT_SPEC = EXAMPLES / "demo_input.toml"
 DEMO_HEAD_SPEC = EXAMPLES / "demo_heads.toml"
 DEMO_INPUTS = (DEMO_MODEL, DEMO_INPUT_SPEC, DEMO_HEAD_SPEC)
+#: The code a bundle's contents depend on: a change rebuilds the fixtures.
+WRITER_CODE = ("exporter/**/*.py", "edge_runtime/bundle/*.py", "edge_runtime/trust/selftest.py")
 INPUTS_FILE = "inputs.json"
 DEMO_BUNDLE = "demo_bundle"
 
 
 def input_digests() -> dict[str, str]:
     """The sha256 of each file the fixtures are built from, keyed by its path in the repository."""
-    return {p.relative_to(ROOT).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest() for p in DEMO_INPUTS}
+    code = sorted({p for pattern in WRITER_CODE for p in ROOT.glob(pattern)})
+    return {p.relative_to(ROOT).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest() for p in (*DEMO_INPUTS, *code)}
 
 
 def fresh_demo_bundle(fixtures: Path) -> Path | None:

@@ -149,7 +149,7 @@ def test_without_opencv_or_pillow_the_error_names_the_file_and_extras(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     write_image(tmp_path / "calib" / "a.bmp", rgb_image(0))
-    write_image(tmp_path / "calib" / "b.png", rgb_image(1))
+    write_image(tmp_path / "calib" / "b.jpg", rgb_image(1))
     monkeypatch.setattr(images, "_cv2", lambda: None)
     monkeypatch.setattr(images, "_pillow", lambda: None)
 
@@ -158,7 +158,7 @@ def test_without_opencv_or_pillow_the_error_names_the_file_and_extras(
 
     message = str(caught.value)
     assert "\n" not in message
-    assert message.startswith(f"calibration folder {tmp_path / 'calib'}: {tmp_path / 'calib' / 'b.png'}: decoding")
+    assert message.startswith(f"calibration folder {tmp_path / 'calib'}: {tmp_path / 'calib' / 'b.jpg'}: decoding")
     assert "pip install 'edge-runtime[camera]' (OpenCV) or 'edge-runtime[images]' (Pillow)" in message
 
 

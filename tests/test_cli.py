@@ -158,7 +158,7 @@ def test_split_then_inspect(workdir: Path) -> None:
         assert re.search(r"^trunk\s+image\s+feat\s", shown.stdout, re.MULTILINE)
         assert re.search(r"^head:cls\s+feat\s+cls\s+raw\s", shown.stdout, re.MULTILINE)
         assert re.search(r"^head:seg\s+feat\s+seg\s+raw\s", shown.stdout, re.MULTILINE)
-        assert "in 6 files (sha256 verified)" in shown.stdout
+        assert "in 9 files (sha256 verified)" in shown.stdout  # 3 graphs, 4 self-test frames, expected outputs
 
     head = workdir / "bundle" / "heads" / "seg.fp32.onnx"
     data = bytearray(head.read_bytes())

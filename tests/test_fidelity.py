@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from edge_runtime.bundle.specs import DecoderSpec
+from edge_runtime.inference.fidelity import MEASURES
 from exporter.fidelity import METRICS, Fidelity, box_iou, head_fidelity
 
 SIZE = (128, 128)
@@ -386,3 +387,17 @@ def test_mismatched_inputs_raise(
 ) -> None:
     with pytest.raises(ValueError, match=message):
         head_fidelity("shape", SHAPE, outputs, reference, candidate, size)
+
+
+def test_every_detection_family_is_gated_on_matched_detections() -> None:
+    # a grid head: one level of stride 32 on 64x64 (2x2 cells), distances + 1 class per cell
+    spec = DecoderSpec("grid", {"strides": [32], "labels": ["face"], "bins": 1})
+    cell = np.zeros((1, 4, 5), np.float32)
+    cell[0, 3] = [0.5, 0.25, 0.25, 0.5, 0.9]
+    moved = cell.copy()
+    moved[0, 3, :4] += 0.4  # the box grows: IoU < 0.9
+    same = head_fidelity("faces", spec, ["out"], [{"out": cell}], [{"out": cell}], (64, 64))
+    worse = head_fidelity("faces", spec, ["out"], [{"out": cell}], [{"out": moved}], (64, 64))
+    assert (same.metric, same.value) == ("detections_matched_iou0.9", 1.0)
+    assert (worse.metric, worse.value) == ("detections_matched_iou0.9", 0.0)
+    assert MEASURES["ssd"] == MEASURES["detection"] == MEASURES["grid"]

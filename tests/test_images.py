@@ -136,10 +136,10 @@ def test_without_opencv_or_pillow_bmp_is_still_read(tmp_path: Path, monkeypatch:
     np.testing.assert_array_equal(read_image(path, color="BGR"), rgb[:, :, ::-1])
 
 
-def test_without_opencv_or_pillow_a_png_is_one_line_naming_the_file_and_extras(
+def test_without_opencv_or_pillow_a_jpeg_is_one_line_naming_the_file_and_extras(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    path = save(tmp_path / "a.png", photo())
+    path = save(tmp_path / "a.jpg", photo())
     hide_decoders(monkeypatch)
 
     with pytest.raises(BackendUnavailableError) as caught:
@@ -147,7 +147,7 @@ def test_without_opencv_or_pillow_a_png_is_one_line_naming_the_file_and_extras(
 
     message = str(caught.value)
     assert "\n" not in message
-    assert message.startswith(f"{path}: decoding .png images needs OpenCV or Pillow")
+    assert message.startswith(f"{path}: decoding .jpg images needs OpenCV or Pillow")
     assert "pip install 'edge-runtime[camera]' (OpenCV) or 'edge-runtime[images]' (Pillow)" in message
 
 

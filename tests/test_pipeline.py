@@ -112,6 +112,7 @@ def test_manifest_follows_the_contract(save_model: Callable[..., Path], tmp_path
         "std": [1.0, 1.0, 1.0],
         "scale": 1.0 / 255.0,
         "dynamic_batch": False,
+        "assumed": ["color", "scale", "mean", "std", "resize"],  # no input spec, no metadata: all defaulted
     }
     assert manifest.trunk.inputs == ("image",)
     assert manifest.trunk.outputs == ("feat",)
@@ -129,7 +130,7 @@ def test_manifest_follows_the_contract(save_model: Callable[..., Path], tmp_path
         "trunk.fp32.onnx",
         "heads/cls.fp32.onnx",
         "heads/seg.fp32.onnx",
-        "selftest/frames.npy",
+        *(f"selftest/frame_{i}.png" for i in range(4)),
         "selftest/expected.npz",
         "selftest/expected.json",
     }

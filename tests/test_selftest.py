@@ -16,12 +16,21 @@ from onnx import numpy_helper
 
 from edge_runtime.bundle.reader import load_bundle, sha256_file
 from edge_runtime.cli import main as runtime_main
+from edge_runtime.frames.png import decode_png
 from edge_runtime.inference.engine import Engine, EngineOptions
-from edge_runtime.trust.selftest import NO_DATA, SelfTestError, SelfTestReport, check_selftest, run_selftest
+from edge_runtime.trust.selftest import (
+    DECODED_MARGIN,
+    NO_DATA,
+    SelfTestError,
+    SelfTestReport,
+    check_selftest,
+    path_key,
+    run_selftest,
+)
 from exporter.bundle import existing_files, write_bundle
 from exporter.pipeline import SplitOptions, SplitResult, split_model
 from exporter.quantize import QuantizeOptions, quantize_bundle
-from exporter.selftest import write_selftest
+from exporter.selftest import synthetic_frames, write_selftest
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -65,16 +74,19 @@ def test_split_writes_selftest_files_listed_with_sha256(demo_split: SplitResult)
     root = demo_split.bundle_dir
     manifest = json.loads((root / "manifest.json").read_text())
     section = manifest["selftest"]
+    pngs = [f"selftest/frame_{i}.png" for i in range(4)]
     assert section == {
-        "frames": "selftest/frames.npy",
+        "frames": pngs,
         "expected": "selftest/expected.npz",
         "decoded": "selftest/expected.json",
         "tolerance": {},
+        "source": "synthetic",
     }
-    for rel in ("selftest/frames.npy", "selftest/expected.npz", "selftest/expected.json"):
+    for rel in (*pngs, "selftest/expected.npz", "selftest/expected.json"):
         assert manifest["files"][rel] == {"sha256": sha256_file(root / rel), "size": (root / rel).stat().st_size}
-    frames = np.load(root / "selftest/frames.npy", allow_pickle=False)
-    assert frames.dtype == np.uint8 and frames.shape == (4, 128, 128, 3)
+    frames = [decode_png((root / rel).read_bytes(), rel) for rel in pngs]
+    assert all(f.dtype == np.uint8 and f.shape == (128, 128, 3) for f in frames)
+    assert np.array_equal(frames[1], synthetic_frames(load_bundle(root, warn_unchecked=False).manifest.input, 4)[1])
     with np.load(root / "selftest/expected.npz", allow_pickle=False) as expected:
         keys = {f"{h}/{o}" for h, e in manifest["heads"].items() for o in e["outputs"]}
         assert set(expected.files) == keys
@@ -96,19 +108,26 @@ def test_fp32_bundle_passes_nearly_exactly(demo_bundle: Path) -> None:
     assert len(report.summary().splitlines()) == 3
 
 
-def test_int8_bundle_passes_with_the_looser_bound(int8_bundle: Path) -> None:
+def test_int8_bundle_is_tested_on_held_back_calibration_frames_with_the_gates_metrics(int8_bundle: Path) -> None:
     manifest = load_bundle(int8_bundle, warn_unchecked=False).manifest
-    assert manifest.selftest is not None and "selftest/expected.npz" in manifest.files  # carried over
+    spec = manifest.selftest
+    assert spec is not None and spec.source == "calibration" and len(spec.frame_files) == 4
+    # the frames are 4 of the calibration frames the gate held back, stored losslessly
+    stored = [decode_png((int8_bundle / rel).read_bytes(), rel) for rel in spec.frame_files]
+    assert all(f.shape == (120, 160, 3) for f in stored)
     with Engine.from_bundle(int8_bundle, EngineOptions(precision="int8")) as engine:
         report = check_selftest(engine)
         int8_heads = [n for n, a in engine.artifacts.items() if a.precision == "int8" and n != "trunk"]
-    assert report.passed, report.summary()
+        key = {n: path_key(engine.artifacts["trunk"], engine.artifacts[n]) for n in engine.head_names}
+    assert report.passed and report.source == "calibration", report.summary()
     assert int8_heads, "the quantizer kept every head float: nothing to check"
-    for name in int8_heads:
-        check = report.heads[name]
-        assert check.metric == "cosine_similarity" and check.precision == "int8"
-        assert 0.9 <= check.bound <= 0.98 and check.value >= check.bound
-    assert "top-1 agreement" in report.heads["shape"].detail
+    metrics = {"shape": "top1_agreement", "box": "relative_error", "mask": "pixel_agreement"}
+    for name, check in report.heads.items():
+        assert check.metric == metrics[name]
+        # what the exporter measured on these frames with these artifacts, reproduced here
+        assert check.value == pytest.approx(spec.agreement[name][key[name]], abs=1e-6)
+        assert check.bound == pytest.approx(spec.agreement[name][key[name]] - DECODED_MARGIN)
+    assert "/4 frames agree" in report.heads["shape"].detail
 
 
 def test_changed_head_graph_fails_naming_the_head(demo_bundle: Path, tmp_path: Path) -> None:
@@ -155,9 +174,9 @@ def _npz(**arrays: np.ndarray) -> bytes:
             id="frame-count",
         ),
         pytest.param(
-            lambda e: {"selftest/frames.npy": _npy(np.zeros((4, 8, 8), np.uint8))},
-            "selftest/frames.npy: self-test frames must be an",
-            id="frames-shape",
+            lambda e: {"selftest/frame_2.png": b"\x89PNG\r\n\x1a\n not really"},
+            "self-test frame selftest/frame_2.png: ",
+            id="frame-not-png",
         ),
     ],
 )
@@ -195,13 +214,16 @@ def test_bundle_without_selftest_is_skipped(tmp_path: Path, capsys: pytest.Captu
 
 def test_tolerance_override_and_only_loaded_heads(demo_bundle: Path, tmp_path: Path) -> None:
     root = _copy(demo_bundle, tmp_path)
-    write_selftest(root, frames=np.full((2, 64, 96, 3), 120, np.uint8), tolerance={"box": {"atol": 0.5}})
+    frames = [np.full((64, 96, 3), 120, np.uint8), np.full((400, 300, 3), 60, np.uint8)]
+    write_selftest(root, frames=frames, tolerance={"box": {"atol": 0.5}})
     manifest = json.loads((root / "manifest.json").read_text())
     assert manifest["selftest"]["tolerance"] == {"box": {"atol": 0.5}}
     with Engine.from_bundle(root, EngineOptions(heads=("box",))) as engine:
         report = check_selftest(engine)
     assert list(report.heads) == ["box"] and report.frames == 2
     assert report.heads["box"].bound >= 0.5
+    # a frame larger than twice the model input (128) is stored scaled down: 256 on its longest side
+    assert decode_png((root / "selftest/frame_1.png").read_bytes(), "f").shape == (256, 192, 3)
 
 
 def test_write_selftest_drops_the_signature(demo_bundle: Path, tmp_path: Path) -> None:
@@ -209,15 +231,16 @@ def test_write_selftest_drops_the_signature(demo_bundle: Path, tmp_path: Path) -
     (root / "manifest.sig").write_text("c2lnbmF0dXJl\n")
     write_selftest(root, count=1)
     assert not (root / "manifest.sig").exists()
-    assert len(np.load(root / "selftest/frames.npy")) == 1
+    assert load_bundle(root, warn_unchecked=False).manifest.selftest.frame_files == ("selftest/frame_0.png",)  # type: ignore[union-attr]
+    assert not (root / "selftest/frame_3.png").exists()
 
 
 def test_cli_prints_one_line_per_head(demo_bundle: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert runtime_main(["selftest", str(demo_bundle)]) == 0
     out = capsys.readouterr().out
-    assert "shape: ok fp32 max_abs_error" in out and "self-test passed: 3 heads on 4 frames" in out
+    assert "shape: ok fp32 max_abs_error" in out and "self-test passed: 3 heads on 4 synthetic frames" in out
     assert runtime_main(["inspect", str(demo_bundle)]) == 0
-    assert "self-test: 4 frames, heads shape, box, mask" in capsys.readouterr().out
+    assert "self-test: 4 synthetic frames, heads shape, box, mask" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize(
@@ -238,7 +261,7 @@ def test_cli_prints_one_line_per_head(demo_bundle: Path, capsys: pytest.CaptureF
     ],
 )
 def test_manifest_selftest_section(section: object, error: str | None, caplog: pytest.LogCaptureFixture) -> None:
-    from edge_runtime.bundle.specs import SelfTestSpec
+    from edge_runtime.bundle.selftest_spec import SelfTestSpec
     from edge_runtime.errors import BundleError
 
     if error is None:
@@ -249,3 +272,135 @@ def test_manifest_selftest_section(section: object, error: str | None, caplog: p
     else:
         with pytest.raises(BundleError, match=error):
             SelfTestSpec.from_mapping(section, "m: selftest")  # type: ignore[arg-type]
+
+
+def _faint_objectness_detector(path: Path) -> None:
+    """A one-level grid detector (stride 8 on 64x64: 64 cells) whose objectness is
+    sigmoid(14 * brightness - 7): about 1e-3 on a dark cell, which INT8 (calibrated on frames
+    with bright objects: a 0..1 range) rounds to exactly 0. Outputs: scores (1, 64, 2), boxes
+    (1, 64, 4) of at least 2 strides a side, objectness (1, 64, 1)."""
+    from onnx import TensorProto, helper
+
+    rng = np.random.default_rng(5)
+    inits = []
+    nodes = []
+
+    def const(name: str, value: object) -> str:
+        inits.append(numpy_helper.from_array(np.asarray(value), name))
+        return name
+
+    def node(op: str, inputs: list[str], out: str, **attrs: object) -> str:
+        nodes.append(helper.make_node(op, inputs, [out], **attrs))
+        return out
+
+    def conv(x: str, out: str, c_in: int, c_out: int, stride: int) -> str:
+        w = const(f"{out}.w", (rng.standard_normal((c_out, c_in, 3, 3)) * 0.2).astype(np.float32))
+        return node("Conv", [x, w], out, pads=[1, 1, 1, 1], strides=[stride, stride])
+
+    def rows(x: str, out: str, channels: int) -> str:
+        flat = node("Reshape", [x, const(f"{out}.shape", np.array([1, channels, -1], np.int64))], f"{out}.flat")
+        return node("Transpose", [flat], out, perm=[0, 2, 1])
+
+    x = node("Relu", [conv("image", "c1", 3, 8, 2)], "r1")
+    x = node("Relu", [conv(x, "c2", 8, 8, 2)], "r2")
+    x = conv(x, "c3", 8, 8, 2)
+    bright = node("AveragePool", ["image"], "bright", kernel_shape=[8, 8], strides=[8, 8])
+    feat = node("Concat", [x, bright], "feat", axis=1)  # the trunk's output: (1, 11, 8, 8)
+    node("Sigmoid", [rows(conv(feat, "cls", 11, 2, 1), "cls_rows", 2)], "scores")
+    reg = node("Add", [node("Relu", [conv(feat, "reg", 11, 4, 1)], "reg_relu"), const("two", np.float32(2))], "reg2")
+    rows(reg, "boxes", 4)
+    starts, ends, axes = (const(n, np.array(v, np.int64)) for n, v in (("s", [8]), ("e", [11]), ("a", [1])))
+    level = node("ReduceMean", [node("Slice", [feat, starts, ends, axes], "rgb")], "level", axes=[1], keepdims=1)
+    logit = node("Sub", [node("Mul", [level, const("k", np.float32(14))], "scaled"), const("c", np.float32(7))], "lg")
+    node("Sigmoid", [rows(logit, "obj_rows", 1)], "objectness")
+    graph = helper.make_graph(
+        nodes,
+        "faint",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 3, 64, 64])],
+        [helper.make_tensor_value_info(o, TensorProto.FLOAT, None) for o in ("scores", "boxes", "objectness")],
+        initializer=inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=7)
+    model = onnx.shape_inference.infer_shapes(model)
+    inferred = {v.name: v for v in [*model.graph.value_info, *model.graph.output]}
+    for out in model.graph.output:
+        out.CopyFrom(inferred[out.name])
+    del model.graph.value_info[:]
+    onnx.save(model, path)
+
+
+def _frames_with_bright_objects(count: int, seed: int) -> np.ndarray:
+    """Dark frames (0..20) with one bright square (a cell-aligned 16x16 block) each, 64x64."""
+    rng = np.random.default_rng(seed)
+    frames = rng.integers(0, 20, (count, 64, 64, 3), dtype=np.uint8)
+    for frame in frames:
+        y, x = (int(v) * 8 for v in rng.integers(0, 6, 2))
+        frame[y : y + 16, x : x + 16] = rng.integers(230, 255, 3, dtype=np.uint8)
+    return frames
+
+
+def test_int8_detector_with_near_zero_objectness_starts_and_passes_its_selftest(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    model = tmp_path / "faint.onnx"
+    _faint_objectness_detector(model)
+    heads = tmp_path / "heads.toml"
+    heads.write_text(
+        '[heads.det]\noutputs = ["scores", "boxes", "objectness"]\n'
+        '[heads.det.decoder]\ntype = "grid"\nstrides = [8]\nobjectness = true\nbins = 1\nlabels = ["a", "b"]\n'
+        'score_outputs = ["scores"]\nbox_outputs = ["boxes"]\nobjectness_outputs = ["objectness"]\n',
+        encoding="utf-8",
+    )
+    inputs = tmp_path / "input.toml"
+    inputs.write_text(
+        'color = "RGB"\nscale = 0.00392156862745098\nmean = [0, 0, 0]\nstd = [1, 1, 1]\nresize = "stretch"\n'
+    )
+    calib = tmp_path / "calib.npy"
+    np.save(calib, _frames_with_bright_objects(16, seed=9))  # real frames: objects on a dark scene
+    bundle = tmp_path / "bundle"
+    split_model(model, bundle, SplitOptions(head_spec=heads, input_spec=inputs))
+    # the split's synthetic self-test: the float model finds nothing there, and the report says so
+    with Engine.from_bundle(bundle) as engine:
+        assert check_selftest(engine).source == "synthetic"
+    quantize_bundle(bundle, options=QuantizeOptions(calib=calib, precision="int8"))
+
+    dark = np.full((64, 64, 3), 5, np.uint8)
+    with Engine.from_bundle(bundle, EngineOptions(precision="int8")) as engine:
+        assert {a.precision for a in engine.artifacts.values()} == {"int8"}, "the gate kept a graph float"
+        objectness = np.asarray(engine.to_numpy(engine.run_graphs(engine.preprocess(dark))["objectness"]))
+        report = check_selftest(engine)
+    with Engine.from_bundle(bundle) as engine:
+        float_objectness = np.asarray(engine.to_numpy(engine.run_graphs(engine.preprocess(dark))["objectness"]))
+    # the case that broke the raw-cosine self-test: INT8 gives exactly 0 where float gives ~1e-3
+    assert not objectness.any() and 5e-4 < float(float_objectness.max()) < 2e-3
+    check = report.heads["det"]
+    assert report.passed and report.source == "calibration", report.summary()
+    assert check.metric == "detections_matched_iou0.9" and not check.vacuous
+    assert "float detections matched" in check.detail
+    assert runtime_main(["selftest", str(bundle), "--precision", "int8"]) == 0
+    assert "self-test passed: 1 heads on 4 calibration frames" in capsys.readouterr().out
+    # and the daemon starts on it (it runs the self-test first)
+    assert runtime_main(["run", "--bundle", str(bundle), "--precision", "int8", "--source", "synthetic",
+                         "--max-frames", "2", "--state-dir", str(tmp_path / "state")]) == 0  # fmt: skip
+
+
+def test_raw_head_leaves_out_an_output_int8_cannot_represent(tmp_path: Path) -> None:
+    model = tmp_path / "faint.onnx"
+    _faint_objectness_detector(model)
+    heads = tmp_path / "heads.toml"
+    heads.write_text('[heads.raw]\noutputs = ["scores", "boxes", "objectness"]\n', encoding="utf-8")
+    calib = tmp_path / "calib.npy"
+    np.save(calib, _frames_with_bright_objects(16, seed=9))
+    bundle = tmp_path / "bundle"
+    split_model(model, bundle, SplitOptions(head_spec=heads))
+    quantize_bundle(bundle, options=QuantizeOptions(calib=calib, precision="int8", min_agreement=0.9))
+    entry = load_bundle(bundle, warn_unchecked=False).manifest.heads["raw"]
+    int8 = entry.artifact("onnx", "int8")
+    assert int8 is not None and 0 < int8.extra["output_steps"]["objectness"] < 0.01
+    # frames on which the float objectness is ~1e-3 everywhere: INT8 gives exactly 0 there
+    write_selftest(bundle, frames=[np.full((64, 64, 3), v, np.uint8) for v in (3, 9)])
+    with Engine.from_bundle(bundle, EngineOptions(precision="int8")) as engine:
+        report = check_selftest(engine)
+    check = report.heads["raw"]
+    assert report.passed and check.metric == "cosine_similarity"
+    assert "left out objectness (float values below half the INT8 step" in check.detail

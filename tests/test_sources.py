@@ -239,18 +239,18 @@ def test_without_opencv_png_folders_are_read_with_pillow(tmp_path: Path, no_cv2:
         np.testing.assert_array_equal(frame.image, image[:, :, ::-1])
 
 
-def test_without_opencv_or_pillow_png_folders_name_the_file_and_extras(
+def test_without_opencv_or_pillow_jpeg_folders_name_the_file_and_extras(
     tmp_path: Path, no_cv2: None, no_pillow: None
 ) -> None:
     np.save(tmp_path / "img_000.npy", np.zeros((4, 4, 3), np.uint8))
-    (tmp_path / "img_001.png").write_bytes(b"\x89PNG not decoded: no decoder is installed")
+    (tmp_path / "img_001.jpg").write_bytes(b"\xff\xd8\xff not decoded: no decoder is installed")
 
     with pytest.raises(BackendUnavailableError) as caught:
         open_source(str(tmp_path))
 
     message = str(caught.value)
     assert "\n" not in message
-    assert f"{tmp_path / 'img_001.png'}: decoding .png images needs OpenCV or Pillow" in message
+    assert f"{tmp_path / 'img_001.jpg'}: decoding .jpg images needs OpenCV or Pillow" in message
     assert "pip install 'edge-runtime[camera]' (OpenCV) or 'edge-runtime[images]' (Pillow)" in message
 
 

@@ -49,6 +49,9 @@ if TYPE_CHECKING:
     from edge_runtime.bundle.reader import (
         unlisted_files as unlisted_files,
     )
+    from edge_runtime.bundle.selftest_spec import (
+        SelfTestSpec as SelfTestSpec,
+    )
     from edge_runtime.bundle.specs import (
         Artifact as Artifact,
     )
@@ -63,9 +66,6 @@ if TYPE_CHECKING:
     )
     from edge_runtime.bundle.specs import (
         Schedule as Schedule,
-    )
-    from edge_runtime.bundle.specs import (
-        SelfTestSpec as SelfTestSpec,
     )
     from edge_runtime.bundle.specs import (
         TensorInfo as TensorInfo,
@@ -100,8 +100,8 @@ __getattr__, __all__ = lazy_exports(
             "DecoderSpec",
             "Schedule",
             "GraphEntry",
-            "SelfTestSpec",
         ),
+        "selftest_spec": ("SelfTestSpec",),
         "summary": ("format_table", "format_bundle"),
     },
 )

@@ -25,7 +25,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from edge_runtime.bundle.fields import check_bundle_path, check_keys, field_error, get_field
-from edge_runtime.bundle.specs import GraphEntry, InputSpec, SelfTestSpec, TensorInfo
+from edge_runtime.bundle.selftest_spec import SelfTestSpec
+from edge_runtime.bundle.specs import GraphEntry, InputSpec, TensorInfo
 from edge_runtime.errors import BundleError
 
 logger = logging.getLogger(__name__)

@@ -34,6 +34,10 @@ from edge_runtime.errors import BundleError, EdgeRuntimeError
 LAYOUTS = ("NCHW", "NHWC")
 COLORS = ("RGB", "BGR", "GRAY")
 RESIZE_MODES = ("letterbox", "stretch", "center_crop")
+PAD_POSITIONS = ("center", "top_left")  # where a letterbox puts the content
+DEFAULT_PAD_VALUE = 114.0  # letterbox padding grey in pixel units, as YOLO pads
+#: The input keys that say how pixels are prepared: what an exporter may have had to assume.
+PREPROCESSING_KEYS = ("color", "scale", "mean", "std", "resize", "pad_value", "pad_position")
 INPUT_DTYPES = ("float32", "float16", "uint8", "int8")
 PRECISIONS = ("fp32", "fp16", "int8")
 ARTIFACT_FORMATS = ("onnx", "tflite")
@@ -125,7 +129,9 @@ class InputSpec:
     ``shape`` is the model input shape with the batch dimension first (batch 1 when the
     model's batch is dynamic, then ``dynamic_batch`` is true). ``layout`` is ``NCHW`` or
     ``NHWC``; ``color`` the channel order the model expects; the preprocessing computes
-    ``(pixel * scale - mean) / std`` per channel.
+    ``(pixel * scale - mean) / std`` per channel; a letterbox pads with ``pad_value`` (pixels)
+    around the content or (``top_left``) right and below it. ``assumed``: the preprocessing keys
+    that neither the input spec nor the model's metadata stated at export (defaults were used).
     """
 
     name: str
@@ -138,19 +144,12 @@ class InputSpec:
     std: tuple[float, ...] = (1.0, 1.0, 1.0)
     scale: float = 1.0 / 255.0
     dynamic_batch: bool = False
+    pad_value: float = DEFAULT_PAD_VALUE
+    pad_position: str = "center"
+    assumed: tuple[str, ...] = ()
 
-    KEYS = (
-        "name",
-        "shape",
-        "dtype",
-        "layout",
-        "color",
-        "resize",
-        "mean",
-        "std",
-        "scale",
-        "dynamic_batch",
-    )
+    #: The keys an ``--input-spec`` file (``strict``) may give; a manifest's may also hold ``assumed``.
+    KEYS = ("name", "shape", "dtype", "layout", "dynamic_batch", *PREPROCESSING_KEYS)
 
     @classmethod
     def from_mapping(
@@ -164,7 +163,7 @@ class InputSpec:
         """Build from a manifest's ``input`` object or an ``--input-spec`` file."""
         if not isinstance(data, Mapping):
             raise field_error(exc, where, f"the input spec must be a mapping, got {type(data).__name__}")
-        check_keys(data, cls.KEYS, where, strict=strict, exc=exc)
+        check_keys(data, cls.KEYS if strict else (*cls.KEYS, "assumed"), where, strict=strict, exc=exc)
         shape = get_field(data, "shape", list, where, exc)
         if not shape or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape):
             raise field_error(exc, where, f"'shape' must be a list of positive integers, got {shape!r}")
@@ -181,7 +180,14 @@ class InputSpec:
             std=number_tuple(data.get("std", (1.0, 1.0, 1.0)), "std", where, exc),
             scale=get_field(data, "scale", float, where, exc, 1.0 / 255.0),
             dynamic_batch=get_field(data, "dynamic_batch", bool, where, exc, False),
+            pad_value=get_field(data, "pad_value", float, where, exc, DEFAULT_PAD_VALUE),
+            pad_position=check_choice(
+                get_field(data, "pad_position", str, where, exc, "center"), PAD_POSITIONS, "pad_position", where, exc
+            ),
+            assumed=tuple(get_field(data, "assumed", list, where, exc, [])),
         )
+        if not all(isinstance(key, str) and key in PREPROCESSING_KEYS for key in spec.assumed):
+            raise field_error(exc, where, f"'assumed' must list keys of {PREPROCESSING_KEYS}, got {data['assumed']!r}")
         spec.validate(where, exc)
         return spec
 
@@ -204,6 +210,8 @@ class InputSpec:
                 raise field_error(exc, where, f"{key!r} has {len(values)} values but the input has {channels} channels")
         if any(s == 0 for s in self.std):
             raise field_error(exc, where, "'std' must not contain 0")
+        if not 0 <= self.pad_value <= 255:
+            raise field_error(exc, where, f"'pad_value' must be a number in 0..255, got {self.pad_value!r}")
 
     @property
     def channels(self) -> int:
@@ -218,7 +226,7 @@ class InputSpec:
         return self.shape[1], self.shape[2]
 
     def to_dict(self) -> dict[str, Any]:
-        """The manifest's ``input`` object."""
+        """The manifest's ``input`` object (padding and ``assumed`` only when not the defaults)."""
         return {
             "name": self.name,
             "shape": list(self.shape),
@@ -230,6 +238,9 @@ class InputSpec:
             "std": list(self.std),
             "scale": self.scale,
             "dynamic_batch": self.dynamic_batch,
+            **({"pad_value": self.pad_value} if self.pad_value != DEFAULT_PAD_VALUE else {}),
+            **({"pad_position": self.pad_position} if self.pad_position != "center" else {}),
+            **({"assumed": list(self.assumed)} if self.assumed else {}),
         }
 
 
@@ -416,63 +427,4 @@ class GraphEntry:
             value = getattr(self, key)
             if value is not None:
                 out[key] = value
-        return out
-
-
-#: Per-head self-test tolerance keys: fp32 ``|candidate - expected| <= rtol * range + atol``,
-#: fp16/int8 cosine similarity per output ``>= min_cosine``.
-SELFTEST_TOLERANCE_KEYS = ("rtol", "atol", "min_cosine")
-
-
-@dataclass(frozen=True)
-class SelfTestSpec:
-    """The manifest's ``selftest`` section: golden frames and the float model's outputs for them.
-
-    ``frames``: ``.npy`` of ``(N, H, W, 3) uint8`` RGB frames; ``expected``: ``.npz`` of the raw
-    float32 outputs (keys ``<head>/<output>``, each ``(N, *shape)``); ``decoded``: the decoded
-    results as JSON, for people; ``tolerance``: head -> overrides of the bounds
-    (:data:`SELFTEST_TOLERANCE_KEYS`). Paths are relative to the bundle.
-    """
-
-    frames: str
-    expected: str
-    decoded: str | None = None
-    tolerance: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
-
-    KEYS = ("frames", "expected", "decoded", "tolerance")
-
-    @classmethod
-    def from_mapping(cls, data: Mapping[str, Any], where: str) -> SelfTestSpec:
-        if not isinstance(data, Mapping):
-            raise field_error(BundleError, where, f"'selftest' must be an object, got {data!r}")
-        check_keys(data, cls.KEYS, where, strict=False)
-        paths: dict[str, str | None] = {}
-        for key in ("frames", "expected", "decoded"):
-            path = get_field(data, key, str, where, BundleError, None if key == "decoded" else ...)
-            paths[key] = None if path is None else check_bundle_path(path, f"{key} path", where)
-        tolerance: dict[str, dict[str, float]] = {}
-        for head, bounds in get_field(data, "tolerance", dict, where, BundleError, {}).items():
-            here = f"{where}.tolerance.{head}"
-            if not isinstance(bounds, Mapping):
-                raise field_error(BundleError, here, f"must be an object with {', '.join(SELFTEST_TOLERANCE_KEYS)}")
-            check_keys(bounds, SELFTEST_TOLERANCE_KEYS, here, strict=False)
-            tolerance[str(head)] = {}
-            for key in SELFTEST_TOLERANCE_KEYS:
-                value = get_field(bounds, key, float, here, BundleError, None)
-                if value is not None:
-                    if not 0.0 <= value or (key == "min_cosine" and value > 1.0):
-                        raise field_error(BundleError, here, f"{key!r} out of range: {value!r}")
-                    tolerance[str(head)][key] = value
-        return cls(
-            frames=str(paths["frames"]),
-            expected=str(paths["expected"]),
-            decoded=paths["decoded"],
-            tolerance=tolerance,
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"frames": self.frames, "expected": self.expected}
-        if self.decoded is not None:
-            out["decoded"] = self.decoded
-        out["tolerance"] = {head: dict(bounds) for head, bounds in self.tolerance.items()}
         return out

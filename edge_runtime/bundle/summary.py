@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from edge_runtime.bundle.reader import Bundle
+from edge_runtime.bundle.specs import DEFAULT_PAD_VALUE, InputSpec
 
 
 def _size(num: int) -> str:
@@ -38,15 +39,30 @@ def _shape(bundle: Bundle, name: str) -> str:
     return f"{name} {info.dtype}[{dims}]"
 
 
+def _input_lines(spec: InputSpec) -> list[str]:
+    """The ``input`` line, its padding when not the default, and what was assumed at export."""
+    pad = ""
+    if spec.resize == "letterbox" and (spec.pad_value != DEFAULT_PAD_VALUE or spec.pad_position != "center"):
+        pad = f" pad={spec.pad_value:g} {spec.pad_position}"
+    lines = [
+        f"input    {spec.name} {spec.dtype}{list(spec.shape)} {spec.layout} {spec.color} resize={spec.resize}{pad}"
+        f"{' dynamic-batch' if spec.dynamic_batch else ''}"
+    ]
+    if spec.assumed:
+        lines.append(
+            f"         preprocessing ASSUMED: {', '.join(spec.assumed)} "
+            "(no input spec or model metadata stated them at export)"
+        )
+    return lines
+
+
 def format_bundle(bundle: Bundle) -> str:
     """The summary table ``inspect`` prints."""
     m = bundle.manifest
-    spec = m.input
     lines = [
         f"bundle   {bundle.root}",
         f"name     {m.name} v{m.version}  ({m.format}, {m.exporter}, {m.created})",
-        f"input    {spec.name} {spec.dtype}{list(spec.shape)} {spec.layout} {spec.color} resize={spec.resize}"
-        f"{' dynamic-batch' if spec.dynamic_batch else ''}",
+        *_input_lines(m.input),
         f"boundary {', '.join(_shape(bundle, t) for t in m.trunk.outputs)}",
         "",
     ]

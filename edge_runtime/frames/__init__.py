@@ -52,6 +52,15 @@ if TYPE_CHECKING:
     from edge_runtime.frames.images import (
         read_image as read_image,
     )
+    from edge_runtime.frames.png import (
+        PNGFormatError as PNGFormatError,
+    )
+    from edge_runtime.frames.png import (
+        decode_png as decode_png,
+    )
+    from edge_runtime.frames.png import (
+        encode_png as encode_png,
+    )
     from edge_runtime.frames.preprocess import (
         Preprocessor as Preprocessor,
     )
@@ -76,6 +85,7 @@ __getattr__, __all__ = lazy_exports(
         "frame": ("InvalidFrameError", "check_color", "frame_channels", "Frame", "optional_cv2", "require_cv2"),
         "geometry": ("FrameGeometry",),
         "images": ("ImageReadError", "read_bmp", "read_image"),
+        "png": ("PNGFormatError", "decode_png", "encode_png"),
         "preprocess": ("numpy_resize_bilinear", "Preprocessor"),
         "source": ("FrameSource",),
         "sources": ("open_source",),

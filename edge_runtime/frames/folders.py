@@ -4,8 +4,8 @@
 webp, ppm, pgm, npy; BGR, an ``.npy`` array is RGB or GRAY), ``path/to/image.png`` that one
 image. Files that cannot be decoded are skipped with a warning. Images are decoded by
 :func:`edge_runtime.frames.images.read_image`: OpenCV (``pip install 'edge-runtime[camera]'``),
-else Pillow (``pip install 'edge-runtime[images]'``); with neither, only ``.npy`` and
-uncompressed ``.bmp`` are read, and a folder with other images is refused up front.
+else Pillow (``pip install 'edge-runtime[images]'``); with neither, only ``.npy``,
+``.png`` and uncompressed ``.bmp`` are read, and a folder with other images is refused up front.
 
 Example::
 

@@ -1,6 +1,6 @@
 """How the pixels of the model input map back to the pixels of the camera frame.
 
-Preprocessing (letterbox, stretch or centre crop) records a :class:`FrameGeometry`; decoders
+Preprocessing (letterbox, centred or top-left, stretch or centre crop) records a :class:`FrameGeometry`; decoders
 use it to report boxes, landmarks and masks in *frame* pixels, whatever the model's input
 size. The mapping is affine per axis: ``model = frame * scale - offset``.
 
@@ -36,9 +36,16 @@ class FrameGeometry:
     offset_y: float
 
     @classmethod
-    def letterbox(cls, frame_w: int, frame_h: int, input_w: int, input_h: int) -> FrameGeometry:
-        """Keep the aspect ratio, scale to fit, pad evenly on both sides."""
+    def letterbox(
+        cls, frame_w: int, frame_h: int, input_w: int, input_h: int, pad_position: str = "center"
+    ) -> FrameGeometry:
+        """Keep the aspect ratio, scale to fit, pad evenly on both sides (``pad_position="center"``)
+        or only right and below, the content at the top-left corner (``"top_left"``: offset 0)."""
+        if pad_position not in ("center", "top_left"):
+            raise ValueError(f"pad_position must be 'center' or 'top_left', got {pad_position!r}")
         scale = min(input_w / frame_w, input_h / frame_h)
+        if pad_position == "top_left":
+            return cls(frame_w, frame_h, input_w, input_h, scale, scale, 0.0, 0.0)
         pad_x = (input_w - frame_w * scale) / 2.0
         pad_y = (input_h - frame_h * scale) / 2.0
         return cls(frame_w, frame_h, input_w, input_h, scale, scale, -pad_x, -pad_y)
@@ -57,9 +64,14 @@ class FrameGeometry:
         return cls(frame_w, frame_h, input_w, input_h, scale, scale, crop_x, crop_y)
 
     @classmethod
-    def for_mode(cls, mode: str, frame_w: int, frame_h: int, input_w: int, input_h: int) -> FrameGeometry:
-        """The geometry of a resize mode named as in the manifest (letterbox/stretch/center_crop)."""
-        builders = {"letterbox": cls.letterbox, "stretch": cls.stretch, "center_crop": cls.center_crop}
+    def for_mode(
+        cls, mode: str, frame_w: int, frame_h: int, input_w: int, input_h: int, pad_position: str = "center"
+    ) -> FrameGeometry:
+        """The geometry of a resize mode named as in the manifest (letterbox/stretch/center_crop);
+        ``pad_position`` places a letterbox's content (``center`` or ``top_left``)."""
+        if mode == "letterbox":
+            return cls.letterbox(frame_w, frame_h, input_w, input_h, pad_position)
+        builders = {"stretch": cls.stretch, "center_crop": cls.center_crop}
         return builders[mode](frame_w, frame_h, input_w, input_h)
 
     @property

@@ -6,10 +6,12 @@ first decoder that is installed:
 1. OpenCV (``pip install 'edge-runtime[camera]'``, opencv-python-headless);
 2. Pillow (``pip install 'edge-runtime[images]'``; the ``export`` extra brings it too), with the
    EXIF orientation applied as OpenCV does;
-3. numpy alone: uncompressed BMP only (:func:`read_bmp`).
+3. numpy alone: PNG (:func:`~edge_runtime.frames.png.decode_png`: 8 and 16 bits, non-interlaced;
+   a ``.png`` file or any file that starts with the PNG signature) and uncompressed BMP
+   (:func:`read_bmp`).
 
 A file none of them can decode raises :class:`ImageReadError` (``"<path>: <reason>"``); a format
-that needs a decoder when neither OpenCV nor Pillow is installed raises
+(JPEG, TIFF, WebP…) that needs a decoder when neither OpenCV nor Pillow is installed raises
 :class:`~edge_runtime.errors.BackendUnavailableError` naming the file and both extras
 (:func:`require_image_decoder` raises it up front). ``_cv2()`` and ``_pillow()`` are the seams
 that find the decoders: tests replace them with ``lambda: None`` to take the next one.
@@ -34,11 +36,12 @@ import numpy as np
 
 from edge_runtime.errors import BackendUnavailableError
 from edge_runtime.frames.frame import InvalidFrameError, optional_cv2
+from edge_runtime.frames.png import PNG_SIGNATURE, PNGFormatError, decode_png
 
-#: What to install to decode JPEG, PNG, TIFF, WebP… (either one does).
+#: What to install to decode JPEG, TIFF, WebP, interlaced PNG… (either one does).
 IMAGES_EXTRA_HINT = "pip install 'edge-runtime[camera]' (OpenCV) or 'edge-runtime[images]' (Pillow)"
-#: Image files numpy alone decodes (uncompressed ones), without OpenCV or Pillow.
-NUMPY_IMAGE_SUFFIXES = (".bmp",)
+#: Image files numpy alone decodes (PNG, uncompressed BMP), without OpenCV or Pillow.
+NUMPY_IMAGE_SUFFIXES = (".png", ".bmp")
 #: The channel orders :func:`read_image` returns.
 IMAGE_COLORS = ("RGB", "BGR")
 
@@ -66,7 +69,7 @@ def _pillow() -> Any | None:
 
 
 def image_decoder() -> str:
-    """The decoder :func:`read_image` uses now: ``"opencv"``, ``"pillow"`` or ``"numpy"`` (BMP only)."""
+    """The decoder :func:`read_image` uses now: ``"opencv"``, ``"pillow"`` or ``"numpy"`` (PNG and BMP only)."""
     if _cv2() is not None:
         return "opencv"
     return "pillow" if _pillow() is not None else "numpy"
@@ -82,7 +85,7 @@ def require_image_decoder(path: str | Path, context: str = "") -> None:
         return
     raise BackendUnavailableError(
         f"{context}{path}: decoding {suffix or 'these'} images needs OpenCV or Pillow, and neither is installed: "
-        f"{IMAGES_EXTRA_HINT} (without them only uncompressed .bmp is read)"
+        f"{IMAGES_EXTRA_HINT} (without them only .png and uncompressed .bmp are read)"
     )
 
 
@@ -90,9 +93,12 @@ def read_image(path: str | Path, *, color: str = "RGB") -> np.ndarray:
     """Decode the image file ``path`` to ``(H, W, 3)`` uint8 in ``color`` order (``"RGB"`` or ``"BGR"``).
 
     Grey and palette images are expanded to three channels and alpha is dropped, as
-    ``cv2.imread(path, cv2.IMREAD_COLOR)`` does. Raises :class:`ImageReadError` for a file that
-    cannot be read or is not a decodable image, :class:`BackendUnavailableError` (see
-    :func:`require_image_decoder`) for a format that needs OpenCV or Pillow when neither is installed.
+    ``cv2.imread(path, cv2.IMREAD_COLOR)`` does. Without OpenCV and Pillow, a file that starts with
+    the PNG signature (or is named ``.png``) is decoded by
+    :func:`~edge_runtime.frames.png.decode_png`, anything else as a BMP. Raises
+    :class:`ImageReadError` for a file that cannot be read or is not a decodable image,
+    :class:`BackendUnavailableError` (see :func:`require_image_decoder`) for a format that needs
+    OpenCV or Pillow when neither is installed.
     """
     if color not in IMAGE_COLORS:
         raise ValueError(f"color must be one of {', '.join(IMAGE_COLORS)}, got {color!r}")
@@ -100,8 +106,8 @@ def read_image(path: str | Path, *, color: str = "RGB") -> np.ndarray:
     cv2, pillow = _cv2(), None
     if cv2 is None:
         pillow = _pillow()
-        if pillow is None:
-            require_image_decoder(path)
+        if pillow is None and path.suffix.lower() not in NUMPY_IMAGE_SUFFIXES and not _starts_with_png(path):
+            require_image_decoder(path)  # a PNG file by another name is decoded all the same
     try:
         data = path.read_bytes()  # not cv2.imread: it cannot say why it failed
     except OSError as exc:
@@ -113,8 +119,23 @@ def read_image(path: str | Path, *, color: str = "RGB") -> np.ndarray:
     if pillow is not None:
         rgb = _decode_pillow(pillow, data, path)
         return rgb if color == "RGB" else np.ascontiguousarray(rgb[:, :, ::-1])
+    if data.startswith(PNG_SIGNATURE) or (path.suffix.lower() == ".png" and not data.startswith(b"BM")):
+        try:
+            rgb = decode_png(data, str(path))
+        except PNGFormatError as exc:
+            raise ImageReadError(path, exc.reason) from None
+        return rgb if color == "RGB" else np.ascontiguousarray(rgb[:, :, ::-1])
     bgr = _decode_bmp(data, path)
     return bgr if color == "BGR" else np.ascontiguousarray(bgr[:, :, ::-1])
+
+
+def _starts_with_png(path: Path) -> bool:
+    """Whether the file ``path`` starts with the PNG signature (``False`` when it cannot be read)."""
+    try:
+        with path.open("rb") as file:
+            return file.read(len(PNG_SIGNATURE)) == PNG_SIGNATURE
+    except OSError:
+        return False
 
 
 def _decode_cv2(cv2: Any, data: bytes, path: Path, color: str) -> np.ndarray:

@@ -1,8 +1,9 @@
 """Camera frame → model input, as the manifest's ``input`` spec says.
 
 One :class:`Preprocessor` per model input: it converts the channel order, resizes (letterbox,
-stretch or centre crop, bilinear), normalises ``(pixel * scale - mean) / std`` per channel and
-lays the result out as NCHW or NHWC with batch 1, and returns the
+centred or at the top-left with the spec's ``pad_value``, stretch or centre crop; bilinear),
+normalises ``(pixel * scale - mean) / std`` per channel and lays the result out as NCHW or
+NHWC with batch 1, and returns the
 :class:`~edge_runtime.frames.geometry.FrameGeometry` that maps model pixels back to frame pixels.
 It resizes with OpenCV when ``cv2`` imports (the ``camera`` extra) and with a vectorised
 numpy bilinear resize otherwise; both use OpenCV's ``INTER_LINEAR`` sampling grid.
@@ -33,7 +34,8 @@ from typing import Any
 
 import numpy as np
 
-from edge_runtime.bundle.specs import COLORS, INPUT_DTYPES, LAYOUTS, RESIZE_MODES, InputSpec
+from edge_runtime.bundle.specs import COLORS, INPUT_DTYPES, LAYOUTS, PAD_POSITIONS, RESIZE_MODES, InputSpec
+from edge_runtime.bundle.specs import DEFAULT_PAD_VALUE as DEFAULT_PAD_VALUE  # letterbox grey, as YOLO pads
 from edge_runtime.errors import BackendUnavailableError, ConfigError
 from edge_runtime.frames.frame import (
     CAMERA_EXTRA_HINT,
@@ -49,9 +51,6 @@ logger = logging.getLogger(__name__)
 
 #: ITU-R BT.601 luma weights (what OpenCV's ``COLOR_RGB2GRAY`` uses).
 LUMA_601 = {"R": 0.299, "G": 0.587, "B": 0.114}
-
-#: Letterbox padding grey, as YOLO pads.
-DEFAULT_PAD_VALUE = 114.0
 
 BACKENDS = ("auto", "cv2", "numpy")
 
@@ -203,12 +202,14 @@ class Preprocessor:
     the overflow cropped (``center_crop``); the content is placed on whole pixels, within half
     a model pixel of what the returned geometry says.
 
-    ``pad_value`` is the letterbox padding in pixel units (0..255), before normalisation.
+    The letterbox padding is ``spec.pad_value`` in pixel units (0..255, before normalisation)
+    and the content is centred or (``spec.pad_position = "top_left"``) at the top-left corner;
+    ``pad_value`` given here overrides the spec's.
     ``backend`` is ``"auto"`` (OpenCV when it imports, else numpy), ``"cv2"`` or ``"numpy"``.
     Instances are not thread-safe (they cache per-frame-size plans); use one per thread.
     """
 
-    def __init__(self, spec: InputSpec, *, pad_value: float = DEFAULT_PAD_VALUE, backend: str = "auto") -> None:
+    def __init__(self, spec: InputSpec, *, pad_value: float | None = None, backend: str = "auto") -> None:
         where = f"input {spec.name!r}"
         spec.validate(where, ConfigError)
         for key, value, choices in (
@@ -216,6 +217,7 @@ class Preprocessor:
             ("layout", spec.layout, LAYOUTS),
             ("color", spec.color, COLORS),
             ("resize", spec.resize, RESIZE_MODES),
+            ("pad_position", spec.pad_position, PAD_POSITIONS),
         ):
             if value not in choices:
                 raise ConfigError(f"{where}: {key}={value!r} is not one of {', '.join(choices)}")
@@ -223,6 +225,8 @@ class Preprocessor:
             raise ConfigError(
                 f"{where}: batch size {spec.shape[0]} in shape {list(spec.shape)}; frames go in one at a time (batch 1)"
             )
+        if pad_value is None:
+            pad_value = spec.pad_value
         if isinstance(pad_value, bool) or not isinstance(pad_value, (int, float)) or not 0 <= pad_value <= 255:
             raise ConfigError(f"pad_value must be a number in 0..255, got {pad_value!r}")
         if backend not in BACKENDS:
@@ -266,13 +270,14 @@ class Preprocessor:
         if plan is not None:
             return plan
         in_w, in_h = self._input_width, self._input_height
-        geometry = FrameGeometry.for_mode(self.spec.resize, frame_w, frame_h, in_w, in_h)
+        geometry = FrameGeometry.for_mode(self.spec.resize, frame_w, frame_h, in_w, in_h, self.spec.pad_position)
         crop = (0, 0, frame_w, frame_h)
         width, height, x0, y0 = in_w, in_h, 0, 0
         if self.spec.resize == "letterbox":
             width = min(in_w, max(1, round(frame_w * geometry.scale_x)))
             height = min(in_h, max(1, round(frame_h * geometry.scale_y)))
-            x0, y0 = (in_w - width) // 2, (in_h - height) // 2
+            if self.spec.pad_position == "center":
+                x0, y0 = (in_w - width) // 2, (in_h - height) // 2
         elif self.spec.resize == "center_crop":
             crop_w = min(frame_w, max(1, round(in_w / geometry.scale_x)))
             crop_h = min(frame_h, max(1, round(in_h / geometry.scale_y)))

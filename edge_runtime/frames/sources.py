@@ -4,7 +4,7 @@
 a :class:`FrameSource`: an iterator of :class:`~edge_runtime.frames.frame.Frame` and a context
 manager. Every frame carries a ``frame_id`` counting from 0 and its capture ``timestamp``
 (``time.time()``). ``synthetic`` needs only numpy; the others need OpenCV
-(``pip install 'edge-runtime[camera]'``), except folders of ``.npy`` and uncompressed ``.bmp``
+(``pip install 'edge-runtime[camera]'``), except folders of ``.npy``, ``.png`` and uncompressed ``.bmp``
 images, which numpy decodes.
 
 Sources (``SOURCE`` → frames, channel order):

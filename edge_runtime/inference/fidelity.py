@@ -13,7 +13,7 @@ classification              ``top1_agreement``              fraction of samples 
                                                             the runtime's own decoder) is the same
 segmentation                ``pixel_agreement``             equal pixels / all pixels of the decoded masks
                                                             (model resolution), over all samples
-detection                   ``detections_matched_iou0.9``   fraction of reference detections matched by a
+detection, grid, ssd        ``detections_matched_iou0.9``   fraction of reference detections matched by a
                                                             candidate detection of the same class at
                                                             IoU >= 0.9 (greedy by IoU, each candidate once)
 regression, landmarks       ``relative_error``              ``1 - r``, clipped to ``[0, 1]``: ``r`` is the mean
@@ -408,6 +408,8 @@ MEASURES: dict[str, tuple[str, Measure]] = {
     "classification": ("top1_agreement", _top1),
     "segmentation": ("pixel_agreement", _pixels),
     "detection": ("detections_matched_iou0.9", _detections),
+    "grid": ("detections_matched_iou0.9", _detections),
+    "ssd": ("detections_matched_iou0.9", _detections),
     "regression": ("relative_error", _relative_error),
     "landmarks": ("relative_error", _relative_error),
     "embedding": ("cosine_similarity", _cosine),

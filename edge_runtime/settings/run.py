@@ -188,7 +188,7 @@ RUN = Table(
         Setting(
             "source", "str", help="frame source: synthetic[:WxH], a folder of images, a video file, camera:N, "
             "rtsp://..., gst:PIPELINE (video files, camera, rtsp and gst need the [camera] extra; image folders need "
-            "[camera] or [images], unless they hold only .npy and uncompressed .bmp files)",
+            "[camera] or [images], unless they hold only .npy, .png and uncompressed .bmp files)",
             group=SOURCE, required=True, metavar="SOURCE",
         ),
         Setting("max_frames", "int", None, "stop after N frames", SOURCE, minimum=1, default_doc="no limit",
