@@ -50,7 +50,14 @@ from edge_runtime.frames.preprocess import Preprocessor, numpy_resize_bilinear
 from edge_runtime.frames.synthetic import SyntheticSource
 from edge_runtime.inference.decoders import build_decoder
 from edge_runtime.inference.engine import Engine, EngineOptions
-from edge_runtime.trust.selftest import DECODED_PATH, EXPECTED_PATH, SELFTEST_DIR, compare_heads, path_key
+from edge_runtime.trust.selftest import (
+    DECODED_PATH,
+    EXPECTED_PATH,
+    SELFTEST_DIR,
+    SELFTEST_RESIZE,
+    compare_heads,
+    path_key,
+)
 from exporter.bundle import rewrite_bundle
 
 if TYPE_CHECKING:
@@ -180,7 +187,7 @@ def write_selftest(
                 "self-test outputs must come from the float model"
             )
         chosen = _check_frames(synthetic_frames(manifest.input, count) if frames is None else frames, manifest.input)
-        preprocess = Preprocessor(manifest.input)
+        preprocess = Preprocessor(manifest.input, backend=SELFTEST_RESIZE)
         decoders = {
             name: build_decoder(name, entry.decoder or DecoderSpec(), entry.outputs)
             for name, entry in manifest.heads.items()

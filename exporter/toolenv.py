@@ -160,6 +160,12 @@ def ensure_env(name: str) -> ToolEnv:
         spec = TOOLS[name]
     except KeyError:
         raise ToolEnvError(f"unknown converter environment {name!r}; known: {', '.join(TOOLS)}") from None
+    return ensure_spec_env(spec)
+
+
+def ensure_spec_env(spec: ToolSpec) -> ToolEnv:
+    """The environment holding ``spec`` (a converter's, or another tool's such as the model zoo's
+    oracles), created (with progress) when missing, cached like the converters'."""
     root = cache_dir()
     path = root / f"{spec.name}-{_digest(spec)}"
     env = ToolEnv(spec, path)

@@ -903,3 +903,10 @@ def test_landmarks_outputs_must_be_named_and_known() -> None:
         build_decoder("h", DecoderSpec("landmarks", {"box_output": "bx"}), ["marks", "box"])
     with pytest.raises(ConfigError, match=r"one points output besides box_output"):
         build_decoder("h", DecoderSpec("landmarks", {}), ["marks", "box"])
+
+
+def test_landmarks_flat_output_with_all_x_then_all_y() -> None:
+    # MTCNN O-Net: 5 x values, then 5 y values, in 0..1 of the input crop
+    flat = [[0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0]]
+    result = decode("landmarks", {"order": "x_then_y", "normalized": True}, {"marks": flat})
+    np.testing.assert_allclose(result.points, [[12.8, 76.8], [25.6, 89.6], [38.4, 102.4], [51.2, 115.2], [64.0, 128.0]])

@@ -404,3 +404,29 @@ def test_raw_head_leaves_out_an_output_int8_cannot_represent(tmp_path: Path) -> 
     check = report.heads["raw"]
     assert report.passed and check.metric == "cosine_similarity"
     assert "left out objectness (float values below half the INT8 step" in check.detail
+
+
+@pytest.mark.parametrize("device_has_opencv", [True, False])
+def test_frames_that_need_resizing_check_the_same_with_or_without_opencv(
+    demo_bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, device_has_opencv: bool
+) -> None:
+    # OpenCV's and numpy's bilinear resizes differ by a grey level: an FP32 bundle made where
+    # OpenCV is installed failed its exact self-test on an arm64 device without it, until both
+    # sides preprocessed the self-test frames with numpy
+    import edge_runtime.frames.preprocess as preprocess
+
+    root = _copy(demo_bundle, tmp_path)
+    frames = [_large_synthetic_frame(300, 400, i) for i in range(3)]
+    write_selftest(root, frames=frames)
+    if not device_has_opencv:
+        monkeypatch.setattr(preprocess, "optional_cv2", lambda: None)
+    report = _selftest(root)
+    assert report.passed, report.summary()
+    assert all(c.value <= c.bound / 10 for c in report.heads.values())
+
+
+def _large_synthetic_frame(width: int, height: int, index: int) -> np.ndarray:
+    """A synthetic RGB frame of ``width`` x ``height`` (larger than the model input: it is resized)."""
+    from edge_runtime.frames.synthetic import SyntheticSource
+
+    return SyntheticSource(width, height).render(index * 5)

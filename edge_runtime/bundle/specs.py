@@ -112,6 +112,7 @@ DECODER_PARAMS: dict[str, frozenset[str]] = {
             "box_output",
             "presence_output",
             "presence_threshold",
+            "order",
         }
     ),
     "regression": frozenset({"names", "box_format", "normalized", "scale"}),

@@ -52,6 +52,7 @@ import numpy as np
 from edge_runtime.bundle.selftest_spec import SelfTestSpec
 from edge_runtime.bundle.specs import Artifact, DecoderSpec
 from edge_runtime.errors import BundleError, EdgeRuntimeError
+from edge_runtime.frames.preprocess import Preprocessor
 from edge_runtime.inference.fidelity import cosine_similarity, head_fidelity
 
 if TYPE_CHECKING:
@@ -77,6 +78,8 @@ FIDELITY_MARGIN = 0.02
 DECODED_MARGIN = 0.1
 #: Decoded metrics of bundles that recorded nothing on their self-test frames: the gate's threshold.
 DEFAULT_MIN_AGREEMENT = 0.9
+#: The preprocessing backend of the self-test, where the frames are made and where they are checked.
+SELFTEST_RESIZE = "numpy"
 #: Decoder types whose self-test compares raw tensors by cosine (no decoded metric).
 RAW_TYPES = ("raw", "embedding")
 NO_DATA = "the bundle has no self-test data"
@@ -192,9 +195,12 @@ def compare_heads(
     record what the device must reproduce."""
     manifest = engine.bundle.manifest
     heads = engine.head_names
+    # numpy's resize on both sides: the expected outputs must not depend on whether OpenCV is
+    # installed here or where the bundle was made (their bilinear resizes differ by a grey level)
+    preprocess = Preprocessor(manifest.input, backend=SELFTEST_RESIZE)
     got: dict[str, list[np.ndarray]] = {f"{name}/{o}": [] for name in heads for o in manifest.heads[name].outputs}
     for frame in frames:
-        raw = engine.run_graphs(engine.preprocess(frame), heads)
+        raw = engine.run_graphs(preprocess(frame)[0], heads)
         for name in heads:
             for output in manifest.heads[name].outputs:
                 got[f"{name}/{output}"].append(np.array(engine.to_numpy(raw[output]), dtype=np.float32))
@@ -455,6 +461,7 @@ def _decoded(
 
 __all__ = [
     "DECODED_MARGIN",
+    "SELFTEST_RESIZE",
     "HeadCheck",
     "SelfTestError",
     "SelfTestReport",

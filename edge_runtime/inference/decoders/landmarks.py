@@ -53,6 +53,7 @@ class LandmarksDecoder(Decoder):
         self.score_threshold = params.number("score_threshold", None, 0.0, 1.0)
         self.score_activation = params.choice("score_activation", ("none", "sigmoid"), "none")
         self.presence_threshold = float(params.number("presence_threshold", 0.5, 0.0, 1.0))
+        self.order = params.choice("order", ("xy", "x_then_y"), "xy")
         roles: dict[str, str] = {}
         for key in ("box_output", "presence_output"):
             name = params.get(key, str, None)
@@ -102,7 +103,8 @@ class LandmarksDecoder(Decoder):
         raw = self.item(tensors, name)
         layouts = "(1, K, 2), (1, K, 3) or (1, 2K)"
         if raw.ndim == 1 and raw.shape[0] % 2 == 0 and raw.shape[0] > 0:
-            raw = raw.reshape(-1, 2)
+            # (1, 2K): x, y pairs, or (order: x_then_y) all x then all y, as MTCNN's O-Net gives them
+            raw = raw.reshape(2, -1).T if self.order == "x_then_y" else raw.reshape(-1, 2)
         if raw.ndim != 2 or raw.shape[1] not in (2, 3) or raw.shape[0] == 0:
             raise self.bad_shape(name, shape, layouts)
         names = self.names or default_names("point", len(raw))
