@@ -431,3 +431,21 @@ def test_geometry_round_trip(backend: str, resize: str, frame_hw: tuple[int, int
     back = geometry.to_frame(found[None])[0]
     tolerance = 0.75 / np.array([geometry.scale_x, geometry.scale_y])
     assert (np.abs(back - centre) <= tolerance + 1e-6).all(), (back, centre, tolerance)
+
+
+def test_top_left_letterbox_pads_first_then_resizes_the_whole() -> None:
+    # as packages that pad at the corner do: the edge row blends content and padding
+    from edge_runtime.bundle.specs import InputSpec
+    from edge_runtime.frames.preprocess import Preprocessor, numpy_resize_bilinear
+
+    spec = InputSpec(name="x", shape=(1, 32, 32, 3), layout="NHWC", scale=1.0, pad_value=0.0, pad_position="top_left")
+    frame = np.random.default_rng(4).integers(0, 255, (45, 100, 3), dtype=np.uint8)
+    padded = np.zeros((100, 100, 3), np.uint8)
+    padded[:45] = frame
+    expected = numpy_resize_bilinear(padded, 32, 32).astype(np.float32)
+
+    got, geometry = Preprocessor(spec, backend="numpy")(frame)
+
+    np.testing.assert_allclose(got[0], expected, atol=0.51)  # the same resize, kept unrounded here
+    assert got[0, 14].max() > 0 and not got[0, 15:].any()  # row 14 (of 14.4 content rows) blends in the padding
+    assert (geometry.scale_x, geometry.scale_y, geometry.offset_x, geometry.offset_y) == (0.32, 0.32, 0.0, 0.0)

@@ -29,6 +29,7 @@ from __future__ import annotations
 import functools
 import itertools
 import logging
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -156,6 +157,7 @@ class _ResizePlan:
     height: int
     x0: int  # where the content goes in the model input
     y0: int
+    pad_to: tuple[int, int] | None = None  # top-left letterbox: the frame padded to (w, h) first
 
 
 @dataclass(frozen=True)
@@ -273,17 +275,24 @@ class Preprocessor:
         geometry = FrameGeometry.for_mode(self.spec.resize, frame_w, frame_h, in_w, in_h, self.spec.pad_position)
         crop = (0, 0, frame_w, frame_h)
         width, height, x0, y0 = in_w, in_h, 0, 0
-        if self.spec.resize == "letterbox":
+        pad_to = None
+        if self.spec.resize == "letterbox" and self.spec.pad_position == "top_left":
+            # pad the frame to the input's aspect ratio first, then resize the whole: as the packages
+            # that pad at the top-left do (the edge row blends content and padding, as theirs does)
+            pad_to = (max(frame_w, math.ceil(frame_h * in_w / in_h)), max(frame_h, math.ceil(frame_w * in_h / in_w)))
+            geometry = FrameGeometry(frame_w, frame_h, in_w, in_h, in_w / pad_to[0], in_h / pad_to[1], 0.0, 0.0)
+            if pad_to == (frame_w, frame_h):
+                pad_to = None
+        elif self.spec.resize == "letterbox":
             width = min(in_w, max(1, round(frame_w * geometry.scale_x)))
             height = min(in_h, max(1, round(frame_h * geometry.scale_y)))
-            if self.spec.pad_position == "center":
-                x0, y0 = (in_w - width) // 2, (in_h - height) // 2
+            x0, y0 = (in_w - width) // 2, (in_h - height) // 2
         elif self.spec.resize == "center_crop":
             crop_w = min(frame_w, max(1, round(in_w / geometry.scale_x)))
             crop_h = min(frame_h, max(1, round(in_h / geometry.scale_y)))
             cx, cy = (frame_w - crop_w) // 2, (frame_h - crop_h) // 2
             crop = (cx, cy, cx + crop_w, cy + crop_h)
-        plan = _ResizePlan(geometry, crop, width, height, x0, y0)
+        plan = _ResizePlan(geometry, crop, width, height, x0, y0, pad_to)
         if len(self._plans) >= _MAX_CACHED_SIZES:
             self._plans.clear()
         self._plans[(frame_w, frame_h)] = plan
@@ -379,6 +388,10 @@ class Preprocessor:
         x0, y0, x1, y1 = plan.crop
         if (x0, y0, x1, y1) != (0, 0, frame_w, frame_h):
             image = image[y0:y1, x0:x1]
+        if plan.pad_to is not None:
+            padded = np.full((plan.pad_to[1], plan.pad_to[0], image.shape[2]), self.pad_value, dtype=image.dtype)
+            padded[:frame_h, :frame_w] = image
+            image = padded
         content = self._resize(image, plan.width, plan.height)
         channels = self._channel_plan(color)
 
