@@ -23,8 +23,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from edge_runtime.inference.decoders.base import Decoder, Params
-from edge_runtime.inference.decoders.common import BOX_FORMATS, default_names, sigmoid, to_xyxy
-from edge_runtime.inference.decoders.nms import NmsSettings, finish_detections
+from edge_runtime.inference.decoders.common import BOX_FORMATS, sigmoid, to_xyxy
+from edge_runtime.inference.decoders.nms import NmsSettings, finish_detections, read_keypoints
 from edge_runtime.inference.results import Detections
 
 if TYPE_CHECKING:
@@ -68,16 +68,7 @@ class DetectionDecoder(Decoder):
         self.box_format = str(params.choice("box_format", BOX_FORMATS, "xyxy"))
         self.normalized = params.flag("normalized", False)
         self.objectness = params.flag("objectness", False)
-        self.keypoint_count = int(params.get("keypoints", int, 0))
-        if self.keypoint_count < 0:
-            raise params.fail("keypoints", f"must be an integer >= 0, got {self.keypoint_count}")
-        self.keypoint_dims = int(params.get("keypoint_dims", int, 3))
-        if self.keypoint_dims not in (2, 3):
-            raise params.fail("keypoint_dims", f"must be 2 (x, y) or 3 (x, y, visibility), got {self.keypoint_dims}")
-        names = params.names("keypoint_names")
-        if names is not None and len(names) != self.keypoint_count:
-            raise params.fail("keypoint_names", f"has {len(names)} names for keypoints = {self.keypoint_count}")
-        self.keypoint_names = names or default_names("point", self.keypoint_count)
+        self.keypoint_count, self.keypoint_names, self.keypoint_dims = read_keypoints(params, 3)
         self.keypoint_position = str(
             params.choice("keypoint_position", ("after_classes", "before_classes"), "after_classes")
         )

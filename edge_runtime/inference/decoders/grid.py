@@ -28,8 +28,8 @@ import numpy as np
 
 from edge_runtime.errors import ConfigError, ModelError, close_matches
 from edge_runtime.inference.decoders.base import Decoder, Params
-from edge_runtime.inference.decoders.common import default_names, sigmoid, softmax
-from edge_runtime.inference.decoders.nms import NmsSettings, finish_detections
+from edge_runtime.inference.decoders.common import sigmoid, softmax
+from edge_runtime.inference.decoders.nms import NmsSettings, finish_detections, read_keypoints
 from edge_runtime.inference.results import Detections
 
 if TYPE_CHECKING:
@@ -129,16 +129,7 @@ class GridDecoder(Decoder):
         if self.score == "sqrt" and not self.objectness:
             raise params.fail("score", "'sqrt' (the root of class score x objectness) needs objectness = true")
         self.sigmoid = params.choice("activation", ("none", "sigmoid"), "none") == "sigmoid"
-        self.keypoint_count = int(params.get("keypoints", int, 0))
-        if self.keypoint_count < 0:
-            raise params.fail("keypoints", f"must be an integer >= 0, got {self.keypoint_count}")
-        self.keypoint_dims = int(params.get("keypoint_dims", int, 2))
-        if self.keypoint_dims not in (2, 3):
-            raise params.fail("keypoint_dims", f"must be 2 (x, y) or 3 (x, y, visibility), got {self.keypoint_dims}")
-        names = params.names("keypoint_names")
-        if names is not None and len(names) != self.keypoint_count:
-            raise params.fail("keypoint_names", f"has {len(names)} names for keypoints = {self.keypoint_count}")
-        self.keypoint_names = names or default_names("point", self.keypoint_count)
+        self.keypoint_count, self.keypoint_names, self.keypoint_dims = read_keypoints(params, 2)
         self.settings = NmsSettings.read(params)
         self.labels = self.settings.labels
         wanted = {"box": True, "objectness": self.objectness, "score": True, "keypoint": self.keypoint_count > 0}

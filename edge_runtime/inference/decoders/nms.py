@@ -99,6 +99,24 @@ class NmsSettings:
         return self.labels or default_names("class", classes)
 
 
+def read_keypoints(params: Params, default_dims: int | None = None) -> tuple[int, tuple[str, ...], int]:
+    """``(K, names, dims)`` from ``keypoints`` (K >= 0, default 0), ``keypoint_names`` (K names,
+    default ``point_0``...) and, with ``default_dims``, ``keypoint_dims`` (2: x, y; 3: x, y,
+    visibility); the one reading of the keypoint parameters every detection family shares."""
+    count = int(params.get("keypoints", int, 0))
+    if count < 0:
+        raise params.fail("keypoints", f"must be an integer >= 0, got {count}")
+    dims = 2
+    if default_dims is not None:
+        dims = int(params.get("keypoint_dims", int, default_dims))
+        if dims not in (2, 3):
+            raise params.fail("keypoint_dims", f"must be 2 (x, y) or 3 (x, y, visibility), got {dims}")
+    names = params.names("keypoint_names")
+    if names is not None and len(names) != count:
+        raise params.fail("keypoint_names", f"has {len(names)} names for keypoints = {count}")
+    return count, names or default_names("point", count), dims
+
+
 def finish_detections(
     boxes: np.ndarray,
     class_scores: np.ndarray,

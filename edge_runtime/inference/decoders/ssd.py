@@ -31,8 +31,8 @@ import numpy as np
 
 from edge_runtime.errors import ModelError, close_matches
 from edge_runtime.inference.decoders.base import Decoder, Params
-from edge_runtime.inference.decoders.common import default_names, sigmoid, softmax
-from edge_runtime.inference.decoders.nms import NmsSettings, finish_detections
+from edge_runtime.inference.decoders.common import sigmoid, softmax
+from edge_runtime.inference.decoders.nms import NmsSettings, finish_detections, read_keypoints
 from edge_runtime.inference.decoders.priors import AnchorSpec, PriorSpec, describe, prior_boxes, ssd_anchors
 from edge_runtime.inference.results import Detections
 
@@ -128,13 +128,7 @@ class SsdDecoder(Decoder):
         if self.background_class is not None and self.background_class < 0:
             raise params.fail("background_class", f"must be a class index >= 0, got {self.background_class}")
         self.settings = NmsSettings.read(params)
-        self.keypoint_count = int(params.get("keypoints", int, 0))
-        if self.keypoint_count < 0:
-            raise params.fail("keypoints", f"must be an integer >= 0, got {self.keypoint_count}")
-        names = params.names("keypoint_names")
-        if names is not None and len(names) != self.keypoint_count:
-            raise params.fail("keypoint_names", f"has {len(names)} names for keypoints = {self.keypoint_count}")
-        self.keypoint_names = names or default_names("point", self.keypoint_count)
+        self.keypoint_count, self.keypoint_names, _ = read_keypoints(params)
         self.named: dict[str, str] = {}
         for role, key in (("boxes", "box_output"), ("scores", "score_output"), ("keypoints", "keypoint_output")):
             name = params.get(key, str, None)
