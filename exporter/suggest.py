@@ -32,6 +32,7 @@ import numpy as np
 import onnx
 
 from exporter.metadata import ModelMetadata
+from exporter.split_groups import safe_head_name
 
 #: Stride sets tried for per-stride layouts, most levels first.
 STRIDE_SETS = ((8, 16, 32, 64), (8, 16, 32), (8, 16, 32, 64, 128))
@@ -184,14 +185,18 @@ def suggest_heads(
     for name, shape in left.items():
         if len(shape) == 2 and shape[1] == 4:
             decoder = {"type": "regression", "box_format": "xyxy", "normalized": activated(model, name, ("Sigmoid",))}
-            found.append(Suggestion(_safe(name), [name], decoder, ["4 values: taken as one box; check box_format"]))
+            found.append(
+                Suggestion(safe_head_name(name), [name], decoder, ["4 values: taken as one box; check box_format"])
+            )
         elif len(shape) == 2 and shape[1] > 1:
             decoder = {"type": "classification", "softmax": not activated(model, name)}
-            found.append(Suggestion(_safe(name), [name], decoder))
+            found.append(Suggestion(safe_head_name(name), [name], decoder))
         elif len(shape) == 4 and shape[2] > 1 and height % shape[2] == 0 and width % shape[3] == 0:
-            found.append(Suggestion(_safe(name), [name], {"type": "segmentation"}))
+            found.append(Suggestion(safe_head_name(name), [name], {"type": "segmentation"}))
         else:
-            found.append(Suggestion(_safe(name), [name], {"type": "raw"}, [f"no known layout for shape {list(shape)}"]))
+            found.append(
+                Suggestion(safe_head_name(name), [name], {"type": "raw"}, [f"no known layout for shape {list(shape)}"])
+            )
     for suggestion in found:
         if labels and suggestion.decoder["type"] in ("detection", "grid", "classification"):
             suggestion.decoder["labels"] = labels
@@ -255,12 +260,6 @@ def _prior_heads(shapes: Mapping[str, tuple[int, ...]], height: int, width: int)
             notes.append("if the boxes are offsets from prior boxes, use type = 'ssd' with the model's priors")
         out.append(Suggestion("detections" if not out else f"detections_{len(out) + 1}", outputs, decoder, notes))
     return out
-
-
-def _safe(name: str) -> str:
-    from exporter.split import safe_head_name
-
-    return safe_head_name(name)
 
 
 def _toml_value(value: Any) -> str:

@@ -19,6 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from edge_runtime.inference.fidelity import box_iou
 from zoo.report import Agreement
 
 MIN_IOU = 0.9
@@ -40,12 +43,9 @@ class Detection:
 
 
 def iou(a: Sequence[float], b: Sequence[float]) -> float:
-    """Intersection over union of two ``x1, y1, x2, y2`` boxes (0 when the union is empty)."""
-    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = w * h
-    union = max(0.0, a[2] - a[0]) * max(0.0, a[3] - a[1]) + max(0.0, b[2] - b[0]) * max(0.0, b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
+    """Intersection over union of two ``x1, y1, x2, y2`` boxes (0 when the union is empty): the
+    runtime's one IoU (:func:`edge_runtime.inference.fidelity.box_iou`), as the fidelity gate uses it."""
+    return float(box_iou(np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64))[0, 0])
 
 
 @dataclass(frozen=True)
