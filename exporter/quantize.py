@@ -312,6 +312,7 @@ def quantize_bundle(
                 "weights": "int8 per-channel",
                 "calibration": "MinMax",
                 "pre_process": "quant_pre_process",
+                "post_processing": "float (the nodes after the last weight-bearing node)",
             },
         }
         kept = accepted(decisions)

@@ -3,7 +3,8 @@
 * :func:`int8_graph`: ONNX Runtime static quantization (QDQ, per-channel int8 weights, uint8
   activations, MinMax calibration) after ``quant_pre_process``; opsets below 13 are upgraded
   first (per-channel ``DequantizeLinear`` needs ``axis``). ``exclude`` keeps
-  nodes float (the trunk retry keeps its first/last :func:`compute_nodes` float).
+  nodes float (the trunk retry keeps its first/last :func:`compute_nodes` float); the
+  post-processing tail (:func:`float_tail`) is always kept float.
 * :func:`fp16_graph`: float16 weights and activations, float32 inputs and outputs kept (so
   graphs still exchange float32).
 * :class:`LoadedGraph`: a graph in an ONNX Runtime session (the load test of every graph
@@ -56,6 +57,26 @@ def compute_nodes(model: onnx.ModelProto) -> list[str]:
     return [n.name for n in model.graph.node if n.op_type in COMPUTE_OPS]
 
 
+def float_tail(model: onnx.ModelProto) -> list[str]:
+    """Names of the nodes after the last weight-bearing node on every path to an output: the
+    post-processing a detector exports inside its graph (anchor arithmetic, sigmoid, the concat of
+    box coordinates and class scores). INT8 gains nothing there and loses much: one uint8 step
+    over a tensor that holds coordinates up to 320 and scores in [0, 1] is 1.25, so every score
+    becomes 0 or 1.25. These nodes are kept float (``nodes_to_exclude``)."""
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    feeds_compute: dict[str, bool] = {}
+    for node in reversed(model.graph.node):  # graph order is topological: consumers come later
+        feeds_compute[node.name] = any(
+            c.op_type in COMPUTE_OPS or feeds_compute.get(c.name, False)
+            for out in node.output
+            for c in consumers.get(out, [])
+        )
+    return [n.name for n in model.graph.node if n.op_type not in COMPUTE_OPS and not feeds_compute[n.name]]
+
+
 def _ensure_opset13(model: onnx.ModelProto, what: str) -> onnx.ModelProto:
     """Per-channel QDQ needs opset >= 13 (``DequantizeLinear`` has no axis before)."""
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 13)
@@ -77,7 +98,8 @@ def int8_graph(
     exclude: Sequence[str] = (),
 ) -> bytes:
     """``model`` statically quantized to INT8 (QDQ, per-channel weights, MinMax calibration
-    on ``calibration``: input name -> (N, ...) arrays). ModelError naming the op on failure."""
+    on ``calibration``: input name -> (N, ...) arrays), ``exclude`` and the post-processing
+    tail (:func:`float_tail`) kept float. ModelError naming the op on failure."""
     from onnxruntime.quantization import QuantFormat, QuantType, quant_pre_process, quantize_static
 
     model = _ensure_opset13(model, what)
@@ -89,6 +111,9 @@ def int8_graph(
         except Exception as exc:  # pre-processing is an optimisation: quantize the graph as it is
             logger.warning("%s: quant_pre_process failed (%s); quantizing without it", what, exc)
             pre = src
+        prepared = named_nodes(onnx.load(pre))
+        onnx.save(prepared, pre)
+        exclude = [*exclude, *(n for n in float_tail(prepared) if n not in exclude)]
         try:
             quantize_static(
                 str(pre),
@@ -192,6 +217,7 @@ __all__ = [
     "LATENCY_RUNS",
     "LoadedGraph",
     "compute_nodes",
+    "float_tail",
     "fp16_graph",
     "int8_graph",
     "named_nodes",

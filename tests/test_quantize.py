@@ -19,7 +19,7 @@ from edge_runtime.bundle.reader import load_bundle
 from edge_runtime.errors import ConfigError, ModelError
 from edge_runtime.inference.engine import Engine, EngineOptions
 from exporter.quantize import QuantizeOptions, quantize_bundle
-from exporter.quantize_graphs import compute_nodes, int8_graph
+from exporter.quantize_graphs import compute_nodes, float_tail, int8_graph
 from exporter.verify import make_session
 from tests import onnx_models as m
 
@@ -254,3 +254,60 @@ def test_a_graph_that_cannot_be_quantized_names_the_op() -> None:
     with pytest.raises(ModelError) as caught:
         int8_graph(model, {"x": np.ones((4, 4), np.float32)}, "head 'odd'")
     assert "head 'odd': INT8 quantization failed" in str(caught.value) and "Mystery" in str(caught.value)
+
+
+def _detector_like_head() -> onnx.ModelProto:
+    """features -> conv -> (4 box channels x 320, 2 class channels through a sigmoid) -> one
+    concatenated output: the shape of YOLOv8's exported post-processing."""
+    h = onnx.helper
+    rng = np.random.default_rng(3)
+    weight = onnx.numpy_helper.from_array(rng.normal(0, 0.5, (6, 8, 1, 1)).astype(np.float32), "w")
+    nodes = [
+        h.make_node("Conv", ["x", "w"], ["c"], name="pred"),
+        h.make_node("Reshape", ["c", "shape"], ["flat"], name="flatten"),
+        h.make_node("Split", ["flat", "sizes"], ["box", "cls"], axis=1, name="split"),
+        h.make_node("Sigmoid", ["box"], ["box01"], name="box_sigmoid"),
+        h.make_node("Mul", ["box01", "size"], ["box_px"], name="to_pixels"),
+        h.make_node("Sigmoid", ["cls"], ["scores"], name="scores"),
+        h.make_node("Concat", ["box_px", "scores"], ["y"], axis=1, name="rows"),
+    ]
+    constants = [
+        weight,
+        onnx.numpy_helper.from_array(np.array([1, 6, 16], np.int64), "shape"),
+        onnx.numpy_helper.from_array(np.array([4, 2], np.int64), "sizes"),
+        onnx.numpy_helper.from_array(np.array(320.0, np.float32), "size"),
+    ]
+    graph = h.make_graph(
+        nodes,
+        "head",
+        [h.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 8, 4, 4])],
+        [h.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 6, 16])],
+        constants,
+    )
+    return h.make_model(graph, opset_imports=[h.make_opsetid("", 17)])
+
+
+def test_the_post_processing_tail_is_found() -> None:
+    assert float_tail(_detector_like_head()) == ["flatten", "split", "box_sigmoid", "to_pixels", "scores", "rows"]
+    conv_only = _detector_like_head()
+    del conv_only.graph.node[1:]
+    conv_only.graph.output[0].CopyFrom(onnx.helper.make_tensor_value_info("c", onnx.TensorProto.FLOAT, None))
+    assert float_tail(conv_only) == []
+
+
+def test_int8_keeps_scores_beside_pixel_coordinates() -> None:
+    """One uint8 step over [0, 320] is 1.25: quantizing the concat would turn every score into
+    0 or 1.25. The tail stays float, so scores keep their values (only the conv is INT8)."""
+    model = _detector_like_head()
+    rng = np.random.default_rng(4)
+    x = rng.normal(0, 1, (16, 8, 4, 4)).astype(np.float32)
+    data = int8_graph(model, {"x": x}, "head 'det'")
+    quantized = onnx.load_from_string(data)
+    quantized_inputs = {n.input[0] for n in quantized.graph.node if n.op_type == "QuantizeLinear"}
+    assert "box_px" not in quantized_inputs and "scores" not in quantized_inputs
+    float_session, int8_session = make_session(model.SerializeToString(), "float"), make_session(data, "int8")
+    want = np.concatenate([float_session.run(None, {"x": x[i : i + 1]})[0] for i in range(4)])
+    got = np.concatenate([int8_session.run(None, {"x": x[i : i + 1]})[0] for i in range(4)])
+    assert np.abs(got[:, 4:] - want[:, 4:]).max() < 0.05  # scores
+    assert got[:, 4:].max() <= 1.0
+    assert np.abs(got[:, :4] - want[:, :4]).max() < 320 * 0.05  # pixel coordinates
