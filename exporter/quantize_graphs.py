@@ -74,7 +74,15 @@ def float_tail(model: onnx.ModelProto) -> list[str]:
             for out in node.output
             for c in consumers.get(out, [])
         )
-    return [n.name for n in model.graph.node if n.op_type not in COMPUTE_OPS and not feeds_compute[n.name]]
+    after_compute: set[str] = set()  # tensors computed from a weight-bearing node's output
+    for node in model.graph.node:
+        if node.op_type in COMPUTE_OPS or any(name in after_compute for name in node.input):
+            after_compute.update(node.output)
+    return [
+        n.name
+        for n in model.graph.node
+        if n.op_type not in COMPUTE_OPS and not feeds_compute[n.name] and any(name in after_compute for name in n.input)
+    ]
 
 
 def _ensure_opset13(model: onnx.ModelProto, what: str) -> onnx.ModelProto:

@@ -1,5 +1,11 @@
 """Real MQTT brokers for tests: their own config in a temp dir, a free loopback port.
 
+mosquitto runs the broker configuration the product ships, ``devices/mosquitto/mosquitto.conf``
+(:func:`mosquitto_test_config`): a test replaces only where it listens (its port, on 127.0.0.1),
+where it saves (its temp dir), where it logs, and who may connect (anonymous, unless the test
+asks for passwords, an ACL or TLS). Every other setting (persistence, autosave, queue and
+in-flight limits, TCP_NODELAY) is the shipped one.
+
 Example::
 
     with MosquittoBroker() as broker:        # started, port accepting connections
@@ -46,6 +52,17 @@ from typing import IO, Any, ClassVar, NoReturn, TypeVar
 
 HOST = "127.0.0.1"
 BROKER_ENV = "EDGE_TEST_BROKER"
+#: The broker configuration the product ships; test brokers derive theirs from it.
+SHIPPED_MOSQUITTO_CONF = Path(__file__).resolve().parent.parent / "devices" / "mosquitto" / "mosquitto.conf"
+#: Options of the shipped file a test broker sets itself (or leaves out): where it listens,
+#: saves and logs, who may connect, and the host's service files (pid file, user, conf.d).
+TEST_OWNED_OPTIONS = frozenset(
+    {
+        "listener", "persistence_location", "log_dest", "log_type", "pid_file", "user", "include_dir",
+        "allow_anonymous", "password_file", "acl_file", "cafile", "certfile", "keyfile", "require_certificate",
+        "tls_version",
+    }
+)  # fmt: skip
 BROKER_CHOICES = ("auto", "mosquitto", "amqtt")
 
 _B = TypeVar("_B", bound="BrokerProcess")
@@ -76,6 +93,53 @@ def find_mosquitto_passwd() -> str | None:
         if os.access(candidate, os.X_OK):
             return candidate
     return shutil.which("mosquitto_passwd")
+
+
+def read_mosquitto_conf(path: Path = SHIPPED_MOSQUITTO_CONF) -> list[tuple[str, str]]:
+    """The options of a mosquitto config file, in order: ``(name, value)`` per line that is not
+    blank or a comment."""
+    options = []
+    for raw in path.read_text(encoding="utf-8").splitlines():
+        line = raw.strip()
+        if line and not line.startswith("#"):
+            name, _, value = line.partition(" ")
+            options.append((name, value.strip()))
+    return options
+
+
+def mosquitto_test_config(
+    port: int,
+    workdir: Path,
+    *,
+    persistence: bool | None = None,
+    log_path: Path | None = None,
+    auth_lines: Sequence[str] = ("allow_anonymous true",),
+    listener_lines: Sequence[str] = (),
+    shipped: Path = SHIPPED_MOSQUITTO_CONF,
+) -> list[str]:
+    """The lines of a test broker's config: ``shipped``'s options, except those of
+    :data:`TEST_OWNED_OPTIONS`, which become ``listener PORT 127.0.0.1`` (followed by
+    ``listener_lines``: TLS), ``persistence_location WORKDIR/``, ``log_dest file LOG_PATH`` and
+    ``auth_lines`` (who may connect). ``persistence`` None keeps the shipped setting."""
+    options = read_mosquitto_conf(shipped)
+    if sum(name == "listener" for name, _ in options) != 1:
+        raise ValueError(f"{shipped}: a test broker derives from a config with exactly one listener")
+    lines: list[str] = []
+    for name, value in options:
+        if name == "listener":  # in its place: options after it may belong to it
+            lines += [f"listener {port} {HOST}", *listener_lines]
+        elif name == "persistence" and persistence is not None:
+            lines.append(f"persistence {'true' if persistence else 'false'}")
+        elif name not in TEST_OWNED_OPTIONS:
+            lines.append(f"{name} {value}".rstrip())
+    lines.append(f"persistence_location {workdir}/")
+    if log_path is not None:
+        lines += [f"log_dest file {log_path}", "log_type error", "log_type warning", "log_type notice"]
+        lines.append("log_type information")
+    lines += auth_lines
+    if os.geteuid() == 0:  # else it drops to user mosquitto, who cannot write here
+        lines.append("user root")
+    return lines
 
 
 def amqtt_installed() -> bool:
@@ -221,14 +285,17 @@ class TlsFiles:
 
 
 class MosquittoBroker(BrokerProcess):
-    """One mosquitto process on ``127.0.0.1:port``.
+    """One mosquitto process on ``127.0.0.1:port``, configured as the shipped
+    ``devices/mosquitto/mosquitto.conf`` (see :func:`mosquitto_test_config`) with anonymous
+    clients allowed unless told otherwise.
 
-    ``persistence=True`` keeps sessions and their queued messages across ``stop``/``start``
-    (not across ``kill``). ``tls``: the server's CA, certificate and key make the listener TLS
-    (``url`` is then ``mqtts://``); ``require_certificate=True`` also demands a client
-    certificate signed by ``tls.ca``. ``passwords``: user -> password, written with
-    ``mosquitto_passwd``; anonymous clients are then refused. ``acl_file``: a mosquitto ACL
-    file (``acl_file`` line); ``extra_lines``: more config lines, appended as given."""
+    ``persistence``: None (default) as shipped (on: sessions and their queued messages survive
+    ``stop``/``start``; across ``kill`` only what the last autosave held), True / False to
+    force it. ``tls``: the server's CA, certificate and key make the listener TLS (``url`` is
+    then ``mqtts://``); ``require_certificate=True`` also demands a client certificate signed
+    by ``tls.ca``. ``passwords``: user -> password, written with ``mosquitto_passwd``;
+    anonymous clients are then refused. ``acl_file``: a mosquitto ACL file (``acl_file`` line);
+    ``extra_lines``: more config lines, appended as given."""
 
     name = "mosquitto"
     protocols = ("3.1.1", "5")
@@ -240,7 +307,7 @@ class MosquittoBroker(BrokerProcess):
         *,
         executable: str | None = None,
         workdir: Path | None = None,
-        persistence: bool = False,
+        persistence: bool | None = None,
         tls: TlsFiles | None = None,
         require_certificate: bool = False,
         passwords: Mapping[str, str] | None = None,
@@ -256,31 +323,25 @@ class MosquittoBroker(BrokerProcess):
         self.executable = exe
         self.tls = tls
         self.config_path = self.workdir / "mosquitto.conf"
-        lines = [
-            f"listener {self.port} {HOST}",
-            f"persistence {'true' if persistence else 'false'}",
-            "max_queued_messages 0",  # the default 1000 drops QoS 1 messages silently
-            f"log_dest file {self.log_path}",
-            "log_type error",
-            "log_type warning",
-            "log_type notice",
-            "log_type information",
-        ]
+        listener: list[str] = []
         if tls is not None:
-            lines += [f"cafile {tls.ca}", f"certfile {tls.cert}", f"keyfile {tls.key}"]
-            lines.append(f"require_certificate {'true' if require_certificate else 'false'}")
+            listener += [f"cafile {tls.ca}", f"certfile {tls.cert}", f"keyfile {tls.key}"]
+            listener.append(f"require_certificate {'true' if require_certificate else 'false'}")
         if passwords:
-            lines += ["allow_anonymous false", f"password_file {self._write_passwords(passwords)}"]
+            auth = ["allow_anonymous false", f"password_file {self._write_passwords(passwords)}"]
         else:
-            lines.append("allow_anonymous true")
-        if persistence:  # saved on SIGTERM (stop), restored by start: sessions and queued messages
-            lines.append(f"persistence_location {self.workdir}/")
+            auth = ["allow_anonymous true"]
         if acl_file is not None:
-            lines.append(f"acl_file {acl_file}")
-        lines += extra_lines
-        if os.geteuid() == 0:  # else it drops to user mosquitto, who cannot write here
-            lines.append("user root")
-        self.config_path.write_text("\n".join(lines) + "\n")
+            auth.append(f"acl_file {acl_file}")
+        lines = mosquitto_test_config(
+            self.port,
+            self.workdir,
+            persistence=persistence,
+            log_path=self.log_path,
+            auth_lines=auth,
+            listener_lines=listener,
+        )
+        self.config_path.write_text("\n".join([*lines, *extra_lines]) + "\n")
 
     @property
     def scheme(self) -> str:

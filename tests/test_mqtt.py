@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
@@ -9,7 +10,7 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +22,10 @@ from paho.mqtt.properties import Properties
 
 from edge_runtime.codec import CONTENT_TYPE, decode_payload
 from edge_runtime.delivery.mqtt.publisher import MqttPublisher
+from edge_runtime.delivery.mqtt.sender import RepeatedErrors
 from edge_runtime.delivery.mqtt.settings import MqttConfig
 from edge_runtime.delivery.mqtt.status import parse_status
-from edge_runtime.delivery.spool import Spool
+from edge_runtime.delivery.spool import Spool, SpooledMessage
 from edge_runtime.delivery.spool_file import SpoolOptions
 from edge_runtime.errors import ConfigError
 from tests.broker import HOST, MosquittoBroker, find_mosquitto, wait_for
@@ -207,6 +209,47 @@ def test_broker_down_at_start(tmp_path: Path, spool: Spool) -> None:
         sub.close()
     finally:
         mq.cleanup()
+
+
+class FailingReads(Spool):
+    """A spool whose reads fail every time: an unexpected error in every round of the sender."""
+
+    def interleaved(self, limit: int, live_after_id: int, *, exclude: Collection[int] = ()) -> list[SpooledMessage]:
+        raise RuntimeError("the spool's reads fail")
+
+
+@pytest.mark.mqtt5
+def test_a_sender_error_that_keeps_happening_is_logged_with_one_traceback(
+    broker: MosquittoBroker, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    with (
+        FailingReads.open(tmp_path / "spool.sqlite") as spool,
+        MqttPublisher(config(broker.port), DEVICE, spool) as pub,
+    ):
+        assert pub.wait_connected(10)
+        time.sleep(2.5)  # a round about every second (0.5 s after the error, 0.5 s idle): it failed 2-3 times
+    failures = [r for r in caplog.records if "unexpected error" in r.getMessage()]
+    assert len(failures) == 1, [r.getMessage() for r in failures]  # the old sender: a traceback every round
+    assert failures[0].exc_info and "the spool's reads fail" in failures[0].getMessage()
+
+
+def test_repeated_errors_log_the_first_with_a_traceback_then_once_a_minute_with_a_count(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    errors = RepeatedErrors("MQTT sender: unexpected error")
+    with caplog.at_level(logging.ERROR, logger="edge_runtime.delivery.mqtt.sender"):
+        for i in range(120):  # every 0.5 s for a minute: one traceback
+            errors.log(RuntimeError("spool gone"), now=100.0 + i * 0.5)
+        assert len(caplog.records) == 1 and caplog.records[0].exc_info
+        errors.log(RuntimeError("spool gone"), now=160.0)  # a minute after the first: one line, counted
+        errors.log(RuntimeError("spool gone"), now=170.0)
+        errors.log(KeyError("other"), now=170.5)  # another kind: its own traceback
+    messages = [r.getMessage() for r in caplog.records]
+    assert len(messages) == 3, messages
+    assert messages[1] == "MQTT sender: unexpected error again: RuntimeError: spool gone (120 times in the last 60 s)"
+    assert not caplog.records[1].exc_info
+    assert "KeyError: 'other'" in messages[2] and caplog.records[2].exc_info
 
 
 PUBLISHER_SCRIPT = textwrap.dedent(

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from edge_runtime.delivery.spool import Spool
-from edge_runtime.delivery.spool_file import SpoolError, SpoolOptions
+from edge_runtime.delivery.spool_file import APPLICATION_ID, SpoolError, SpoolOptions
 from edge_runtime.errors import ConfigError
 
 TOPIC = "edge/dev1/results"
@@ -63,6 +63,9 @@ def seqs(messages: list[Any]) -> list[int]:
         ({"synchronous": "ful"}, "synchronous"),
         ({"commit_interval_ms": -1}, "commit_interval_ms"),
         ({"commit_interval_ms": float("nan")}, "commit_interval_ms"),
+        ({"reserve_bytes": 0}, "reserve_bytes"),
+        ({"reserve_bytes": 1.5}, "reserve_bytes"),
+        ({"reserve_bytes": True}, "reserve_bytes"),
     ],
 )
 def test_options_are_validated(options: dict[str, Any], field: str) -> None:
@@ -367,3 +370,128 @@ def test_open_with_a_large_backlog(tmp_path: Path) -> None:
         assert (stats.depth, stats.next_seq) == (rows, rows)
         assert seqs(spool.pending(2)) == [0, 1]
     print(f"open with {rows} rows: {opened * 1000:.1f} ms")
+
+
+# -- identity, the commit hook, oldest_seq, schema 1 files --------------------------------------
+
+# A spool as schema 1 wrote it (before the identity and the full-disk totals).
+SCHEMA_1 = """
+CREATE TABLE messages (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, topic TEXT NOT NULL, payload BLOB NOT NULL, qos INTEGER NOT NULL,
+    expiry_s REAL, created REAL NOT NULL, seq INTEGER NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
+    size INTEGER NOT NULL
+);
+CREATE INDEX messages_deadline ON messages (created + expiry_s) WHERE expiry_s IS NOT NULL;
+CREATE TABLE meta (
+    id INTEGER PRIMARY KEY CHECK (id = 0), next_seq INTEGER NOT NULL, depth INTEGER NOT NULL,
+    bytes INTEGER NOT NULL, dropped_overflow INTEGER NOT NULL, expired INTEGER NOT NULL, created REAL NOT NULL
+);
+"""
+
+
+def write_schema_1(path: Path, seqs: list[int], dropped: int) -> None:
+    conn = sqlite3.connect(path)
+    conn.executescript(SCHEMA_1)
+    for seq in seqs:
+        conn.execute(
+            "INSERT INTO messages (topic, payload, qos, created, seq, size) VALUES (?, ?, 1, ?, ?, ?)",
+            (TOPIC, f"v1-{seq}".encode(), time.time(), seq, len(TOPIC) + len(f"v1-{seq}")),
+        )
+    size = sum(len(TOPIC) + len(f"v1-{seq}") for seq in seqs)
+    conn.execute("INSERT INTO meta VALUES (0, ?, ?, ?, ?, 0, ?)", (seqs[-1] + 1, len(seqs), size, dropped, time.time()))
+    conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+    conn.execute("PRAGMA user_version = 1")
+    conn.commit()
+    conn.close()
+
+
+def test_identity_is_made_once_and_kept_in_the_file(tmp_path: Path) -> None:
+    with open_spool(tmp_path / "a.db") as a, open_spool(tmp_path / "b.db") as b:
+        identity = a.identity
+        assert len(identity) == 16 and int(identity, 16) >= 0
+        assert b.identity != identity  # random per file
+    with open_spool(tmp_path / "a.db") as a:
+        assert a.identity == identity
+    conn = sqlite3.connect(tmp_path / "a.db")
+    assert conn.execute("SELECT identity FROM meta").fetchone()[0] == identity
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
+    conn.close()
+    (tmp_path / "a.db").unlink()  # a spool deleted and made again is another spool
+    with open_spool(tmp_path / "a.db") as a:
+        assert a.identity != identity
+
+
+def test_schema_1_file_is_migrated_with_a_new_identity(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = tmp_path / "v1.db"
+    write_schema_1(path, [7, 8, 9], dropped=4)
+    with caplog.at_level(logging.INFO, logger="edge_runtime.delivery.spool_schema"), open_spool(path) as spool:
+        identity = spool.identity
+        assert len(identity) == 16
+        assert [m.payload for m in spool.pending(10)] == [b"v1-7", b"v1-8", b"v1-9"]
+        stats = spool.stats()
+        assert (stats.depth, stats.next_seq, stats.dropped_overflow, stats.unspooled, stats.lost) == (3, 10, 4, 0, 0)
+        assert spool.oldest_seq() == 7
+        assert spool.append(TOPIC, b"new").seq == 10
+    assert any("migrated from schema 1" in r.getMessage() for r in caplog.records)
+    with open_spool(path) as spool:
+        assert spool.identity == identity  # migrated once
+        assert seqs(spool.pending(10)) == [7, 8, 9, 10]
+
+
+def test_on_commit_gets_the_committed_next_seq_after_each_commit(tmp_path: Path) -> None:
+    calls: list[int] = []
+    with open_spool(tmp_path / "s.db", commit_interval_ms=60_000) as spool:
+        assert calls == []
+        spool.on_commit = calls.append
+        spool.append(TOPIC, b"a")
+        spool.append(TOPIC, b"b")
+        assert calls == []  # not committed yet
+        spool.flush()
+        assert calls == [2] and spool.committed_next_seq == 2
+        spool.flush()
+        assert calls == [2]  # nothing to commit: no call
+        spool.append(TOPIC, b"c", durable=True)
+        spool.ack([m.id for m in spool.pending(1)])
+        spool.raise_next_seq(100)
+        assert calls == [2, 3, 100]  # the ack was committed with the raise
+    assert calls == [2, 3, 100]  # close had nothing left to commit
+    calls.clear()
+    with open_spool(tmp_path / "s.db", commit_interval_ms=0) as spool:
+        spool.on_commit = calls.append
+        spool.append(TOPIC, b"d")
+        assert calls == [101]
+
+
+def test_on_commit_errors_are_logged_once_and_never_fail_the_spool(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    failures = iter([OSError("disk gone"), OSError("disk gone"), ValueError("other"), OSError("disk gone")])
+
+    def hook(next_seq: int) -> None:
+        raise next(failures)
+
+    with caplog.at_level(logging.ERROR), open_spool(tmp_path / "s.db", commit_interval_ms=0) as spool:
+        spool.on_commit = hook
+        for _ in range(4):
+            spool.append(TOPIC, b"x")
+        assert seqs(spool.pending(10)) == [0, 1, 2, 3]  # every commit went through
+        assert spool.committed_next_seq == 4
+    errors = [r.getMessage() for r in caplog.records if "on_commit" in r.getMessage()]
+    assert len(errors) == 2, errors  # once per distinct message
+    assert "OSError: disk gone" in errors[0] and "ValueError: other" in errors[1]
+
+
+def test_oldest_seq(tmp_path: Path) -> None:
+    with open_spool(tmp_path / "s.db", max_rows=3, commit_interval_ms=60_000) as spool:
+        assert spool.oldest_seq() is None
+        spool.append(TOPIC, b"a")
+        assert spool.oldest_seq() == 0  # held, even before the commit
+        for _ in range(3):
+            spool.append(TOPIC, b"b")
+        assert spool.oldest_seq() == 1  # seq 0 dropped by max_rows
+        spool.flush()
+        spool.ack([m.id for m in spool.pending(2)])
+        assert spool.oldest_seq() == 3
+        spool.ack([m.id for m in spool.pending(10)])
+        assert spool.oldest_seq() is None
+        assert spool.next_seq == 4

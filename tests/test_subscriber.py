@@ -15,6 +15,7 @@ import re
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -118,13 +119,44 @@ def test_options_validation() -> None:
             SubscribeOptions(broker="mqtt://h", topic=bad)
 
 
-def test_options_session_expiry_needs_a_client_id() -> None:
-    with pytest.raises(ConfigError, match=r"needs a fixed client id \(--client-id, EDGE_RUNTIME_SUBSCRIBE_CLIENT_ID"):
-        SubscribeOptions(broker="mqtt://h", session_expiry_s=60)
-    assert SubscribeOptions(broker="mqtt://h", client_id="c1", session_expiry_s=60).mqtt_client_id == "c1"
-    from_url = SubscribeOptions(broker="mqtt://h?client_id=c2", session_expiry_s=60)
-    assert from_url.mqtt_client_id == "c2"
-    assert SubscribeOptions(broker="mqtt://h").mqtt_client_id is None
+def test_options_default_to_a_persistent_session_under_a_derived_client_id(tmp_path: Path) -> None:
+    """No client id needed for a persistent session: it is derived from the host, the output,
+    the share group and the instance; a given one (flag or URL) wins; --clean-session or an
+    expiry of 0 opt out (a random id per start, chosen by the stream)."""
+    out = str(tmp_path / "r.jsonl")
+    default = SubscribeOptions(broker="mqtt://h", output=out)
+    assert default.persistent and default.session_expiry_s == 86400
+    derived = default.derived_client_id("host-a")
+    assert re.fullmatch(r"edge-sub-[0-9a-f]{16}", derived)
+    assert default.derived_client_id("host-a") == derived  # the same on every start
+    others = {
+        SubscribeOptions(broker="mqtt://h", output=out).derived_client_id("host-b"),
+        SubscribeOptions(broker="mqtt://h", output=out + ".2").derived_client_id("host-a"),
+        SubscribeOptions(broker="mqtt://h", output=out, share="g").derived_client_id("host-a"),
+        SubscribeOptions(broker="mqtt://h", output=out, instance=1).derived_client_id("host-a"),
+        SubscribeOptions(broker="mqtt://h").derived_client_id("host-a"),
+    }
+    assert len(others) == 5 and derived not in others
+    assert default.session_client_id == default.derived_client_id()
+    assert SubscribeOptions(broker="mqtt://h", client_id="c1").session_client_id == "c1"
+    assert SubscribeOptions(broker="mqtt://h?client_id=c2", session_expiry_s=60).session_client_id == "c2"
+    for clean in (
+        SubscribeOptions(broker="mqtt://h", clean_session=True),
+        SubscribeOptions(broker="mqtt://h", session_expiry_s=0),
+    ):
+        assert not clean.persistent and clean.session_client_id is None
+    assert SubscribeOptions(broker="mqtt://h", clean_session=True, client_id="c3").session_client_id == "c3"
+    assert SubscribeOptions(broker="mqtt://h").fsync_every == (True, None)
+    assert SubscribeOptions(broker="mqtt://h", fsync="never").fsync_every == (False, None)
+    assert SubscribeOptions(broker="mqtt://h", fsync="50").fsync_every == (True, 50)
+    with pytest.raises(ConfigError, match=r"fsync must be 'batch', 'never' or a whole number of messages >= 1"):
+        SubscribeOptions(broker="mqtt://h", fsync="0")
+    with pytest.raises(ConfigError, match="instance"):
+        SubscribeOptions(broker="mqtt://h", instance=-1)
+    assert SubscribeOptions(broker="mqtt://h").status_subscription == "edge/+/status"
+    assert SubscribeOptions(broker="mqtt://h", topic="site/cam1/results").status_subscription == "site/cam1/status"
+    assert SubscribeOptions(broker="mqtt://h", topic="edge/#").status_subscription is None
+    assert SubscribeOptions(broker="mqtt://h", share="g").status_subscription is None
 
 
 SUB = "EDGE_RUNTIME_SUBSCRIBE_"
@@ -221,8 +253,8 @@ def test_options_load_precedence(
             id="no-broker",
         ),
         pytest.param(
-            'broker = "mqtt://f"\nsession_expiry_s = 60\n', {}, {}, r"needs a fixed client id",
-            id="expiry-no-client-id",
+            'broker = "mqtt://f"\nfsync = "sometimes"\n', {}, {},
+            r"subscribe\.toml: fsync must be 'batch', 'never' or a whole number", id="fsync-bad",
         ),
         pytest.param(
             'broker = "mqtt://f"\nclient_id = "c"\n', {SUB + "SESSION_EXPIRY_S": "-1"}, {},
@@ -302,7 +334,7 @@ def test_tracker_memory_is_bounded() -> None:
     tracker.observe(D, E, 0)
     for s in range(2, 40):  # seq 1 never comes
         assert tracker.observe(D, E, s)
-    st = tracker._streams[(D, E)]
+    st = tracker._streams[(D, E, "results")]
     assert len(st.above) <= 10 and st.top == 39
     assert tracker.gaps() == {(D, E): [(1, 1)]}  # given up, still reported
     assert "1 missing seq: 1" in tracker.summary()
@@ -587,12 +619,14 @@ def test_run_subscribe_writes_csv(broker: BrokerProcess, raw: RawPublisher, tmp_
 def subscribe_cli(
     *args: str, env: dict[str, str] | None = None, timeout: float = 30
 ) -> subprocess.CompletedProcess[str]:
-    """``edge-runtime subscribe ARGS`` with only ``env``'s EDGE_RUNTIME_* variables."""
-    base = {k: v for k, v in os.environ.items() if not k.startswith("EDGE_RUNTIME_")}
-    return subprocess.run(
-        [*RUNTIME, "subscribe", *args], cwd=ROOT, env={**base, **(env or {})}, capture_output=True, text=True,
-        timeout=timeout, check=False,
-    )  # fmt: skip
+    """``edge-runtime subscribe ARGS`` with only ``env``'s EDGE_RUNTIME_* variables; the lock and
+    state of a subscriber writing to stdout go to a temporary state directory."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith("EDGE_RUNTIME_") and k != "STATE_DIRECTORY"}
+    with tempfile.TemporaryDirectory(prefix="subscribe-state-") as state:
+        return subprocess.run(
+            [*RUNTIME, "subscribe", *args], cwd=ROOT, env={**base, "XDG_STATE_HOME": state, **(env or {})},
+            capture_output=True, text=True, timeout=timeout, check=False,
+        )  # fmt: skip
 
 
 def assert_one_error_line(proc: subprocess.CompletedProcess[str], pattern: str) -> None:
@@ -671,8 +705,8 @@ def test_cli_tls_failures_are_one_line(tmp_path: Path) -> None:
             id="env-typo",
         ),
         pytest.param(
-            ["--broker", "mqtt://h", "--session-expiry", "60"], {},
-            r"session_expiry_s 60 needs a fixed client id \(--client-id, .*", id="expiry-without-client-id",
+            ["--broker", "mqtt://h", "--fsync", "-3"], {},
+            r"--fsync: fsync must be 'batch', 'never' or a whole number of messages >= 1, got '-3'", id="fsync-bad",
         ),
         pytest.param(
             ["--config", "missing.toml"], {}, r"missing\.toml: no such file", id="missing-config",

@@ -29,7 +29,8 @@ from edge_runtime.bundle.fields import (
     name_tuple,
     number_tuple,
 )
-from edge_runtime.errors import BundleError, EdgeRuntimeError
+from edge_runtime.errors import BundleError, ConfigError, EdgeRuntimeError
+from edge_runtime.settings.heads import check_head_value
 
 LAYOUTS = ("NCHW", "NHWC")
 COLORS = ("RGB", "BGR", "GRAY")
@@ -375,6 +376,17 @@ class Schedule:
         return out
 
 
+def _head_expiry(data: Mapping[str, Any], where: str) -> float | None:
+    """A head's ``expiry_s`` default, checked by the config's own rule (the ``heads.<name>.expiry_s``
+    row): the same range and MQTT v5 limit, the same words."""
+    if "expiry_s" not in data:
+        return None
+    try:
+        return float(check_head_value("expiry_s", data["expiry_s"]))
+    except ConfigError as exc:
+        raise field_error(BundleError, where, str(exc)) from None
+
+
 @dataclass(frozen=True)
 class GraphEntry:
     """The trunk or one head: its boundary tensor names and its artifacts."""
@@ -406,7 +418,7 @@ class GraphEntry:
             decoder=DecoderSpec.from_mapping(data.get("decoder", {}), f"{where}.decoder") if head else None,
             schedule=Schedule.from_mapping(data.get("schedule", {}), f"{where}.schedule") if head else None,
             qos=get_field(data, "qos", int, where, BundleError, None) if head else None,
-            expiry_s=get_field(data, "expiry_s", float, where, BundleError, None) if head else None,
+            expiry_s=_head_expiry(data, where) if head else None,
             fidelity=get_field(data, "fidelity", dict, where, BundleError, None) if head else None,
         )
 

@@ -6,7 +6,8 @@
 * **inference** runs the engine (trunk once, due heads, decode).
 * **output** applies the per-head publishing policy (:mod:`edge_runtime.delivery.reporting`:
   report-by-exception, heartbeats, QoS and expiry per message), numbers each message
-  (``seq``: the spool's when publishing to MQTT, else persisted in the state directory) and
+  (``seq``: the spool's when publishing to MQTT, else persisted in the state directory; a new
+  epoch whenever the state cannot prove seq is current, :mod:`edge_runtime.delivery.state`) and
   hands it to every sink (JSON lines, the MQTT publisher's spool). The result queue is
   bounded and blocking: results are never dropped.
 
@@ -39,6 +40,7 @@ from typing import Any
 
 from edge_runtime.config import RuntimeConfig
 from edge_runtime.daemon.handoff import LatestFrameSlot, notify_systemd
+from edge_runtime.daemon.positions import delivery_fields, epoch_fields, write_heartbeat
 from edge_runtime.daemon.remote_control import DaemonController, attach_commands
 from edge_runtime.daemon.sinks import JsonLinesSink, ResultSink
 from edge_runtime.daemon.status import PipelineCounters
@@ -74,6 +76,8 @@ class Daemon:
         self._errors: list[BaseException] = []
         self._seq = 0
         self._publisher: Any = None
+        self._heartbeat_failed = False
+        self._last_delivery: dict[str, Any] = {}  # the publisher's last counters, for the final heartbeat
         self._metrics: Metrics | None = None
         self._slot: LatestFrameSlot | None = None
         self.controller = DaemonController(self)
@@ -149,9 +153,11 @@ class Daemon:
             if self.config.metrics_port:
                 self._metrics = Metrics.serve(self.config.metrics_host, self.config.metrics_port, self.metrics_snapshot)
             if self.config.broker is not None:
-                self._publisher = self._open_publisher()
+                self._publisher = self._open_publisher()  # decides the epoch from its spool
                 if self._metrics is not None:
                     self._publisher.on_ack_latency = self._metrics.observe_ack_latency
+            else:
+                self.state.begin()
             if self.config.output is not None or (not sinks and self._publisher is None):
                 sinks.append(JsonLinesSink(self.config.output or "-"))
             source = open_source(
@@ -163,11 +169,13 @@ class Daemon:
                 sink.close()
             self._close_publisher()
             self._close_metrics()
+            if self.state.running:  # it stopped before numbering anything: not an unclean stop
+                self.state.end(max(self._seq, self.state.load_seq()))
             raise
         slot = LatestFrameSlot(drop_old=source.live or self.config.fps is not None)
         self._slot = slot
         results: queue.Queue[FrameResult | Reporter | None] = queue.Queue(maxsize=self.config.queue_size)
-        seq = self.state.load_seq()
+        seq = self._publisher.spool.next_seq if self._publisher is not None else self.state.load_seq()
         previous = self._install_signal_handlers() if install_signals else {}
         threads = [
             threading.Thread(target=self._guard(self._capture, source, slot), name="capture", daemon=True),
@@ -201,7 +209,7 @@ class Daemon:
                 self._publisher.publish_status(self.status_counters(slot))
             self._close_publisher()
             self._close_metrics()
-            self.state.save_seq(self._seq)
+            self.state.end(self._seq)
             self._write_heartbeat(slot, final=True)
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
@@ -281,7 +289,8 @@ class Daemon:
                     return
 
     def _open_publisher(self) -> Any:
-        """The spool and the MQTT publisher draining it; the spool's seq continues the state's."""
+        """The spool and the MQTT publisher draining it; the epoch is decided from the spool
+        (:meth:`StateDir.begin`) and the spool's commits record the high-water mark."""
         from edge_runtime.delivery.mqtt.publisher import MqttPublisher
         from edge_runtime.delivery.mqtt.settings import MqttConfig
         from edge_runtime.delivery.spool import Spool
@@ -297,7 +306,8 @@ class Daemon:
         )
         spool = Spool.open(config.spool or self.state.path / "spool.sqlite", options)
         try:
-            spool.raise_next_seq(self.state.load_seq())
+            self.state.begin(spool.identity, spool.next_seq)
+            spool.on_commit = self.state.high_water().write
             publisher = MqttPublisher(
                 mqtt_config,
                 config.device_id,
@@ -326,6 +336,7 @@ class Daemon:
             publisher.close(timeout=timeout)
         finally:
             self._seq = max(self._seq, publisher.spool.next_seq)
+            self._last_delivery = delivery_fields(publisher)
             depth = publisher.spool.stats().depth
             publisher.spool.close()
             if depth:
@@ -455,23 +466,30 @@ class Daemon:
         return {} if slot is None else self.status_counters(slot)
 
     def status_counters(self, slot: LatestFrameSlot) -> dict[str, Any]:
-        """The pipeline's counters for the MQTT status message."""
-        return self.counters.status_fields(dropped=slot.dropped, reporter=self.swaps.reporter)
+        """The pipeline's counters for the MQTT status message, with the epoch's reason and
+        the stream positions (:meth:`stream_positions`)."""
+        return {
+            **self.counters.status_fields(dropped=slot.dropped, reporter=self.swaps.reporter),
+            **self.epoch_fields(),
+        }
+
+    def epoch_fields(self) -> dict[str, Any]:
+        """``epoch_reason`` and ``streams`` (:func:`~edge_runtime.daemon.positions.epoch_fields`)."""
+        spool = self._publisher.spool if self._publisher is not None else None
+        return epoch_fields(self.state, spool, self._seq)
 
     def status_line(self, slot: LatestFrameSlot) -> str:
         """``12.5 fps, 250 frames, 3 dropped, 250 results; p50 ms: preprocess 0.4, trunk 2.1, …``."""
         return self.counters.status_line(dropped=slot.dropped)
 
     def _write_heartbeat(self, slot: LatestFrameSlot, final: bool = False) -> None:
-        try:
-            self.state.write_heartbeat(
-                {
-                    "device": self.config.device_id,
-                    "epoch": self.state.epoch,
-                    **self.counters.heartbeat_fields(dropped=slot.dropped),
-                    "interval_s": self.config.heartbeat_interval_s,
-                    "stopped": final,
-                }
-            )
-        except OSError as exc:
-            logger.warning("cannot write the heartbeat in %s: %s", self.state.path, exc)
+        fields = {
+            "device": self.config.device_id,
+            "epoch": self.state.epoch,
+            **self.epoch_fields(),
+            **self.counters.heartbeat_fields(dropped=slot.dropped),
+            **(delivery_fields(self._publisher) or self._last_delivery),
+            "interval_s": self.config.heartbeat_interval_s,
+            "stopped": final,
+        }
+        self._heartbeat_failed = write_heartbeat(self.state, fields, self._heartbeat_failed)

@@ -29,6 +29,9 @@ if TYPE_CHECKING:
         SpoolStats as SpoolStats,
     )
     from edge_runtime.delivery.spool_file import (
+        DiskFullError as DiskFullError,
+    )
+    from edge_runtime.delivery.spool_file import (
         SpoolError as SpoolError,
     )
     from edge_runtime.delivery.spool_file import (
@@ -46,7 +49,7 @@ __getattr__, __all__ = lazy_exports(
     {
         "reporting": ("HeadPolicy", "Reporter", "changed"),
         "spool": ("SpooledMessage", "SpoolStats", "Spool"),
-        "spool_file": ("SpoolError", "SpoolOptions"),
+        "spool_file": ("DiskFullError", "SpoolError", "SpoolOptions"),
         "state": ("StateDir", "read_heartbeat"),
     },
 )

@@ -12,8 +12,10 @@ from typing import TYPE_CHECKING
 from edge_runtime.lazy_exports import lazy_exports
 
 if TYPE_CHECKING:
+    from edge_runtime.settings.heads import HEADS as HEADS
+    from edge_runtime.settings.heads import MAX_MESSAGE_EXPIRY_S as MAX_MESSAGE_EXPIRY_S
+    from edge_runtime.settings.heads import check_head_value as check_head_value
     from edge_runtime.settings.page import render_markdown as render_markdown
-    from edge_runtime.settings.run import HEADS as HEADS
     from edge_runtime.settings.run import RUN as RUN
     from edge_runtime.settings.run import default_state_dir as default_state_dir
     from edge_runtime.settings.subscribe import SUBSCRIBE as SUBSCRIBE
@@ -24,8 +26,9 @@ if TYPE_CHECKING:
 __getattr__, __all__ = lazy_exports(
     __name__,
     {
+        "heads": ("HEADS", "MAX_MESSAGE_EXPIRY_S", "check_head_value"),
         "page": ("render_markdown",),
-        "run": ("HEADS", "RUN", "default_state_dir"),
+        "run": ("RUN", "default_state_dir"),
         "subscribe": ("SUBSCRIBE",),
         "table": ("Setting", "Table", "parse_env_value"),
     },

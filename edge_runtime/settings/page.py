@@ -58,7 +58,7 @@ def _plain(text: str) -> str:
 def _values(row: Setting) -> str:
     if row.choices is not None:
         return ", ".join(f"`{c}`" for c in row.choices)
-    return row.bounds()
+    return ", ".join(text for text in (row.bounds(), row.limit_text()) if text)
 
 
 def _rows(table: Table, rows: list[Setting], with_commands: bool) -> Iterator[str]:

@@ -1,7 +1,8 @@
 """The settings of ``edge-runtime run``: :data:`RUN` (one row each) and :data:`HEADS`, the keys of
-``[heads.<name>]``. :class:`~edge_runtime.config.RuntimeConfig` takes its fields' defaults,
-validation, ``EDGE_RUNTIME_*`` variables and ``run`` flags from here; docs/configuration.md is
-generated from it (``python -m edge_runtime.settings``).
+``[heads.<name>]`` (declared in :mod:`edge_runtime.settings.heads`).
+:class:`~edge_runtime.config.RuntimeConfig` takes its fields' defaults, validation,
+``EDGE_RUNTIME_*`` variables and ``run`` flags from here; docs/configuration.md is generated
+from it (``python -m edge_runtime.settings``).
 
 To add a setting: one :class:`~edge_runtime.settings.table.Setting` row below, a field of
 ``RuntimeConfig`` (``name: type = RUN.field("name")``) and its use.
@@ -16,9 +17,8 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from edge_runtime.bundle.specs import PRECISIONS
 from edge_runtime.codec.envelope import COMPRESSIONS, MODES
@@ -26,6 +26,7 @@ from edge_runtime.delivery.spool_file import SYNCHRONOUS_MODES
 from edge_runtime.errors import ConfigError, close_matches
 from edge_runtime.inference.backends import BACKENDS
 from edge_runtime.names import device_id_problem
+from edge_runtime.settings.heads import HEAD_GROUP, HEADS, check_heads
 from edge_runtime.settings.table import NO_FLAG, Setting, Table
 
 ENV_PREFIX = "EDGE_RUNTIME_"
@@ -76,100 +77,6 @@ def _check_topic_prefix(prefix: str) -> str:
     if not prefix or any(c in prefix for c in "+#") or prefix.startswith("/"):
         raise ConfigError(f"topic_prefix {prefix!r} must be non-empty, free of '+', '#' and a leading '/'")
     return prefix
-
-
-HEAD_GROUP = "Per head: `[heads.<name>]` in the config file"
-#: The keys of ``[heads.<name>]``: they override the bundle manifest's schedule and publishing
-#: for one head. File-only (no variable, no flag); ``commands`` may change some at run time.
-HEADS = Table(
-    "",
-    (
-        Setting(
-            "enabled",
-            "bool",
-            None,
-            "run the head (false: skip it)",
-            HEAD_GROUP,
-            default_doc="true",
-            env=False,
-            flag=NO_FLAG,
-            commands=("enable_head", "disable_head"),
-        ),
-        Setting(
-            "every_n_frames",
-            "int",
-            None,
-            "run the head on every Nth frame",
-            HEAD_GROUP,
-            minimum=1,
-            default_doc="the bundle's schedule",
-            env=False,
-            flag=NO_FLAG,
-            commands=("set_schedule",),
-        ),
-        Setting(
-            "qos",
-            "int",
-            None,
-            "MQTT QoS of the head's results",
-            HEAD_GROUP,
-            choices=(0, 1, 2),
-            default_doc="the bundle's, else 1",
-            env=False,
-            flag=NO_FLAG,
-        ),
-        Setting(
-            "expiry_s",
-            "float",
-            None,
-            "MQTT message expiry of the head's results (seconds)",
-            HEAD_GROUP,
-            minimum=1,
-            default_doc="the bundle's, else none",
-            env=False,
-            flag=NO_FLAG,
-        ),
-        Setting(
-            "deadband",
-            "float",
-            None,
-            "report by exception: publish only when a value moved by more than this, or a label / count changed",
-            HEAD_GROUP,
-            minimum=0,
-            default_doc="not set: every result",
-            env=False,
-            flag=NO_FLAG,
-        ),
-        Setting(
-            "float32",
-            "bool",
-            None,
-            "send the head's float arrays as float32 instead of float16",
-            HEAD_GROUP,
-            default_doc="false",
-            env=False,
-            flag=NO_FLAG,
-        ),
-    ),
-    key_prefix="heads.<name>.",
-)
-
-
-def _check_heads(value: Mapping[Any, Any]) -> dict[str, dict[str, Any]]:
-    """``{head: {key: value}}``, each value checked by its :data:`HEADS` row."""
-    result: dict[str, dict[str, Any]] = {}
-    for name, entry in value.items():
-        if not isinstance(entry, Mapping):
-            raise ConfigError(f"heads.{name}: must be a table with {', '.join(HEADS.keys())}")
-        table = Table("", HEADS.rows, key_prefix=f"heads.{name}.")
-        for key in entry:
-            if key not in HEADS.keys():
-                raise ConfigError(
-                    f"heads.{name}: unknown key {key!r}{close_matches(str(key), HEADS.keys())}; "
-                    f"valid keys: {', '.join(HEADS.keys())}"
-                )
-        result[str(name)] = {key: table.check_value(key, v) for key, v in entry.items() if v is not None}
-    return result
 
 
 SOURCE, INFERENCE, OUTPUT, SPOOL, STATUS, TRUST = (
@@ -261,7 +168,7 @@ RUN = Table(
         Setting("update_max_download_mb", "int", 512, "refuse update downloads over this many MiB", TRUST,
                 minimum=1, metavar="MIB"),
         Setting("heads", "table", help="per-head overrides of the bundle's schedule and publishing (below)",
-                group=HEAD_GROUP, factory=dict, default_doc="none: the bundle's", check=_check_heads, env=False,
+                group=HEAD_GROUP, factory=dict, default_doc="none: the bundle's", check=check_heads, env=False,
                 flag=NO_FLAG),
     ),
     ignore=(SUBSCRIBE_ENV_PREFIX,),

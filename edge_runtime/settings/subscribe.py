@@ -21,6 +21,11 @@ from edge_runtime.settings.table import Setting, Table
 
 #: The largest MQTT v5 Session Expiry Interval (0xFFFFFFFF: the session never expires).
 MAX_SESSION_EXPIRY_S = 0xFFFFFFFF
+#: The default session expiry: the broker keeps a subscriber's session, and queues its QoS 1
+#: results, for a day after it went away.
+DEFAULT_SESSION_EXPIRY_S = 86_400
+#: ``fsync`` values besides a whole number of messages.
+FSYNC_MODES = ("batch", "never")
 
 
 def _check_topic_filter(topic: str) -> str:
@@ -50,6 +55,13 @@ def _check_broker(url: str) -> str:
                 f"(config key {key}, {SUBSCRIBE.env_name(row)})"
             )
     return url
+
+
+def _check_fsync(value: str) -> str:
+    text = value.strip().lower()
+    if text in FSYNC_MODES or (text.isdigit() and int(text) >= 1):
+        return text if text in FSYNC_MODES else str(int(text))
+    raise ConfigError(f"fsync must be 'batch', 'never' or a whole number of messages >= 1, got {value!r}")
 
 
 def _check_share(share: str) -> str:
@@ -82,17 +94,30 @@ SUBSCRIBE = Table(
         Setting("format", "str", "jsonl", "output format", OUTPUT, choices=FORMATS),
         Setting("client_id", "str", None, "fixed MQTT client id, one per subscriber", CONNECTION,
                 check=_check_non_empty("client_id", "a non-empty string"),
-                default_doc="the broker URL's client_id=, else random", metavar="ID"),
+                default_doc="the broker URL's client_id=, else edge-sub-<hash of the host, output, share and "
+                "instance> (random with clean_session)", metavar="ID"),
+        Setting("instance", "int", 0, "which subscriber this is among those on this host with the same output "
+                "and share group (part of the derived client id)", CONNECTION, minimum=0, metavar="N"),
+        Setting("clean_session", "bool", False, "a random client id and a clean start each time: nothing is "
+                "queued while away, no state file (the default keeps a persistent session)", CONNECTION),
         Setting("qos", "int", 1, "subscription QoS", SUBSCRIPTION, choices=(0, 1, 2)),
         Setting("heartbeats", "bool", False, "write heartbeat lines too (they are always counted)", OUTPUT),
         Setting(
-            "session_expiry_s", "int", 0, "keep the broker session this long after a disconnect, so QoS 1 results "
-            "queue while away (needs a client id; 0: a clean start each time)", CONNECTION,
+            "session_expiry_s", "int", DEFAULT_SESSION_EXPIRY_S, "keep the broker session this long after a "
+            "disconnect, so QoS 1 results queue while away (0: a clean start each time)", CONNECTION,
             minimum=0, maximum=MAX_SESSION_EXPIRY_S, what="whole seconds", flag="--session-expiry",
-            metavar="SECONDS",
+            metavar="SECONDS", default_doc="86400 (1 day)",
         ),
+        Setting("fsync", "str", "batch", "when written lines are fsynced, always before the broker gets their "
+                "acknowledgement: 'batch' (once per batch of received messages), 'never' (written to the kernel "
+                "only: survives a crash of the subscriber, not of the machine) or N (at most N messages per fsync)",
+                OUTPUT, check=_check_fsync, metavar="batch|never|N"),
+        Setting("state_dir", "path", None, "where the lock and state file of a persistent subscriber writing to "
+                "stdout go (with a file output they go beside it)", OUTPUT, metavar="DIR",
+                default_doc="$STATE_DIRECTORY, else $XDG_STATE_HOME/edge-runtime or ~/.local/state/edge-runtime, "
+                "each + /subscribe"),
     ),
     noun="subscribe setting",
 )  # fmt: skip
 
-__all__ = ["MAX_SESSION_EXPIRY_S", "SUBSCRIBE"]
+__all__ = ["DEFAULT_SESSION_EXPIRY_S", "FSYNC_MODES", "MAX_SESSION_EXPIRY_S", "SUBSCRIBE"]

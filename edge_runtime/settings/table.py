@@ -1,9 +1,9 @@
 """Settings declared once: a :class:`Setting` row per setting, a :class:`Table` of rows, and
 everything derived from it (file validation with origins, environment, flags, dataclass fields).
 
-A row holds the name, kind, default, check (range, choices or a function), help, group,
-environment variable (``PREFIX + NAME``, or none), flag (``--name-with-dashes`` unless given,
-or none) and the remote commands that may change the setting at run time.
+A row holds the name, kind, default, check (range, a format's limit, choices or a function),
+help, group, environment variable (``PREFIX + NAME``, or none), flag (``--name-with-dashes``
+unless given, or none) and the remote commands that may change the setting at run time.
 
 Example::
 
@@ -51,10 +51,13 @@ _PHRASES = {
 class Setting:
     """One setting. ``default`` (or ``factory``, called per instance) is the value in force when
     nothing sets it; ``default_doc`` says it in words where it is computed (the host name, the
-    device profile's). ``minimum`` / ``maximum`` are inclusive, ``above`` exclusive; ``choices``
-    lists the valid values; ``check(value)`` raises :class:`ConfigError` (without the origin:
-    the table adds it) and returns the value to keep. ``commands``: the remote commands that
-    change it at run time (docs/protocol.md §9; not persisted)."""
+    device profile's). ``minimum`` / ``maximum`` are inclusive, ``above`` exclusive; ``limit``
+    (inclusive) is the largest value the format the setting is sent in can carry (an MQTT v5
+    four-byte interval), beyond what the setting means: checked after the range, its error says
+    why (``limit_why``); ``choices`` lists the valid values; ``check(value)`` raises
+    :class:`ConfigError` (without the origin: the table adds it) and returns the value to keep.
+    ``commands``: the remote commands that change it at run time (docs/protocol.md §9; not
+    persisted)."""
 
     name: str
     kind: str
@@ -64,6 +67,8 @@ class Setting:
     minimum: float | None = None
     maximum: float | None = None
     above: float | None = None
+    limit: float | None = None
+    limit_why: str = ""
     choices: tuple[Any, ...] | None = None
     check: Callable[[Any], Any] | None = None
     factory: Callable[[], Any] | None = None
@@ -96,6 +101,12 @@ class Setting:
         if self.maximum is not None:
             return f"<= {_number(self.maximum)}"
         return ""
+
+    def limit_text(self) -> str:
+        """The format's limit in words (``at most 4294967295 (the largest ...)``), or ``""``."""
+        if self.limit is None:
+            return ""
+        return f"at most {_number(self.limit)}" + (f" ({self.limit_why})" if self.limit_why else "")
 
     def default_text(self) -> str:
         """The default as the docs and ``--help`` show it."""
@@ -208,6 +219,8 @@ class Table:
             low_ok = (row.minimum is None or value >= row.minimum) and (row.above is None or value > row.above)
             if not low_ok or (row.maximum is not None and value > row.maximum):
                 raise ConfigError(f"{key} must be {row.phrase} {row.bounds()}, got {given!r}")
+            if row.limit is not None and value > row.limit:
+                raise ConfigError(f"{key} must be {row.limit_text()}, got {given!r}")
         if row.check is not None:
             value = row.check(value)
         return value

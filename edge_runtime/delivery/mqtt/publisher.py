@@ -1,13 +1,15 @@
 """The device's MQTT publisher: drains the store-and-forward spool.
 
 Results go to the :class:`~edge_runtime.delivery.spool.Spool` first (``publish_frame``,
-``publish_line``); a sender thread publishes what is committed there, at most ``max_inflight``
-at a time, and deletes a message only on its PUBACK (paho re-sends what was in flight after a
-reconnect: at-least-once, the subscriber de-duplicates on (device, epoch, seq)). It keeps the
-retained status (:mod:`~edge_runtime.delivery.mqtt.status`) on ``<prefix>/<device>/status``,
-subscribes to ``.../cmd`` when ``on_command`` is set and answers on ``.../reply``
-(``docs/protocol.md`` §9). Connection failures are retried with backoff, logged once per
-distinct reason and kept in :attr:`MqttPublisher.last_error`.
+``publish_line``); a sender thread (:mod:`~edge_runtime.delivery.mqtt.sender`: the in-flight
+window, acks and their retries, live publishing on a full disk) publishes what is committed
+there and deletes a message only on its PUBACK. The publisher keeps the retained status
+(:mod:`~edge_runtime.delivery.mqtt.status`) on ``<prefix>/<device>/status``, subscribes to
+``.../cmd`` when ``on_command`` is set and answers on ``.../reply`` (``docs/protocol.md`` §9).
+Connection failures are retried with backoff, logged once per distinct reason and kept in
+:attr:`MqttPublisher.last_error`.
+
+On a full disk the spool hands results back unstored: see :mod:`~edge_runtime.delivery.mqtt.sender`.
 
 Example::
 
@@ -22,10 +24,8 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import math
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Collection, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -37,6 +37,8 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from edge_runtime.codec import content_type, encode_frame, encode_line
 from edge_runtime.delivery.mqtt.client import MqttClient, make_client
+from edge_runtime.delivery.mqtt.outgoing import Unsendable
+from edge_runtime.delivery.mqtt.sender import Sender
 from edge_runtime.delivery.mqtt.settings import DeviceTopics, MqttConfig, describe_connect_error, describe_refusal
 from edge_runtime.delivery.mqtt.status import OFFLINE, ONLINE, STATUS_CONTENT_TYPE, status_payload
 from edge_runtime.delivery.spool import Spool, SpooledMessage
@@ -48,11 +50,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-_RETRY_REJECTED_S = 5.0
-_IDLE_WAIT_S = 0.5  # the sender's wait with nothing in flight and nothing uncommitted
-_ACK_WAIT_S = 0.005  # at most this long between applying PUBACKs while messages are in flight
-_PROPERTIES_CACHE = 256  # PUBLISH properties kept for reuse, one per distinct expiry interval
-
 
 class MqttPublisher:
     """Publishes the spool's messages; a context manager (``start`` / ``close``).
@@ -60,7 +57,9 @@ class MqttPublisher:
     ``publish_line`` / ``write`` append to the spool (the seq in the payload is the spool's seq);
     counters ``published`` (PUBLISH calls, re-sends by paho not counted), ``acked`` (PUBACKs that
     removed a message from the spool), ``reconnects`` and ``rejected`` (PUBACKs with an error
-    reason code: the message stays in the spool and is tried again later); ``last_error``: why
+    reason code: the message stays in the spool and is tried again later); ``unsendable.count``:
+    spooled messages dropped because no retry could send them (:mod:`.outgoing`);
+    ``published_unspooled``: results the spool could not store (a full disk), published live; ``last_error``: why
     the last connection attempt failed (None once connected). ``epoch`` goes into the status
     messages; ``compression``: ``"zstd"`` compresses payloads (see :mod:`edge_runtime.codec.envelope`).
     """
@@ -98,10 +97,7 @@ class MqttPublisher:
         self.on_command = on_command
         #: Extra fields merged into every status message (e.g. the command counters).
         self.status_extra: Callable[[], Mapping[str, Any]] | None = None
-        self.published = self.acked = self.reconnects = self.rejected = 0
-        #: Called (sender thread) with each acknowledged result's PUBLISH → PUBACK seconds.
-        self.on_ack_latency: Callable[[float], None] | None = None
-        self._sent_at: dict[int, float] = {}  # mid -> monotonic PUBLISH time, only with on_ack_latency
+        self.reconnects = 0
         self.last_error: str | None = None
         self._logged_error: str | None = None
         self._status_fields: dict[str, Any] = {}
@@ -110,21 +106,43 @@ class MqttPublisher:
         self._stop = threading.Event()
         self._connected = threading.Event()
         self._ever_connected = False
-        self._live_after_id = 0
-        self._acks: deque[tuple[int, bool]] = deque()  # (mid, ok) from the network thread
-        self._inflight: dict[int, int] = {}  # mid -> spool id; owned by the sender thread
-        self._held: dict[int, float] = {}  # spool id -> monotonic time it may be re-sent (rejected)
-        self._batch = max(1, max_inflight // 4)  # spool writes (acks, attempts) per batch; read-ahead
-        self._ready: deque[SpooledMessage] = deque()  # read from the spool, not yet published
-        self._acked_ids: list[int] = []  # PUBACKed, to delete from the spool
-        self._attempted: list[int] = []  # published, attempt not yet counted in the spool
-        self._writes_since: float | None = None
-        self._wake_every = self._batch  # PUBACKs that wake the sender (else its timer does)
-        self._idle = True  # the sender waits long: an append must wake it
-        self._sender: threading.Thread | None = None
+        self._thread: threading.Thread | None = None
         self._closed = False
-        self._publish_properties: dict[int | None, Properties] = {}  # by message expiry interval (s)
         self._client = self._make_client()
+        self._sender = Sender(
+            self._client, spool, max_inflight=max_inflight, content_type=self.content_type, v5=self._v5,
+            connected=self._connected, wake=self._wake, stop=self._stop,
+        )  # fmt: skip
+
+    # -- the sender's counters ---------------------------------------------------------------
+    @property
+    def published(self) -> int:
+        return self._sender.published
+
+    @property
+    def acked(self) -> int:
+        return self._sender.acked
+
+    @property
+    def rejected(self) -> int:
+        return self._sender.rejected
+
+    @property
+    def published_unspooled(self) -> int:
+        return self._sender.published_unspooled
+
+    @property
+    def unsendable(self) -> Unsendable:
+        return self._sender.unsendable
+
+    @property
+    def on_ack_latency(self) -> Callable[[float], None] | None:
+        """Called (sender thread) with each acknowledged result's PUBLISH → PUBACK seconds."""
+        return self._sender.on_ack_latency
+
+    @on_ack_latency.setter
+    def on_ack_latency(self, observer: Callable[[float], None] | None) -> None:
+        self._sender.on_ack_latency = observer
 
     # -- setup -----------------------------------------------------------------------------
     def _make_client(self) -> MqttClient:
@@ -157,19 +175,19 @@ class MqttPublisher:
 
     def start(self) -> MqttPublisher:
         """Connect in the background (retrying until the broker is there) and start sending."""
-        if self._sender is not None:
+        if self._thread is not None:
             return self
         cfg = self.config
         # the spool's content at start is backlog; results appended from now on are live, even
         # those appended before the first connection is up
-        self._live_after_id = self.spool.last_id
+        self._sender.live_after_id = self.spool.last_id
         try:
             self._client.connect_broker(background=True)
         except (OSError, ValueError) as exc:
             raise TransportError(f"MQTT broker {cfg.host}:{cfg.port}: {exc}") from exc
         self._client.loop_start()
-        self._sender = threading.Thread(target=self._send_loop, name="mqtt-sender", daemon=True)
-        self._sender.start()
+        self._thread = threading.Thread(target=self._sender.run, name="mqtt-sender", daemon=True)
+        self._thread.start()
         return self
 
     @property
@@ -192,7 +210,7 @@ class MqttPublisher:
             logger.info("MQTT reconnected to %s:%s", self.config.host, self.config.port)
             # what piled up during the outage is backlog; what comes from now on is live
             with contextlib.suppress(Exception):
-                self._live_after_id = self.spool.last_id
+                self._sender.live_after_id = self.spool.last_id
         self._ever_connected = True
         if self.on_command is not None:
             client.subscribe(self.command_topic, qos=1)
@@ -238,112 +256,7 @@ class MqttPublisher:
         self, client: paho.Client, userdata: Any, mid: int, reason_code: ReasonCode, properties: Any
     ) -> None:
         # Called under paho's message lock: only queue the ack; the sender thread applies it.
-        self._acks.append((mid, not reason_code.is_failure))
-        if len(self._acks) >= self._wake_every:
-            self._wake.set()
-
-    # -- the sender thread ------------------------------------------------------------------
-    def _apply_acks(self, force: bool = False) -> None:
-        """Free the slots of the PUBACKed messages now; delete them from the spool (and count
-        the attempts of the sent ones) in batches: when ``force``, when a batch is full or
-        when the oldest pending write waited ``_ACK_WAIT_S``."""
-        while self._acks:
-            mid, ok = self._acks.popleft()
-            msg_id = self._inflight.pop(mid, None)
-            sent_at = self._sent_at.pop(mid, None)
-            if msg_id is None:
-                continue  # the birth / offline status message, or a mid we did not send
-            if ok:
-                self._acked_ids.append(msg_id)
-                observer = self.on_ack_latency
-                if observer is not None and sent_at is not None:
-                    observer(time.monotonic() - sent_at)
-            else:
-                self.rejected += 1
-                self._held[msg_id] = time.monotonic() + _RETRY_REJECTED_S
-        pending = len(self._acked_ids) + len(self._attempted)
-        if not pending:
-            return
-        now = time.monotonic()
-        if self._writes_since is None:
-            self._writes_since = now
-        if force or pending >= self._batch or now - self._writes_since >= _ACK_WAIT_S:
-            if self._attempted:
-                self.spool.mark_attempt(self._attempted)
-                self._attempted = []
-            if self._acked_ids:
-                done, self._acked_ids = self._acked_ids, []
-                self.spool.ack(done)
-                self.acked += len(done)
-            self._writes_since = None
-
-    def _properties(self, msg: SpooledMessage) -> Properties | None:
-        """PUBLISH properties, one object per expiry interval, reused: building one costs
-        ~50 µs of the sender thread (measured), and paho only packs them."""
-        if not self._v5:
-            return None
-        remaining = msg.remaining_expiry_s()
-        interval = None if remaining is None else max(1, math.ceil(remaining))
-        props = self._publish_properties.get(interval)
-        if props is None:
-            props = Properties(PacketTypes.PUBLISH)
-            props.ContentType = self.content_type
-            if interval is not None:
-                props.MessageExpiryInterval = interval
-            if len(self._publish_properties) >= _PROPERTIES_CACHE:
-                self._publish_properties.clear()
-            self._publish_properties[interval] = props
-        return props
-
-    def _send_batch(self) -> None:
-        """Fill every free in-flight slot from the ready buffer, which is refilled from the spool
-        in batches (live and backlog interleaved). Refilling only once a quarter of the slots
-        was free measured 911 results/s at max_inflight 20 (the client went quiet while the
-        broker's Nagle algorithm held PUBACKs for delayed ACKs); every free slot: ~3,700/s."""
-        room = self.max_inflight - len(self._inflight)
-        if room <= 0 or not self._connected.is_set():
-            return
-        if len(self._ready) < room:
-            now = time.monotonic()
-            for msg_id, until in list(self._held.items()):
-                if until <= now:
-                    del self._held[msg_id]
-            exclude = {*self._inflight.values(), *self._held, *self._acked_ids, *(m.id for m in self._ready)}
-            self._ready.extend(self.spool.interleaved(room + self._batch, self._live_after_id, exclude=exclude))
-        while room > 0 and self._ready:
-            msg = self._ready.popleft()
-            info = self._client.publish(msg.topic, msg.payload, qos=msg.qos, properties=self._properties(msg))
-            if info.rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):
-                logger.warning("MQTT publish failed: %s", paho.error_string(info.rc))
-                self._ready.appendleft(msg)
-                break
-            # NO_CONN: paho queued it and sends it after the reconnect.
-            self.published += 1
-            room -= 1
-            self._attempted.append(msg.id)
-            if self.on_ack_latency is not None and msg.qos > 0:
-                self._sent_at[info.mid] = time.monotonic()
-            if msg.qos == 0:
-                self._acks.append((info.mid, True))
-            self._inflight[info.mid] = msg.id
-
-    def _send_loop(self) -> None:
-        while not self._stop.is_set():
-            self._wake.clear()
-            try:
-                self._apply_acks()
-                self._send_batch()
-                self._apply_acks()
-            except Exception:  # keep sending: a transient spool error must not end the thread
-                logger.exception("MQTT sender: unexpected error")
-                self._stop.wait(0.5)
-            due = self.spool.seconds_until_commit()
-            timeout = _IDLE_WAIT_S if due is None else max(due, 0.001)
-            if self._inflight or self._acks or self._acked_ids or self._attempted:
-                timeout = min(timeout, _ACK_WAIT_S)
-            self._idle = timeout >= _IDLE_WAIT_S
-            self._wake.wait(timeout)
-            self._idle = False
+        self._sender.queue_ack(mid, not reason_code.is_failure)
 
     # -- the sink API -----------------------------------------------------------------------
     def publish_line(
@@ -396,7 +309,9 @@ class MqttPublisher:
             qos=self.config.qos if qos is None else qos,
             expiry_s=self.expiry_s if expiry_s is None else expiry_s,
         )
-        if self._idle:  # otherwise the sender looks when the spool's batch is committed
+        if not msg.stored:  # a full disk: published live by the sender, or lost (counted)
+            self._sender.add_unstored(msg)
+        elif self._sender.idle:  # otherwise the sender looks when the spool's batch is committed
             self._wake.set()
         return msg
 
@@ -418,12 +333,17 @@ class MqttPublisher:
                 "dropped_overflow": stats.dropped_overflow,
                 "expired": stats.expired,
                 "oldest_age_s": None if stats.oldest_age_s is None else round(stats.oldest_age_s, 3),
+                "disk_full": stats.disk_full,
+                "unspooled": stats.unspooled,
+                "lost": stats.lost,
             }
         fields["mqtt"] = {
             "published": self.published,
             "acked": self.acked,
             "reconnects": self.reconnects,
             "rejected": self.rejected,
+            "unsendable": self.unsendable.count,
+            "published_unspooled": self.published_unspooled,
         }
         return fields
 
@@ -462,9 +382,9 @@ class MqttPublisher:
         deadline = time.monotonic() + timeout
         with contextlib.suppress(Exception):
             self.spool.flush()
-        if self._sender is not None:
+        if self._thread is not None:
             while time.monotonic() < deadline:
-                if self.spool.stats().depth == 0 and not self._inflight:
+                if self.spool.stats().depth == 0 and not self._sender.outstanding:
                     break
                 if not self._connected.is_set() and self.last_error is not None:
                     break  # the broker is away: what is left stays in the spool for the next start
@@ -473,10 +393,12 @@ class MqttPublisher:
         self._closed = True
         self._stop.set()
         self._wake.set()
-        if self._sender is not None:
-            self._sender.join(max(1.0, deadline - time.monotonic()))
+        if self._thread is not None:
+            self._thread.join(max(1.0, deadline - time.monotonic()))
             with contextlib.suppress(Exception):
-                self._apply_acks(force=True)
+                self._sender.apply_acks(force=True)
+            with contextlib.suppress(Exception):
+                self._sender.lose_unspooled()  # never published: counted lost
         if self._connected.is_set():
             info = self._client.publish(
                 self.status_topic, self._status(OFFLINE), qos=1, retain=True, properties=self._status_properties()

@@ -1,0 +1,77 @@
+"""Where the device stands in each stream of its epoch, for the status message and the heartbeat
+file (docs/protocol.md §6.1): ``epoch_reason`` and ``streams``; the delivery counters (``spool``,
+``mqtt``: a full disk shows as ``spool.disk_full``) in the heartbeat file too.
+
+Per stream (today ``results``): ``first_seq`` (the first seq of this epoch), ``first_held``
+(the oldest seq of this epoch still held on the device: seqs below it that a subscriber did not
+get are gone, dropped on the device or delivered before it joined) and ``last_issued`` (the
+last seq numbered so far; ``first_seq - 1`` before the first). Subscribers report leading and
+trailing gaps from them.
+
+Example::
+
+    fields = epoch_fields(state, spool, next_seq=120)
+    fields["streams"]["results"]["last_issued"]     # 119
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from edge_runtime.delivery.spool import Spool
+    from edge_runtime.delivery.state import StateDir
+
+logger = logging.getLogger(__name__)
+
+
+def stream_positions(state: StateDir, spool: Spool | None, next_seq: int) -> dict[str, dict[str, int]]:
+    """The positions of the ``results`` stream; ``next_seq`` is the daemon's own count, used
+    without a spool (then nothing is held back)."""
+    first = state.info.first_seq if state.info is not None else 0
+    held = next_seq
+    if spool is not None:
+        try:
+            next_seq = spool.next_seq
+            oldest = spool.oldest_seq()
+        except Exception as exc:  # the spool is closing
+            logger.debug("spool positions for the status: %s", exc)
+        else:
+            held = next_seq if oldest is None else max(first, oldest)
+    return {"results": {"first_seq": first, "first_held": held, "last_issued": next_seq - 1}}
+
+
+def epoch_fields(state: StateDir, spool: Spool | None, next_seq: int) -> dict[str, Any]:
+    """``{"epoch_reason": ..., "streams": ...}`` for the status message and the heartbeat file."""
+    reason = state.info.reason if state.info is not None else ""
+    return {"epoch_reason": reason, "streams": stream_positions(state, spool, next_seq)}
+
+
+def delivery_fields(publisher: Any) -> dict[str, Any]:
+    """The ``spool`` and ``mqtt`` objects of the publisher's status (empty without a broker)."""
+    if publisher is None:
+        return {}
+    try:
+        status = publisher.status_fields()
+    except Exception as exc:  # the publisher is closing
+        logger.debug("delivery counters for the heartbeat: %s", exc)
+        return {}
+    return {key: status[key] for key in ("spool", "mqtt") if key in status}
+
+
+def write_heartbeat(state: StateDir, fields: dict[str, Any], failing: bool) -> bool:
+    """Write the heartbeat file; an error (a full state volume) is logged once until a write
+    succeeds again. Returns whether it is failing now."""
+    try:
+        state.write_heartbeat(fields)
+    except OSError as exc:
+        if not failing:
+            logger.warning("cannot write the heartbeat in %s: %s (said once until it works again)", state.path, exc)
+        return True
+    if failing:
+        logger.info("the heartbeat in %s is written again", state.path)
+    return False
+
+
+__all__ = ["delivery_fields", "epoch_fields", "stream_positions", "write_heartbeat"]
