@@ -25,8 +25,9 @@ it can prove its next ``seq`` is current, and otherwise starts a new one, saying
   deleted, truncated, moved aside, restored from elsewhere);
 * ``spool rolled back`` (the spool's next seq is below the high-water mark: lost commits,
   e.g. a corrupt WAL that SQLite discarded);
-* ``state older than the spool`` (the spool is ahead of the high-water mark: the state
-  directory was restored from an older copy).
+* ``state older than the spool`` (after a clean stop, the spool is ahead of the high-water
+  mark: the state directory was restored from an older copy; after a kill the mark may lag the
+  last commit, and the unclean stop is the reason).
 
 Under a new epoch numbering goes on from the spool's next seq (``first_seq``); subscribers
 de-duplicate and find gaps per (device, epoch), so a rewound counter can no longer make new
@@ -187,7 +188,7 @@ class StateDir:
                 )
             elif spool_next_seq < saved:
                 reasons.append(f"{SPOOL_ROLLED_BACK} (next seq {spool_next_seq}, high-water mark {saved})")
-            elif spool_next_seq > saved:
+            elif spool_next_seq > saved and not reasons:  # after a kill the mark may lag its last commit
                 reasons.append(f"{STATE_OLDER} (spool next seq {spool_next_seq}, high-water mark {saved})")
         next_seq = spool_next_seq if spool_next_seq is not None else saved
         if reasons or previous is None:
