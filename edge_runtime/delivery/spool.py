@@ -135,7 +135,7 @@ class Spool(SpoolFile):
             if guard.full:
                 self._maybe_resume()
             elif guard.check_due(size, now):
-                guard.check(self._connection(), size, now, self._batch_bytes)
+                guard.check(self._connection(), size, now, self._batch_bytes, self._bytes)
             if guard.full:
                 return self._unstored(topic, payload, qos, expiry_s, created, seq)
             try:
@@ -373,6 +373,9 @@ class Spool(SpoolFile):
     def _make_room(self, size: int) -> None:
         """Drop the oldest messages so that one more of ``size`` bytes fits the bounds."""
         max_rows, max_bytes = self.options.max_rows, self.options.max_bytes
+        bound = self._guard.bound_bytes  # free space is short: the spool stops growing
+        if bound is not None:
+            max_bytes = bound if max_bytes is None else min(max_bytes, bound)
         rows_over = 0 if max_rows is None else self._depth + 1 - max_rows
         bytes_over = 0 if max_bytes is None else self._bytes + size - max_bytes
         if rows_over <= 0 and bytes_over <= 0:

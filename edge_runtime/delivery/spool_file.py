@@ -100,7 +100,9 @@ class SpoolOptions:
     ``commit_interval_ms``: how long a batch of writes may stay uncommitted (0: commit on every
     append). ``reserve_bytes``: the size of ``<spool>.reserve``, the space released so that acks
     and commits succeed on a full disk (at most 1/8 of the file system is used; ``None``: no
-    reserve). See "A full disk" in :mod:`edge_runtime.delivery.spool_space`.
+    reserve). ``free_space_bound``: when the file system runs short, stop growing and drop the
+    oldest before it is full (False: grow until ``disk_full``). See "A full disk" in
+    :mod:`edge_runtime.delivery.spool_space`.
     """
 
     max_rows: int | None = 100_000
@@ -108,8 +110,11 @@ class SpoolOptions:
     synchronous: Literal["normal", "full"] = "normal"
     commit_interval_ms: float = 5.0
     reserve_bytes: int | None = DEFAULT_RESERVE_BYTES
+    free_space_bound: bool = True
 
     def __post_init__(self) -> None:
+        if not isinstance(self.free_space_bound, bool):
+            raise ConfigError(f"spool option free_space_bound: must be true or false, got {self.free_space_bound!r}")
         for name in ("max_rows", "max_bytes", "reserve_bytes"):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
@@ -159,6 +164,7 @@ class SpoolFile:
         self._load_state()
         page_size = int(conn.execute("PRAGMA page_size").fetchone()[0])
         self._guard = SpaceGuard(path, DiskSpace(path, options.reserve_bytes, page_size))
+        self._guard.bound_enabled = options.free_space_bound
         self._guard.setup(conn)
 
     @classmethod
@@ -274,7 +280,7 @@ class SpoolFile:
             if self._guard.full:
                 self._maybe_resume(force=True)
             else:
-                self._guard.check(conn, 0, time.monotonic(), self._batch_bytes)
+                self._guard.check(conn, 0, time.monotonic(), self._batch_bytes, self._bytes)
             return self._guard.full
 
     # -- internals (call with the lock held) -------------------------------------------------

@@ -18,6 +18,12 @@ and keeps a way out when something else fills it (tested on real 2 MiB file syst
   file system (16 to 1000 pages), so it never holds more than a small part of it (an
   unbounded WAL on a 2 MiB volume is what made the database uncheckpointable, and every ack
   fail, when it filled).
+* *A bound from free space.* Before that, when the room falls below
+  :data:`BOUND_ROOM_FACTOR` headrooms, the spool stops growing: its byte size then is its bound
+  and each new result drops the oldest (counted in ``dropped_overflow``, as the ``max_bytes``
+  bound does: the freshest results are the ones kept, and the freed pages are reused). The
+  bound is lifted once the room is :data:`LIFT_ROOM_FACTOR` headrooms again.
+  (``SpoolOptions.free_space_bound=False`` turns it off: the spool then grows until disk_full.)
 * *Reserve.* ``<spool>.reserve`` holds ``reserve_bytes`` (1 MiB; at most 1/8 of the file
   system), allocated with ``posix_fallocate`` while there is room. When SQLite does fail with
   SQLITE_FULL (another writer took the headroom), the reserve is deleted, the WAL checkpointed
@@ -218,6 +224,12 @@ class Journal:
             conn.execute(sql, params)
 
 
+#: Below this many headrooms of room, the spool stops growing and drops its oldest (counted).
+BOUND_ROOM_FACTOR = 3
+#: The bound is lifted once the room is this many headrooms again.
+LIFT_ROOM_FACTOR = 6
+
+
 class SpaceGuard:
     """The ``disk_full`` state of one open spool file and what enters and leaves it: the
     checkpoint policy, the free-space checks, the reserve, the vacuum of an emptied spool."""
@@ -229,6 +241,10 @@ class SpaceGuard:
         self.full = False
         #: A lost batch was logged; the spool clears it at its next successful commit.
         self.batch_lost_logged = False
+        #: Whether free space bounds the spool (``SpoolOptions.free_space_bound``).
+        self.bound_enabled = True
+        #: The byte size the spool is held to while free space is short (None: not bounded).
+        self.bound_bytes: int | None = None
         self._since_check = 0
         self._last_check = -math.inf
         self._last_resume_check = -math.inf
@@ -256,17 +272,33 @@ class SpaceGuard:
         self._since_check += size + ROW_OVERHEAD
         return self._since_check >= self.space.check_every or now - self._last_check >= SPACE_CHECK_INTERVAL_S
 
-    def check(self, conn: sqlite3.Connection, size: int, now: float, batch_bytes: int) -> None:
+    def check(
+        self, conn: sqlite3.Connection, size: int, now: float, batch_bytes: int, spool_bytes: int | None = None
+    ) -> None:
         """Enter ``disk_full`` when the room left (free bytes + free pages, less ``batch_bytes``
-        of the open batch) is below the headroom (plus ``size``, the message about to be stored)."""
+        of the open batch) is below the headroom (plus ``size``, the message about to be stored);
+        before that, bound the spool at ``spool_bytes`` (its size now) when the room is below
+        :data:`BOUND_ROOM_FACTOR` headrooms, and lift the bound at :data:`LIFT_ROOM_FACTOR`."""
         self._since_check = 0
         self._last_check = now
         avail = self.space.available()
         if avail is None:
             return
         room = avail + self.free_page_bytes(conn) - batch_bytes
-        if room < self.space.headroom + size:
-            self.enter(f"{max(0, room) // 1024} KiB left, below the {self.space.headroom // 1024} KiB headroom")
+        headroom = self.space.headroom
+        if room < headroom + size:
+            self.enter(f"{max(0, room) // 1024} KiB left, below the {headroom // 1024} KiB headroom")
+        elif self.bound_enabled and spool_bytes is not None and room < BOUND_ROOM_FACTOR * headroom:
+            if self.bound_bytes is None:
+                self.bound_bytes = max(spool_bytes, 1)
+                logger.warning(
+                    "spool %s: %d KiB left on its file system: the spool stops growing at %d KiB; new results"
+                    " drop the oldest (counted in dropped_overflow) until there is room again",
+                    self.path, room // 1024, self.bound_bytes // 1024,
+                )  # fmt: skip
+        elif self.bound_bytes is not None and room >= LIFT_ROOM_FACTOR * headroom:
+            self.bound_bytes = None
+            logger.info("spool %s: room again (%d KiB): the free-space bound is lifted", self.path, room // 1024)
 
     def enter(self, reason: str) -> None:
         if self.full:
