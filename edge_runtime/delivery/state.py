@@ -121,9 +121,9 @@ class HighWater:
         try:
             if self._fd is None:
                 self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+                if os.fstat(self._fd).st_size > len(data):  # an older, longer value: cut its tail
+                    os.ftruncate(self._fd, len(data))
             os.pwrite(self._fd, data, 0)
-            if os.fstat(self._fd).st_size > len(data):  # an older, longer value: cut its tail
-                os.ftruncate(self._fd, len(data))
         except OSError as exc:
             if not self._failed:
                 logger.error("state %s: cannot record the high-water mark %d: %s", self.path, next_seq, exc)
