@@ -30,11 +30,17 @@ Ratios: split/monolithic (goal <= 1.03), single_task/split against the ideal
 (K x monolithic)/(trunk + heads) (goal >= 0.9 of it), int8/fp32, fp16/fp32, litert/ort (FP32 and
 INT8), threads 2/1 and 4/1, scheduled/all. Goals are reported, never asserted; they apply
 to a MobileNetV2-sized trunk (>= 2 ms), the tiny demo is reported too.
+
+A LiteRT INT8 ratio compares INT8 graphs only: when the gate kept some head float, both sides
+run the trunk and the heads that are INT8 on both (cases ``litert_int8@int8``, ``int8@int8``...);
+when the trunk is not INT8, or a LiteRT FP32 graph runs on ONNX Runtime, the ratio is reported
+missing with the reason (``missing_ratios`` in the JSON, a row in the table).
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import os
 import sys
@@ -101,6 +107,34 @@ def single_task_models(bundle: Path, engine: Engine) -> dict[str, onnx.ModelProt
     return models
 
 
+def int8_subset_cases(
+    engines: dict[str, Engine], sides: tuple[tuple[str, str], tuple[str, str | None]], x: np.ndarray
+) -> tuple[dict[str, Callable[[], Any]], str | None]:
+    """The two cases of an INT8 ratio, ``{case: run}`` (numerator first), over the graphs that
+    are INT8 on the INT8 side(s): the whole engines when every graph is, else ``<case>@int8``
+    cases on the trunk and those heads; ``(.., reason)`` when the trunk is not INT8."""
+    (a, a_format), (b, b_format) = sides
+    for case in (a, b):
+        if case not in engines:
+            return {}, f"no {case} case"
+
+    def at_int8(case: str, fmt: str) -> set[str]:
+        return {g for g, art in engines[case].artifacts.items() if art.format == fmt and art.precision == "int8"}
+
+    graphs = at_int8(a, a_format) & (at_int8(b, b_format) if b_format else set(engines[b].artifacts))
+    if "trunk" not in graphs:
+        ran = ", ".join(f"{g} {art.format} {art.precision}" for g, art in engines[a].artifacts.items())
+        return {}, f"the trunk is not INT8 on both sides ({a}: {ran})"
+    every = set(engines[a].artifacts) == graphs and (not b_format or set(engines[b].artifacts) == graphs)
+    if every:
+        return {a: lambda: engines[a].run_graphs(x), b: lambda: engines[b].run_graphs(x)}, None
+    heads = [h for h in engines[a].head_names if h in graphs]
+    return {
+        f"{a}@int8": lambda: engines[a].run_graphs(x, heads),
+        f"{b}@int8": lambda: engines[b].run_graphs(x, heads),
+    }, None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("source", type=Path, help="an ONNX model to split, or a bundle directory")
@@ -129,6 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     model = args.model if is_bundle else args.source
     work = args.work or default_work(model, args.source.stem)
     missing: list[str] = []
+    missing_ratios: dict[str, str] = {}
 
     if is_bundle:
         bundle = args.source
@@ -187,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
             for head in engine.head_names:
                 engine.scheduler.set_every_n_frames(head, 1)
             engines[name] = engine
-            notes[f"{name}_artifacts"] = {g: a.precision for g, a in engine.artifacts.items()}
+            notes[f"{name}_artifacts"] = {g: f"{a.format} {a.precision}" for g, a in engine.artifacts.items()}
         except Exception as exc:
             missing.append(f"{name}: {exc}")
 
@@ -246,7 +281,29 @@ def main(argv: list[str] | None = None) -> int:
     cases["heads"] = run_heads
     for name, engine in engines.items():
         if name not in ("split", "infer_scheduled"):
-            cases[name] = lambda e=engine: e.run_graphs(x)
+            cases[name] = functools.partial(engine.run_graphs, x)
+    # INT8 ratios compare INT8 graphs only: over the graphs every side runs at INT8 (subset cases)
+    int8_pairs = {
+        "litert_int8_over_litert_fp32": (("litert_int8", "tflite"), ("litert_fp32", None)),
+        "litert_int8_over_ort_int8": (("litert_int8", "tflite"), ("int8", "onnx")),
+    }
+    int8_ratios: dict[str, tuple[str, str]] = {}
+    if "litert_fp32" in engines:
+        ran = engines["litert_fp32"].artifacts.items()
+        off = {g: f"{a.format} {a.precision}" for g, a in ran if a.format != "tflite"}
+        if off:
+            missing_ratios["litert_fp32_over_ort_fp32"] = f"graphs not on LiteRT: {off}"
+    for ratio_name, sides in int8_pairs.items():
+        cases_pair, why = int8_subset_cases(engines, sides, x)
+        if why is not None:
+            missing_ratios[ratio_name] = why
+            continue
+        for case, run in cases_pair.items():
+            cases.setdefault(case, run)
+        a, b = cases_pair
+        int8_ratios[ratio_name] = (a, b)
+        if a != sides[0][0]:
+            notes[ratio_name] = f"over the graphs at INT8 on both sides only: {a}, {b}"
     cases["infer_all"] = lambda: split.infer(frame)
     cases["infer_scheduled"] = lambda: scheduled.infer(frame)
 
@@ -263,8 +320,17 @@ def main(argv: list[str] | None = None) -> int:
     ratios: dict[str, float] = {}
 
     def ratio(name: str, a: str, b: str) -> None:
+        if name in missing_ratios:
+            return
         if a in p50 and b in p50:
             ratios[name] = p50[a] / p50[b]
+        else:
+            absent = [case for case in (a, b) if case not in p50]
+            missing_ratios[name] = f"no {' or '.join(absent)} case" + (
+                f" ({'; '.join(m for m in missing if m.split(':')[0] in {*absent, 'litert'})})"
+                if any(m.split(":")[0] in {*absent, "litert"} for m in missing)
+                else ""
+            )
 
     ratio("split_over_monolithic", "split", "monolithic")
     ratio("single_task_over_split", "single_task", "split")
@@ -277,8 +343,8 @@ def main(argv: list[str] | None = None) -> int:
     ratio("int8_over_fp32", "int8", "split")
     ratio("fp16_over_fp32", "fp16", "split")
     ratio("litert_fp32_over_ort_fp32", "litert_fp32", "split")
-    ratio("litert_int8_over_ort_int8", "litert_int8", "int8")
-    ratio("litert_int8_over_litert_fp32", "litert_int8", "litert_fp32")
+    for ratio_name in int8_pairs:
+        ratio(ratio_name, *int8_ratios.get(ratio_name, ("litert_int8", "")))
     ratio("threads_2_over_1", "threads_2", "threads_1")
     ratio("threads_4_over_1", "threads_4", "threads_1")
     ratio("scheduled_over_all", "infer_scheduled", "infer_all")
@@ -297,6 +363,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"goal {name:<40} {'met' if met else 'NOT met'}")
     for line in missing:
         print(f"missing: {line}")
+    for name, why in missing_ratios.items():
+        print(f"missing ratio {name}: {why}")
     for key, value in notes.items():
         print(f"note {key}: {value}")
     if args.json or args.out:
@@ -308,6 +376,7 @@ def main(argv: list[str] | None = None) -> int:
             "heads": list(split.head_names),
             "goals_met": goals,
             "missing": missing,
+            "missing_ratios": missing_ratios,
             "notes": notes,
             "environment": environment(args.threads),
         }
@@ -348,6 +417,8 @@ def write_outputs(
         if goal and met:
             goal += " (met)" if met[0] else " (**not met**)"
         lines.append(f"| {key} | {value:.3f} | {goal} |")
+    for key, why in meta.get("missing_ratios", {}).items():
+        lines.append(f"| {key} | missing: {why} |  |")
     lines += ["", "| case | n | p50 | p90 | p99 | mean (ms) |", "|---|---|---|---|---|---|"]
     for case, t in timings.items():
         lines.append(f"| {case} | {t.n} | {t.p50_ms:.3f} | {t.p90_ms:.3f} | {t.p99_ms:.3f} | {t.mean_ms:.3f} |")

@@ -36,6 +36,12 @@ RUN_EXAMPLES = """examples:
   edge-runtime run --config /etc/edge-runtime/config.toml
   edge-runtime run --config config.toml --validate
   edge-runtime run --bundle bundle --source camera:0 --trusted-key release.pub --trusted-key next.pub
+  edge-runtime run --bundle bundle --source camera:0 --backend tflite --precision int8 --strict
+
+A graph without an artifact of the backend's format runs on the other backend (tflite <->
+onnxruntime), and one without the preferred precision at the next best one, each with a log line;
+--strict refuses such a bundle instead. Heads disabled in the config ([heads.NAME] enabled =
+false) are not loaded.
 
 SOURCE: synthetic[:WxH], a folder of images, a video file, camera:N, rtsp://..., gst:PIPELINE
 (video files, camera, rtsp and gst need the [camera] extra; image folders need [camera] or

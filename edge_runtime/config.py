@@ -72,6 +72,8 @@ class RuntimeConfig:
     backend: str | None = RUN.field("backend")
     precision: str | None = RUN.field("precision")
     threads: int | None = RUN.field("threads")
+    #: Refuse a bundle that would fall back per graph (edge_runtime/inference/artifact_choice.py).
+    strict: bool = RUN.field("strict")
     #: A device profile name (``edge-runtime device`` lists them) or ``auto``: detect the board.
     profile: str = RUN.field("profile")
     device_id: str = RUN.field("device_id")

@@ -1,7 +1,9 @@
 """``edge-export split`` with ``--precision`` and ``--formats`` as one Python call: model → bundle.
 
-The frontend is chosen from the model (``.onnx``; PyTorch ``.pt``/``.pth`` or ``module:callable``;
-Keras ``.keras``/``.h5``, a TFLite-only bundle), then the chain runs split → quantize (when
+The frontend is chosen from the model's content (:mod:`exporter.model_format`, not its suffix):
+ONNX; TFLite (imported to ONNX with tflite2onnx, :mod:`exporter.frontends.tflite`); PyTorch
+``.pt``/``.pth`` or ``module:callable``; Keras ``.keras``/``.h5`` (a TFLite-only bundle). Then the
+chain runs split → quantize (when
 ``precision`` is not fp32) → convert to TFLite (when ``formats`` has tflite). Each stage logs its
 numbered steps (:mod:`exporter.progress`); ``progress`` is called after each stage with its
 name and the result so far.
@@ -83,7 +85,9 @@ def _check_model_path(model: str) -> None:
         if not path.exists():
             raise ModelError(f"{path}: no such file")
         if not path.is_file():
-            raise ModelError(f"{path}: not a file (MODEL is an .onnx or .pt/.pth file, or module:callable)")
+            raise ModelError(
+                f"{path}: not a file (MODEL is an .onnx, .tflite, .pt/.pth, .keras/.h5 file, or module:callable)"
+            )
 
 
 def export(
@@ -93,13 +97,18 @@ def export(
     *,
     progress: Callable[[str, ExportResult], None] | None = None,
 ) -> ExportResult:
-    """Split ``model`` (ONNX, PyTorch or Keras) into a verified bundle at ``out_dir``, then
+    """Split ``model`` (ONNX, TFLite, PyTorch or Keras) into a verified bundle at ``out_dir``, then
     quantize and convert it as ``options`` asks; returns what each stage wrote and decided."""
-    from exporter.frontends.keras import KERAS_SUFFIXES
+    from exporter.model_format import guess_format
 
     options = options or ExportOptions()
     model = str(model)
-    formats = _formats(options.formats, Path(model).suffix.lower() in KERAS_SUFFIXES)
+    # The options are checked before the file is read in earnest (its suffix decides when its
+    # content does not); the stages then route by content (detect_format).
+    keras = guess_format(model) == "keras"
+    formats = _formats(options.formats, keras)
+    if keras:
+        _check_keras_options(options, formats)
     quantize = None
     if options.precision != "fp32":
         quantize = QuantizeOptions(
@@ -149,12 +158,17 @@ def _export_stages(
     progress: Callable[[str, ExportResult], None] | None,
 ) -> ExportResult:
     """The stages of :func:`export`, writing to ``out_dir``."""
-    from exporter.frontends.keras import is_keras_model
+    from exporter.model_format import detect_format
 
-    if is_keras_model(model):
+    kind = detect_format(model)
+    if kind == "keras":
         return _export_keras(model, out_dir, options, formats, progress)
-    if Path(model).suffix.lower() == ".onnx":
+    if kind == "onnx":
         split = split_model(model, out_dir, options.split)
+    elif kind == "tflite":  # imported to ONNX (tflite2onnx), then the ONNX split
+        from exporter.frontends.tflite import split_tflite_model
+
+        split = split_tflite_model(model, out_dir, options.split)
     else:
         from exporter.frontends.torch import split_torch_model
 
@@ -176,7 +190,7 @@ def _export_stages(
             precisions=("fp32", "int8") if options.precision in ("int8", "mixed") else ("fp32",),
             min_agreement=options.min_agreement,
         )
-        if Path(model).suffix.lower() == ".onnx":
+        if kind in ("onnx", "tflite"):  # the bundle's ONNX graphs, with onnx2tf
             converted = convert_bundle(result.bundle_dir, options=tflite)
         else:  # a PyTorch model: litert-torch converts its own trunk and heads
             from exporter.litert_torch import convert_torch_bundle
@@ -186,6 +200,17 @@ def _export_stages(
         if progress is not None:
             progress("convert", result)
     return result
+
+
+def _check_keras_options(options: ExportOptions, formats: tuple[str, ...]) -> None:
+    """What a Keras model cannot give: ONNX, or precisions other than fp32 / int8."""
+    if formats != ("tflite",):
+        raise ConfigError(
+            f"--formats {options.formats!r}: Keras bundles are TFLite-only (no Keras -> ONNX path); "
+            "leave --formats out or give --formats tflite"
+        )
+    if options.precision not in ("fp32", "int8"):
+        raise ConfigError(f"--precision {options.precision}: a Keras model exports fp32, or int8 (with fp32)")
 
 
 def _export_keras(
@@ -199,13 +224,7 @@ def _export_keras(
     from exporter.frontends.keras import KerasSplitOptions, split_keras_model
     from exporter.tflite import TfliteResult
 
-    if formats != ("tflite",):
-        raise ConfigError(
-            f"--formats {options.formats!r}: Keras bundles are TFLite-only (no Keras -> ONNX path); "
-            "leave --formats out or give --formats tflite"
-        )
-    if options.precision not in ("fp32", "int8"):
-        raise ConfigError(f"--precision {options.precision}: a Keras model exports fp32, or int8 (with fp32)")
+    _check_keras_options(options, formats)
     split = options.split
     keras = split_keras_model(
         model,

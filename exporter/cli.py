@@ -41,10 +41,14 @@ SPLIT_EXAMPLES = """examples:
   edge-export split mypkg.models:build_model -o bundle --input-spec input.toml
   edge-export split model.onnx -o bundle --calib frames/ --precision int8   (split, then quantize)
   edge-export split model.keras -o bundle --calib frames/ --precision int8  (Keras: TFLite-only bundle)
+  edge-export split face_detection.tflite -o bundle --input-spec input.toml  (TFLite -> ONNX bundle)
 
 MODEL is an .onnx file with several outputs, a PyTorch .pt/.pth file (a saved nn.Module or
 TorchScript), or 'module:callable' returning an nn.Module (with the [torch] extra), or a Keras
-.keras/.h5 model (converted with TensorFlow in its own virtualenv; --boundary names layers there).
+.keras/.h5 model (converted with TensorFlow in its own virtualenv; --boundary names layers there),
+or a TFLite .tflite model (imported to ONNX with tflite2onnx in its own virtualenv, checked against
+LiteRT, then split as ONNX; custom, Flex and sparse ops are refused). The file's content decides
+which, not its suffix.
 """
 
 
@@ -96,7 +100,11 @@ def _build_parser() -> argparse.ArgumentParser:
         epilog=SPLIT_EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    split.add_argument("model", metavar="MODEL", help="multi-output .onnx, PyTorch .pt/.pth, or module:callable")
+    split.add_argument(
+        "model",
+        metavar="MODEL",
+        help="multi-output .onnx, .tflite, PyTorch .pt/.pth, Keras .keras/.h5, or module:callable",
+    )
     split.add_argument("-o", "--output", required=True, metavar="BUNDLE_DIR", help="bundle directory to write")
     split.add_argument(
         "--task",
@@ -210,6 +218,13 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     convert.add_argument("-o", "--output", metavar="DIR", help="write a new bundle there instead of replacing")
     convert.add_argument("--force", action="store_true", help="replace -o DIR if it exists and is not empty")
+    convert.add_argument(
+        "--strict",
+        action="store_true",
+        help="exit 2 (after writing the bundle and its report) when 'edge-runtime run --backend tflite' at a "
+        "converted precision would not run every graph on LiteRT at that precision (a head the gate rejected "
+        "would fall back to ONNX Runtime or to another precision)",
+    )
 
     head_update = sub.add_parser(
         "head-update",
@@ -338,6 +353,9 @@ def _print_stage(stage: str, result: ExportResult) -> None:
 
 
 def _run_convert(args: argparse.Namespace) -> int:
+    from edge_runtime.bundle.reader import load_bundle
+    from edge_runtime.errors import BundleError
+    from edge_runtime.inference.artifact_choice import ArtifactChoice, plan_artifacts
     from exporter.tflite import TfliteOptions, convert_bundle, format_tflite_report
 
     precisions = ("fp32", "int8") if args.precision == "both" else (args.precision,)
@@ -356,6 +374,43 @@ def _run_convert(args: argparse.Namespace) -> int:
         result = convert_bundle(args.bundle, args.output, options)
     print(format_tflite_report(result))
     print(f"wrote {result.bundle_dir}")
+
+    def explain(choice: ArtifactChoice) -> str | None:
+        """The gate's side of a fallback: which TFLite precisions of the graph were not written."""
+        missing = [d for d in result.decisions if d.graph == choice.graph and not d.accepted]
+        if not missing or choice.reason is None or not choice.reason.startswith("no tflite"):
+            return None
+        rejected = [d.precision for d in missing if d.reason != "not converted"]
+        failed = [d.precision for d in missing if d.reason == "not converted"]
+        why = [f"the gate rejected {' and '.join(rejected)}"] if rejected else []
+        why += [f"{' and '.join(failed)} did not convert"] if failed else []
+        head = choice.reason.split(",")[0].split(":")[0]  # "no tflite artifact" / "no tflite int8 artifact"
+        return f"{head}: {'; '.join(why)}"
+
+    # What each backend will run per graph, by the runtime's own rule (edge_runtime.inference.artifact_choice).
+    manifest = load_bundle(result.bundle_dir, warn_unchecked=False).manifest
+    refused: list[str] = []
+    print("runs:")
+    for backend in ("tflite", "onnxruntime"):
+        for precision in sorted(precisions, key=("int8", "fp16", "fp32").index):
+            try:
+                plan = plan_artifacts(manifest, backend, precision, available=lambda _name: True)
+            except BundleError as exc:
+                print(f"  {backend} at {precision}: cannot run: {exc}")
+                if backend == "tflite":
+                    refused.append(f"{backend} at {precision}: {exc}")
+                continue
+            print(f"  {plan.headline()}: {plan.summary(explain)}")
+            if backend == "tflite" and plan.fallbacks:
+                why = "; ".join(
+                    f"{c.what} {c.backend} {c.artifact.precision} ({explain(c) or c.reason})" for c in plan.fallbacks
+                )
+                refused.append(f"{plan.headline()}: {why}")
+    if args.strict and refused:
+        raise ConfigError(
+            f"--strict: not every graph runs on LiteRT as asked: {' | '.join(refused)} "
+            f"({result.bundle_dir} was written)"
+        )
     return 0
 
 

@@ -14,6 +14,12 @@ fidelity gate (:mod:`exporter.gate`) end to end: TFLite trunk + TFLite head agai
 ONNX model, on held-back frames; otherwise the graph is not written and the runtime falls back
 per graph. The decisions go on the artifacts (``fidelity``) and into ``tflite.json``.
 
+Re-conversion adds, never drops: the run replaces the TFLite artifacts of the precisions it
+converts (``options.precisions``) and keeps every other artifact and its file, so
+``--precisions int8`` on a bundle with FP32 TFLite graphs keeps them (as :mod:`exporter.quantize`
+does for the ONNX precisions). A graph whose file has no ``serving_default`` signature is
+recorded with ``signature`` null and interpreter tensor names, which the runtime binds directly.
+
 Example::
 
     result = convert_bundle("build/demo_bundle", options=TfliteOptions(calib="frames/"))
@@ -25,9 +31,11 @@ CLI: ``edge-export convert build/demo_bundle --to tflite --calib frames/`` or
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import shutil
 import tempfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -101,6 +109,21 @@ def _with(
     return [{**v, **o} for v, o in zip(values, outputs, strict=True)]
 
 
+@contextlib.contextmanager
+def _workdir() -> Iterator[str]:
+    """A temporary folder for the converter, removed afterwards — kept when a converter run
+    failed, so that the command in its error reruns as it was."""
+    tmp = tempfile.mkdtemp(prefix="edge-tflite-")
+    try:
+        yield tmp
+    except ToolEnvError as exc:
+        raise ToolEnvError(f"{exc}\n(its working folder {tmp} is kept for that)") from exc
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
 def convert_bundle(
     bundle_dir: str | Path,
     out_dir: str | Path | None = None,
@@ -109,7 +132,8 @@ def convert_bundle(
     converter: TfliteConverter | None = None,
 ) -> TfliteResult:
     """Add TFLite artifacts (FP32, and INT8 where it passes the gate) to a bundle; ``converter``
-    defaults to onnx2tf on the bundle's ONNX graphs."""
+    defaults to onnx2tf on the bundle's ONNX graphs. Only the TFLite artifacts of
+    ``options.precisions`` are replaced; every other artifact stays."""
     options = options or TfliteOptions()
     converter = converter or ONNX2TF
     source, target, _in_place = rewrite_target(bundle_dir, out_dir, options.force)
@@ -166,7 +190,7 @@ def convert_bundle(
     gate = Gate.for_manifest(manifest, reference, options.min_agreement)
     blobs: dict[str, bytes] = {}
     decisions: list[TfliteDecision] = []
-    with tempfile.TemporaryDirectory(prefix="edge-tflite-") as tmp:
+    with _workdir() as tmp:
         with steps.step(f"converting with {converter.name}") as step:
             job = ConversionInputs(
                 graphs, paths, models, input_name, calib_values, held_values, options.precisions, Path(tmp)
@@ -190,7 +214,12 @@ def convert_bundle(
         added: dict[str, list[Artifact]] = {
             graph: [
                 tflite_artifact(
-                    d.path, d.precision, converter.layout, d.tensors, d.artifact_fidelity(options.min_agreement)
+                    d.path,
+                    d.precision,
+                    converter.layout,
+                    d.tensors,
+                    d.artifact_fidelity(options.min_agreement),
+                    signature=d.signature,
                 )
                 for d in (kept.get((graph, precision)) for precision in options.precisions)
                 if d is not None
@@ -201,13 +230,15 @@ def convert_bundle(
             "calibration": calib.source,
             "converter": env.spec.requirements,
             "converter_name": converter.name,
+            "precisions": list(options.precisions),
         }
         # the new artifacts and the self-test measured with them appear together, or not at all
         with staged_output(target, force=True) as staging:
             rewrite_artifacts(
                 bundle,
                 staging,
-                replaced=lambda a: a.format == "tflite",
+                # only the precisions converted now: FP32 graphs survive a later INT8-only run
+                replaced=lambda a: a.format == "tflite" and a.precision in options.precisions,
                 added=added,
                 files={**blobs, REPORT_NAME: report_json(report, decisions)},
                 force=True,

@@ -2,8 +2,10 @@
 
 Every TFLite converter (onnx2tf: :mod:`exporter.onnx2tf_converter`; litert-torch:
 :mod:`exporter.litert_torch`; Keras: :mod:`exporter.frontends.keras`) hands back
-:class:`TfliteGraph` objects: a graph's ``serving_default`` signature runner with, per logical
-tensor (the manifest's names), the signature key, the permutation from the ONNX layout
+:class:`TfliteGraph` objects: a graph's ``serving_default`` signature runner — or, for a file
+without that signature, an :class:`InterpreterRunner` over the interpreter's own input and
+output tensors (``signature`` None) — with, per logical tensor (the manifest's names), the
+signature key (or interpreter tensor name), the permutation from the ONNX layout
 (``perm``, None for none), the dtype and the ``[scale, zero_point]`` of quantized tensors
 (:func:`tensor_info`). :meth:`TfliteGraph.run` takes and gives float values in the logical
 layout, quantizing and transposing on the way.
@@ -64,8 +66,65 @@ def signature_runner(path: Path) -> Any:
     return interpreter.get_signature_runner(SIGNATURE)
 
 
+class InterpreterRunner:
+    """A signature runner's interface over an interpreter's own inputs and outputs, keyed by
+    tensor name: for a converted file without a ``serving_default`` signature. The device
+    runtime binds such an artifact the same way (``signature`` null in the manifest)."""
+
+    def __init__(self, interpreter: Any, path: Path) -> None:
+        self._interpreter = interpreter
+        interpreter.allocate_tensors()
+        self._inputs = self._by_name(interpreter.get_input_details(), path, "inputs")
+        self._outputs = self._by_name(interpreter.get_output_details(), path, "outputs")
+        self._shapes = {d["index"]: tuple(int(n) for n in d["shape"]) for d in self._inputs.values()}
+
+    @staticmethod
+    def _by_name(details: Sequence[Mapping[str, Any]], path: Path, kind: str) -> dict[str, Any]:
+        named = {d["name"]: d for d in details}
+        if len(named) != len(details):
+            names = [d["name"] for d in details]
+            raise ModelError(f"{path.name}: without a signature, two {kind} share a tensor name ({names})")
+        return named
+
+    def get_input_details(self) -> dict[str, Any]:
+        """The input details by interpreter tensor name."""
+        return dict(self._inputs)
+
+    def get_output_details(self) -> dict[str, Any]:
+        """The output details by interpreter tensor name."""
+        return dict(self._outputs)
+
+    def __call__(self, **feeds: np.ndarray) -> dict[str, np.ndarray]:
+        """Set the inputs (by tensor name), invoke, return every output by tensor name."""
+        interpreter = self._interpreter
+        resized = False
+        for name, value in feeds.items():
+            detail = self._inputs[name]
+            if tuple(value.shape) != self._shapes[detail["index"]]:
+                interpreter.resize_tensor_input(detail["index"], list(value.shape), strict=True)
+                self._shapes[detail["index"]] = tuple(value.shape)
+                resized = True
+        if resized:
+            interpreter.allocate_tensors()
+        for name, value in feeds.items():
+            interpreter.set_tensor(self._inputs[name]["index"], np.ascontiguousarray(value))
+        interpreter.invoke()
+        return {name: interpreter.get_tensor(d["index"]).copy() for name, d in self._outputs.items()}
+
+
+def open_runner(path: Path, *, use_signature: bool = True) -> tuple[Any, str | None]:
+    """The runner of the model at ``path`` and the signature it runs through: the
+    ``serving_default`` signature runner when the file has one (and ``use_signature``), else an
+    :class:`InterpreterRunner` keyed by interpreter tensor names (signature None)."""
+    interpreter = open_interpreter(path)
+    if use_signature and SIGNATURE in interpreter.get_signature_list():
+        return interpreter.get_signature_runner(SIGNATURE), SIGNATURE
+    return InterpreterRunner(interpreter, path), None
+
+
 def signature_details(runner: Any) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The runner's input and output details by signature key."""
+    """The runner's input and output details by signature key (by tensor name for an
+    :class:`InterpreterRunner`)."""
     return runner.get_input_details(), runner.get_output_details()
 
 
@@ -110,13 +169,15 @@ def dequantize_value(value: np.ndarray, info: Mapping[str, Any]) -> np.ndarray:
 
 @dataclass
 class TfliteGraph:
-    """A converted graph run through its signature, with the logical tensor map."""
+    """A converted graph run through its signature (or, ``signature`` None, through the
+    interpreter's tensors by name), with the logical tensor map."""
 
     path: Path
     tensors: dict[str, dict[str, Any]]  # logical name -> {"name", "perm", "dtype", "quantization"}
     inputs: list[str]
     outputs: list[str]
     runner: Any = field(repr=False, default=None)
+    signature: str | None = SIGNATURE
 
     def run(self, feeds: Sequence[Mapping[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
         """The float outputs by logical name for each feed (float values by logical name)."""
@@ -147,27 +208,36 @@ def tflite_path(graph: str, precision: str) -> str:
 
 
 def tflite_artifact(
-    path: str, precision: str, layout: str, tensors: Mapping[str, Any], fidelity: Mapping[str, Any] | None
+    path: str,
+    precision: str,
+    layout: str,
+    tensors: Mapping[str, Any],
+    fidelity: Mapping[str, Any] | None,
+    signature: str | None = SIGNATURE,
 ) -> Artifact:
-    """The manifest artifact of a TFLite graph: its signature and logical tensor map in ``extra``."""
+    """The manifest artifact of a TFLite graph: its signature and logical tensor map in ``extra``.
+    ``signature`` None (a file without ``serving_default``): the map's names are interpreter
+    tensor names, which the runtime binds directly."""
     return Artifact(
         format="tflite",
         precision=precision,
         path=path,
         layout=layout,
         fidelity=None if fidelity is None else dict(fidelity),
-        extra={"signature": SIGNATURE, "tensors": dict(tensors)},
+        extra={"signature": signature, "tensors": dict(tensors)},
     )
 
 
 @dataclass
 class TfliteDecision(GateDecision):
-    """The gate's decision on one TFLite graph at one precision, with its tensor map."""
+    """The gate's decision on one TFLite graph at one precision, with its tensor map and the
+    signature the map's names belong to (None: interpreter tensor names)."""
 
     tensors: dict[str, dict[str, Any]] = field(default_factory=dict)
+    signature: str | None = SIGNATURE
 
     def to_dict(self) -> dict[str, Any]:
-        return {**self.report_row(), "tensors": self.tensors}
+        return {**self.report_row(), "signature": self.signature, "tensors": self.tensors}
 
 
 def tflite_decision(
@@ -186,6 +256,7 @@ def tflite_decision(
         decision.reason = "not converted"
         return decision
     decision.tensors, decision.size = candidate.tensors, candidate.path.stat().st_size
+    decision.signature = candidate.signature
     tasks = list(gate.tasks) if graph == "trunk" else [graph]
     verdict = gate.decide(decision, {task: gate.fidelity(task, outputs(task)) for task in tasks})
     decision.reason = verdict.reason(fallback)
@@ -225,12 +296,14 @@ class TfliteConverter:
 __all__ = [
     "SIGNATURE",
     "ConversionInputs",
+    "InterpreterRunner",
     "TfliteConverter",
     "TfliteDecision",
     "TfliteGraph",
     "dequantize_value",
     "onnx_io_shapes",
     "open_interpreter",
+    "open_runner",
     "quantize_value",
     "signature_details",
     "signature_runner",

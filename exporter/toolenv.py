@@ -23,6 +23,7 @@ import hashlib
 import json
 import logging
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -72,6 +73,25 @@ TOOLS: dict[str, ToolSpec] = {
         check_import="litert_torch",
         purpose="PyTorch -> TFLite conversion",
     ),
+    # tflite2onnx 0.4.1 (the last release) reads .tflite with the `tflite` flatbuffer bindings
+    # and writes ONNX opset 11: no TensorFlow (about 140 MB). It declares no pins: these are the
+    # versions it was checked with (numpy 2.2 also serves Python 3.10).
+    "tflite2onnx": ToolSpec(
+        name="tflite2onnx",
+        requirements=(
+            (
+                "numpy==2.2.6",
+                "protobuf==7.36.2",
+                "ml_dtypes==0.7.0",
+                "onnx==1.23.2",
+                "flatbuffers==25.12.19",
+                "tflite==2.18.0",
+                "tflite2onnx==0.4.1",
+            ),
+        ),
+        check_import="tflite2onnx",
+        purpose="TFLite -> ONNX import",
+    ),
 }
 
 
@@ -113,7 +133,8 @@ class ToolEnv:
         what: str | None = None,
     ) -> str:
         """Run ``python ARGS`` in the environment (its ``bin`` first on PATH); return its output.
-        A failure raises :class:`ToolEnvError` with the last lines of the output."""
+        A failure raises :class:`ToolEnvError` with the last lines of the output and the
+        command that reproduces it (:meth:`command_line`)."""
         what = what or f"{self.spec.name} {' '.join(args[:3])}"
         environ = {**os.environ, **(env or {})}
         environ["PATH"] = f"{self.bin}{os.pathsep}{environ.get('PATH', '')}"
@@ -131,11 +152,47 @@ class ToolEnv:
                 stdin=subprocess.DEVNULL,
             )
         except subprocess.TimeoutExpired as exc:
-            raise ToolEnvError(f"{what}: no result after {timeout:.0f} s") from exc
+            output = _text(exc.stdout) + _text(exc.stderr)
+            raise self.failure(what, f"no result after {timeout:.0f} s", output, args, cwd, env) from exc
         output = done.stdout + done.stderr
         if done.returncode != 0:
-            raise ToolEnvError(f"{what} failed (exit {done.returncode}); its last lines:\n{_tail(output, 15)}")
+            raise self.failure(what, f"failed (exit {done.returncode})", output, args, cwd, env)
         return output
+
+    def command_line(self, args: Sequence[str], cwd: Path, env: Mapping[str, str] | None = None) -> str:
+        """The shell command that reruns ``python ARGS`` as :meth:`run` does: the working
+        directory, the extra environment, the venv's ``bin`` first on PATH, its python."""
+        assignments = [f"{k}={shlex.quote(v)}" for k, v in (env or {}).items()]
+        path = f'PATH={shlex.quote(str(self.bin))}:"$PATH"'
+        command = shlex.join([str(self.python), *map(str, args)])
+        unset = "-u PYTHONPATH -u VIRTUAL_ENV -u PYTHONHOME"
+        return f"cd {shlex.quote(str(cwd))} && env {unset} {' '.join([*assignments, path])} {command}"
+
+    def failure(
+        self,
+        what: str,
+        problem: str,
+        output: str,
+        args: Sequence[str],
+        cwd: Path,
+        env: Mapping[str, str] | None = None,
+    ) -> ToolEnvError:
+        """The error of a failed run (``problem``: "failed (exit 1)", "wrote no X"…): its last
+        :data:`TAIL_LINES` output lines and the command to reproduce it."""
+        tail = _tail(output, TAIL_LINES) or "  (no output)"
+        return ToolEnvError(
+            f"{what} {problem}; its last lines:\n{tail}\nto reproduce it:\n  {self.command_line(args, cwd, env)}"
+        )
+
+
+#: How many of a failed converter run's last output lines its error shows.
+TAIL_LINES = 20
+
+
+def _text(data: str | bytes | None) -> str:
+    if data is None:
+        return ""
+    return data.decode(errors="replace") if isinstance(data, bytes) else data
 
 
 def _tail(text: str, lines: int) -> str:

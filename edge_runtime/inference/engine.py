@@ -1,10 +1,13 @@
 """The multi-task engine: the trunk once per frame, then every head that is due.
 
 ``Engine.from_bundle`` verifies the bundle (schema, sha256 of every file), picks one
-artifact per graph for the backend and preferred precision (falling back per graph, and
-saying so once), and loads the sessions. ``infer`` preprocesses a frame as the manifest's
-input spec says, runs the trunk **once**, hands the boundary tensors by name to each head
-due on this frame (backend-native values, no copy), decodes each head's output and returns
+artifact per graph for the backend and preferred precision by the rule of
+:mod:`edge_runtime.inference.artifact_choice` (falling back per graph in precision, and to the
+other backend for a graph without an artifact of the backend's format, saying so once), and
+loads the sessions. ``infer`` preprocesses a frame as the manifest's input spec says, runs the
+trunk **once**, hands the boundary tensors by name to each head due on this frame
+(backend-native values, no copy, when the head runs on the trunk's backend; numpy float arrays
+in the manifest's layout when it runs on the other one), decodes each head's output and returns
 a :class:`~edge_runtime.inference.results.FrameResult` with per-stage latencies.
 
 Example::
@@ -32,20 +35,14 @@ from edge_runtime.bundle.specs import PRECISIONS, Artifact, DecoderSpec, GraphEn
 from edge_runtime.errors import BundleError, ConfigError, close_matches
 from edge_runtime.frames.frame import Frame
 from edge_runtime.frames.preprocess import Preprocessor
-from edge_runtime.inference.backends import BackendOptions, GraphSession, get_backend
+from edge_runtime.inference.artifact_choice import PRECISION_FALLBACK, ArtifactPlan, choose_artifact, plan_artifacts
+from edge_runtime.inference.backends import Backend, BackendOptions, GraphSession, get_backend
 from edge_runtime.inference.decoders import Decoder, build_decoder
 from edge_runtime.inference.results import FrameResult, HeadResult
 from edge_runtime.inference.schedule import HeadScheduler
 from edge_runtime.trust.keys import PublicKey
 
 logger = logging.getLogger(__name__)
-
-#: For each preferred precision, the order in which to fall back when a graph lacks it.
-PRECISION_FALLBACK: dict[str, tuple[str, ...]] = {
-    "fp32": ("fp32", "fp16", "int8"),
-    "fp16": ("fp16", "fp32", "int8"),
-    "int8": ("int8", "fp16", "fp32"),
-}
 
 
 @dataclass(frozen=True)
@@ -58,7 +55,9 @@ class EngineOptions:
     one thread each was measured faster than two (a MobileNetV2-sized model's three heads:
     0.208 vs 0.243 ms p50), so ``head_threads`` defaults to 1. ``trusted_keys``: the public
     keys (:func:`edge_runtime.trust.keys.load_public_keys`) one of which must have signed the bundle;
-    None or empty: the signature is not checked (a warning says so once).
+    None or empty: the signature is not checked (a warning says so once). ``strict``: refuse
+    (:class:`ConfigError`) a bundle where a graph would run on another backend or at another
+    precision than asked, instead of falling back.
     """
 
     backend: str = "onnxruntime"
@@ -69,6 +68,7 @@ class EngineOptions:
     heads: tuple[str, ...] | None = None
     verify_hashes: bool = True
     trusted_keys: tuple[PublicKey, ...] | None = None
+    strict: bool = False
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
@@ -82,26 +82,6 @@ class EngineOptions:
             raise ConfigError(f"head_threads must be >= 1, got {self.head_threads}")
 
 
-def choose_artifact(entry: GraphEntry, what: str, backend_format: str, precision: str) -> Artifact:
-    """The artifact of ``entry`` for a backend format, by preferred precision with fallback."""
-    candidates = [a for a in entry.artifacts if a.format == backend_format]
-    if not candidates:
-        formats = sorted({a.format for a in entry.artifacts})
-        raise BundleError(
-            f"{what} has no {backend_format} artifact (it has: {', '.join(formats)}); "
-            "choose another backend or re-export with that format"
-        )
-    for wanted in PRECISION_FALLBACK[precision]:
-        for artifact in candidates:
-            if artifact.precision == wanted:
-                if wanted != precision:
-                    logger.info(
-                        "%s: no %s %s artifact, using %s (%s)", what, backend_format, precision, wanted, artifact.path
-                    )
-                return artifact
-    return candidates[0]
-
-
 @dataclass
 class EngineStats:
     """Counters since the engine was built."""
@@ -113,13 +93,17 @@ class EngineStats:
 
 
 class _Head:
-    def __init__(self, name: str, entry: GraphEntry, session: GraphSession, decoder: Decoder) -> None:
+    def __init__(
+        self, name: str, entry: GraphEntry, session: GraphSession, decoder: Decoder, foreign: bool = False
+    ) -> None:
         self.name = name
         self.entry = entry
         self.session = session
         self.decoder = decoder
         self.inputs = entry.inputs
         self.outputs = entry.outputs
+        #: True when the head runs on another backend than the trunk: it is fed numpy arrays.
+        self.foreign = foreign
 
 
 class Engine:
@@ -133,6 +117,7 @@ class Engine:
         preprocessor: Preprocessor,
         backend_description: str,
         artifacts: Mapping[str, Artifact],
+        plan: ArtifactPlan | None = None,
     ) -> None:
         self.bundle = bundle
         self.manifest = bundle.manifest
@@ -141,11 +126,15 @@ class Engine:
         self._preprocess = preprocessor
         self.backend_description = backend_description
         self.artifacts = dict(artifacts)
+        #: The artifact choice of every loaded graph: backend, artifact, why (when not as asked).
+        self.plan = plan
         self.scheduler = HeadScheduler({name: h.entry.schedule for name, h in self._heads.items()})
         # Heads run in an order where a conditional head comes after the head it watches.
         self._heads = {name: self._heads[name] for name in self.scheduler.order}
         self.stats = EngineStats(head_runs=dict.fromkeys(self._heads, 0), head_skips=dict.fromkeys(self._heads, 0))
         self._input_name = self.manifest.input.name
+        #: What the heads on the other backend read, converted once per frame.
+        self._foreign_inputs = tuple(dict.fromkeys(i for h in self._heads.values() if h.foreign for i in h.inputs))
         self._closed = False
 
     @classmethod
@@ -154,7 +143,7 @@ class Engine:
         options = options or EngineOptions()
         bundle = load_bundle(path, verify_hashes=options.verify_hashes, trusted_keys=options.trusted_keys)
         manifest = bundle.manifest
-        backend = get_backend(options.backend)
+        backends: dict[str, Backend] = {options.backend: get_backend(options.backend)}
         backend_options = BackendOptions(threads=options.threads, providers=options.providers)
         head_options = BackendOptions(threads=options.head_threads, providers=options.providers)
         names = list(manifest.heads)
@@ -166,34 +155,56 @@ class Engine:
                     )
             names = [n for n in names if n in options.heads]
         available = {manifest.input.name, *manifest.trunk.outputs}
-        artifacts: dict[str, Artifact] = {}
-        artifact = choose_artifact(manifest.trunk, "trunk", backend.artifact_format, options.precision)
-        artifacts["trunk"] = artifact
-        trunk = backend.load(bundle.path_of(artifact), backend_options, "trunk", artifact=artifact)
-        heads: dict[str, _Head] = {}
         for name in names:
-            entry = manifest.heads[name]
-            missing = [i for i in entry.inputs if i not in available]
+            missing = [i for i in manifest.heads[name].inputs if i not in available]
             if missing:
                 raise BundleError(
                     f"head {name!r} reads {', '.join(missing)}, which neither the trunk nor the input provides"
                 )
-            what = f"head {name!r}"
-            artifact = choose_artifact(entry, what, backend.artifact_format, options.precision)
-            artifacts[name] = artifact
-            session = backend.load(bundle.path_of(artifact), head_options, what, artifact=artifact)
-            decoder = build_decoder(name, entry.decoder or _raw_decoder(), entry.outputs)
-            heads[name] = _Head(name, entry, session, decoder)
+        plan = plan_artifacts(manifest, options.backend, options.precision, names)
+        if options.strict:
+            plan.check_strict("strict")
+        plan.log(logger)
+
+        def backend_of(name: str) -> Backend:
+            if name not in backends:
+                backends[name] = get_backend(name)
+            return backends[name]
+
+        artifacts = {graph: choice.artifact for graph, choice in plan.choices.items()}
+        trunk_choice = plan.choices["trunk"]
+        trunk = backend_of(trunk_choice.backend).load(
+            bundle.path_of(trunk_choice.artifact), backend_options, "trunk", artifact=trunk_choice.artifact
+        )
+        heads: dict[str, _Head] = {}
+        try:
+            for name in names:
+                entry = manifest.heads[name]
+                choice = plan.choices[name]
+                session = backend_of(choice.backend).load(
+                    bundle.path_of(choice.artifact), head_options, choice.what, artifact=choice.artifact
+                )
+                decoder = build_decoder(name, entry.decoder or _raw_decoder(), entry.outputs)
+                heads[name] = _Head(name, entry, session, decoder, foreign=choice.backend != trunk_choice.backend)
+        except BaseException:
+            trunk.close()
+            for head in heads.values():
+                head.session.close()
+            raise
+        description = "; ".join(backends[b].describe() for b in plan.backends)
         logger.info(
             "engine: %s v%s, trunk -> %s, heads %s; artifacts %s; %s",
             manifest.name,
             manifest.version,
             ", ".join(manifest.trunk.outputs),
             ", ".join(heads),
-            ", ".join(f"{graph} {a.precision}" for graph, a in artifacts.items()),
-            backend.describe(),
+            ", ".join(
+                f"{graph} {c.artifact.precision}" + (f" on {c.backend}" if plan.mixed else "")
+                for graph, c in plan.choices.items()
+            ),
+            description,
         )
-        return cls(bundle, trunk, heads, Preprocessor(manifest.input), backend.describe(), artifacts)
+        return cls(bundle, trunk, heads, Preprocessor(manifest.input), description, artifacts, plan)
 
     # -- run-time control ----------------------------------------------------------------
     @property
@@ -227,6 +238,7 @@ class Engine:
 
         due = self.scheduler.due(self.stats.frames)
         values: dict[str, Any] = {self._input_name: model_input}
+        numpy_values: dict[str, Any] | None = None
         if due:
             values.update(self._trunk.run({self._input_name: model_input}, self.manifest.trunk.outputs))
             self.stats.trunk_runs += 1
@@ -242,7 +254,12 @@ class Engine:
                 self.stats.head_skips[name] += 1
                 continue
             t0 = time.perf_counter_ns()
-            raw = head.session.run({i: values[i] for i in head.inputs}, head.outputs)
+            if head.foreign:
+                if numpy_values is None:  # once per frame, for every head on the other backend
+                    numpy_values = self._as_numpy(values, self._foreign_inputs)
+                raw = head.session.run({i: numpy_values[i] for i in head.inputs}, head.outputs)
+            else:
+                raw = head.session.run({i: values[i] for i in head.inputs}, head.outputs)
             t1 = time.perf_counter_ns()
             tensors = {k: head.session.to_numpy(v) for k, v in raw.items()}
             results[name] = head.decoder(tensors, geometry)
@@ -263,14 +280,25 @@ class Engine:
 
     def run_graphs(self, model_input: np.ndarray, heads: Sequence[str] | None = None) -> dict[str, Any]:
         """Trunk then the given heads (default: all) on an already preprocessed input, with
-        no schedule and no decoding: the raw backend cost, for benchmarks and checks."""
+        no schedule and no decoding: the raw backend cost, for benchmarks and checks. Outputs are
+        the trunk backend's values; a head on the other backend gives numpy arrays."""
         values: dict[str, Any] = {self._input_name: model_input}
         values.update(self._trunk.run({self._input_name: model_input}, self.manifest.trunk.outputs))
+        numpy_values = self._as_numpy(values, self._foreign_inputs)
         outputs: dict[str, Any] = {}
         for name in heads if heads is not None else self._heads:
             head = self._heads[name]
-            outputs.update(head.session.run({i: values[i] for i in head.inputs}, head.outputs))
+            if head.foreign:
+                raw = head.session.run({i: numpy_values[i] for i in head.inputs}, head.outputs)
+                outputs.update({k: head.session.to_numpy(v) for k, v in raw.items()})
+            else:
+                outputs.update(head.session.run({i: values[i] for i in head.inputs}, head.outputs))
         return outputs
+
+    def _as_numpy(self, values: Mapping[str, Any], names: Sequence[str]) -> dict[str, np.ndarray]:
+        """``names`` of the trunk's values (or the model input) as numpy arrays in the manifest's
+        layout, dequantised to float: what a session of the other backend takes."""
+        return {name: self._trunk.to_numpy(values[name]) for name in names}
 
     def to_numpy(self, value: Any) -> np.ndarray:
         """A value from :meth:`run_graphs` as a numpy array in the manifest's layout (float for
@@ -299,3 +327,6 @@ class Engine:
 
 def _raw_decoder() -> DecoderSpec:
     return DecoderSpec()
+
+
+__all__ = ["PRECISION_FALLBACK", "Engine", "EngineOptions", "EngineStats", "choose_artifact"]

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_runtime.errors import ConfigError, close_matches
+from edge_runtime.inference.artifact_choice import BACKEND_FORMATS, native_formats
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -53,8 +54,6 @@ PROFILE_KEYS = (
 )
 #: ``/proc/cpuinfo`` "CPU part" of Arm cores the profiles name.
 CPU_PARTS = {"0xd03": "Cortex-A53", "0xd08": "Cortex-A72", "0xd0b": "Cortex-A76", "0xd42": "Cortex-A78AE"}
-#: The artifact format each backend loads.
-BACKEND_FORMATS = {"onnxruntime": "onnx", "tflite": "tflite"}
 _ARM64 = ("aarch64", "arm64", "armv8l")
 _X86_64 = ("x86_64", "amd64")
 
@@ -325,10 +324,12 @@ def installed_runtimes() -> dict[str, Any]:
     return runtimes
 
 
-def bundle_formats(manifest: Any) -> set[str]:
-    """Artifact formats that every graph of a manifest has (the backends that can run it all)."""
-    per_graph = [{a.format for a in entry.artifacts} for entry in manifest.graphs().values()]
-    return set.intersection(*per_graph) if per_graph else set()
+def bundle_formats(manifest: Any, heads: Sequence[str] | None = None) -> set[str]:
+    """Artifact formats that every graph of a manifest has (the trunk and ``heads``, None: all):
+    the backends that run it without the per-graph backend fallback of
+    :mod:`edge_runtime.inference.artifact_choice`. A profile's backend is a default, so it is kept
+    only where it runs every loaded graph itself; an explicit backend falls back per graph."""
+    return native_formats(manifest, heads)
 
 
 def resolve_engine_options(

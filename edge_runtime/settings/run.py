@@ -111,6 +111,8 @@ RUN = Table(
                 default_doc=_profile_default("backend"), profile_default=True),
         Setting("precision", "str", None, "preferred precision (per-graph fallback)", INFERENCE,
                 choices=PRECISIONS, default_doc=_profile_default("precision"), profile_default=True),
+        Setting("strict", "bool", False, "refuse a bundle where a graph would run on another backend or at another "
+                "precision than backend/precision ask, instead of falling back per graph (also on updates)", INFERENCE),
         Setting("threads", "int", None, "intra-op threads of the trunk's session (heads get one each)", INFERENCE,
                 minimum=1, default_doc=_profile_default("threads"), profile_default=True, metavar="N"),
         Setting("queue_size", "int", 8, "results waiting between inference and output", INFERENCE, minimum=1,

@@ -65,7 +65,14 @@ from edge_runtime.inference.decoders.detection import DetectionDecoder
 from edge_runtime.inference.decoders.embedding import EmbeddingDecoder
 from edge_runtime.inference.decoders.grid import GridDecoder
 from edge_runtime.inference.decoders.landmarks import LandmarksDecoder
-from edge_runtime.inference.decoders.nms import MAX_NMS_CANDIDATES, NmsSettings, finish_detections, nms
+from edge_runtime.inference.decoders.nms import (
+    MAX_NMS_CANDIDATES,
+    NMS_METHODS,
+    NmsSettings,
+    finish_detections,
+    nms,
+    weighted_nms,
+)
 from edge_runtime.inference.decoders.raw import RawDecoder
 from edge_runtime.inference.decoders.regression import RegressionDecoder
 from edge_runtime.inference.decoders.segmentation import SegmentationDecoder
@@ -108,6 +115,7 @@ __all__ = [
     "BOX_FORMATS",
     "DECODERS",
     "MAX_NMS_CANDIDATES",
+    "NMS_METHODS",
     "ClassificationDecoder",
     "Decoder",
     "DetectionDecoder",
@@ -127,4 +135,5 @@ __all__ = [
     "sigmoid",
     "softmax",
     "to_xyxy",
+    "weighted_nms",
 ]

@@ -45,7 +45,8 @@ class DetectionDecoder(Decoder):
     Parameters: ``labels``, ``box_format`` (xyxy, xywh, cxcywh; default xyxy), ``normalized``
     (coordinates in 0..1 of the model input; default false: model-input pixels),
     ``score_threshold`` (0.25), ``iou_threshold`` (0.45), ``max_detections`` (100),
-    ``class_agnostic_nms`` (false), ``objectness`` (false), ``keypoints`` (K, default 0),
+    ``class_agnostic_nms`` (false), ``nms`` (``hard``, or ``weighted``: see
+    :func:`~edge_runtime.inference.decoders.nms.weighted_nms`), ``objectness`` (false), ``keypoints`` (K, default 0),
     ``keypoint_dims`` (2 or 3, default 3), ``keypoint_names``, ``keypoint_position``
     (``after_classes``), ``keypoint_activation`` (``none`` or ``sigmoid`` for the visibility).
     """

@@ -89,7 +89,10 @@ class SsdDecoder(Decoder):
     ``background_class`` (an index, e.g. 0 for SSD and RetinaFace) is dropped: the remaining
     classes are the ``labels``. Also ``score_threshold`` (0.25), ``iou_threshold`` (0.45),
     ``max_detections`` (100), ``class_agnostic_nms`` (false), ``keypoints`` (K, 0),
-    ``keypoint_names``.
+    ``keypoint_names`` and ``nms``: ``hard`` (the default) or ``weighted``, MediaPipe's weighted
+    suppression (:func:`~edge_runtime.inference.decoders.nms.weighted_nms`; BlazeFace's graphs use
+    it, with ``iou_threshold`` 0.3): each face's box and keypoints are the score-weighted mean of
+    the overlapping candidates, which a hard NMS would have dropped.
     """
 
     kind = "ssd"
