@@ -64,7 +64,7 @@ install-device: $(DEVICE_VENV)/.installed
 converter-envs: install
 	$(PY) -c "import logging; logging.basicConfig(level=logging.INFO, format='%(message)s'); \
 		from exporter.toolenv import ensure_env; print(ensure_env('onnx2tf').path); \
-		print(ensure_env('litert-torch').path)"
+		print(ensure_env('litert-torch').path); print(ensure_env('tflite2onnx').path)"
 
 mosquitto:
 	@if command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ]; then \

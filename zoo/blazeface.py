@@ -182,15 +182,7 @@ def run(ctx: ZooContext) -> ModelReport:
         f"images: {len(photos)} photographs, calibration: {len(calibration)} others, from {', '.join(wheels)}"
         " (sha256 checked)"
     ]
-    try:
-        report = run_detector(ctx, CASE, images, calib, notes)
-    except ZooError as exc:
-        if str(exc).startswith("edge-export split"):
-            raise ZooError(
-                f"{exc}; the model is the package's .tflite as shipped: split needs its TFLite import"
-                " (exporter/frontends/tflite.py)"
-            ) from None
-        raise
+    report = run_detector(ctx, CASE, images, calib, notes)
     oracle_doc = json.loads((ctx.work / "oracle.json").read_text())
     checks, extra_notes = dict(report.checks), list(report.notes)
     landmark_error = None
