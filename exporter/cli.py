@@ -353,10 +353,7 @@ def _print_stage(stage: str, result: ExportResult) -> None:
 
 
 def _run_convert(args: argparse.Namespace) -> int:
-    from edge_runtime.bundle.reader import load_bundle
-    from edge_runtime.errors import BundleError
-    from edge_runtime.inference.artifact_choice import ArtifactChoice, plan_artifacts
-    from exporter.tflite import TfliteOptions, convert_bundle, format_tflite_report
+    from exporter.tflite import TfliteOptions, backend_runs, convert_bundle, format_tflite_report
 
     precisions = ("fp32", "int8") if args.precision == "both" else (args.precision,)
     options = TfliteOptions(
@@ -375,37 +372,8 @@ def _run_convert(args: argparse.Namespace) -> int:
     print(format_tflite_report(result))
     print(f"wrote {result.bundle_dir}")
 
-    def explain(choice: ArtifactChoice) -> str | None:
-        """The gate's side of a fallback: which TFLite precisions of the graph were not written."""
-        missing = [d for d in result.decisions if d.graph == choice.graph and not d.accepted]
-        if not missing or choice.reason is None or not choice.reason.startswith("no tflite"):
-            return None
-        rejected = [d.precision for d in missing if d.reason != "not converted"]
-        failed = [d.precision for d in missing if d.reason == "not converted"]
-        why = [f"the gate rejected {' and '.join(rejected)}"] if rejected else []
-        why += [f"{' and '.join(failed)} did not convert"] if failed else []
-        head = choice.reason.split(",")[0].split(":")[0]  # "no tflite artifact" / "no tflite int8 artifact"
-        return f"{head}: {'; '.join(why)}"
-
-    # What each backend will run per graph, by the runtime's own rule (edge_runtime.inference.artifact_choice).
-    manifest = load_bundle(result.bundle_dir, warn_unchecked=False).manifest
-    refused: list[str] = []
-    print("runs:")
-    for backend in ("tflite", "onnxruntime"):
-        for precision in sorted(precisions, key=("int8", "fp16", "fp32").index):
-            try:
-                plan = plan_artifacts(manifest, backend, precision, available=lambda _name: True)
-            except BundleError as exc:
-                print(f"  {backend} at {precision}: cannot run: {exc}")
-                if backend == "tflite":
-                    refused.append(f"{backend} at {precision}: {exc}")
-                continue
-            print(f"  {plan.headline()}: {plan.summary(explain)}")
-            if backend == "tflite" and plan.fallbacks:
-                why = "; ".join(
-                    f"{c.what} {c.backend} {c.artifact.precision} ({explain(c) or c.reason})" for c in plan.fallbacks
-                )
-                refused.append(f"{plan.headline()}: {why}")
+    lines, refused = backend_runs(result, precisions)
+    print("\n".join(lines))
     if args.strict and refused:
         raise ConfigError(
             f"--strict: not every graph runs on LiteRT as asked: {' | '.join(refused)} "

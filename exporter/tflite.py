@@ -260,11 +260,53 @@ def format_tflite_report(result: TfliteResult) -> str:
     return "\n".join(lines)
 
 
+def backend_runs(result: TfliteResult, precisions: Sequence[str]) -> tuple[list[str], list[str]]:
+    """What each backend will run per graph of the converted bundle, by the runtime's own rule
+    (:func:`edge_runtime.inference.artifact_choice.plan_artifacts`): the lines ``convert`` prints,
+    and the LiteRT plans that would not run every graph as asked (what ``--strict`` refuses)."""
+    from edge_runtime.errors import BundleError
+    from edge_runtime.inference.artifact_choice import ArtifactChoice, plan_artifacts
+
+    def explain(choice: ArtifactChoice) -> str | None:
+        """The gate's side of a fallback: which TFLite precisions of the graph were not written."""
+        missing = [d for d in result.decisions if d.graph == choice.graph and not d.accepted]
+        if not missing or choice.reason is None or not choice.reason.startswith("no tflite"):
+            return None
+        rejected = [d.precision for d in missing if d.reason != "not converted"]
+        failed = [d.precision for d in missing if d.reason == "not converted"]
+        why = [f"the gate rejected {' and '.join(rejected)}"] if rejected else []
+        why += [f"{' and '.join(failed)} did not convert"] if failed else []
+        head = choice.reason.split(",")[0].split(":")[0]  # "no tflite artifact" / "no tflite int8 artifact"
+        return f"{head}: {'; '.join(why)}"
+
+    # What each backend will run per graph, by the runtime's own rule (edge_runtime.inference.artifact_choice).
+    manifest = load_bundle(result.bundle_dir, warn_unchecked=False).manifest
+    refused: list[str] = []
+    lines = ["runs:"]
+    for backend in ("tflite", "onnxruntime"):
+        for precision in sorted(precisions, key=("int8", "fp16", "fp32").index):
+            try:
+                plan = plan_artifacts(manifest, backend, precision, available=lambda _name: True)
+            except BundleError as exc:
+                lines.append(f"  {backend} at {precision}: cannot run: {exc}")
+                if backend == "tflite":
+                    refused.append(f"{backend} at {precision}: {exc}")
+                continue
+            lines.append(f"  {plan.headline()}: {plan.summary(explain)}")
+            if backend == "tflite" and plan.fallbacks:
+                why = "; ".join(
+                    f"{c.what} {c.backend} {c.artifact.precision} ({explain(c) or c.reason})" for c in plan.fallbacks
+                )
+                refused.append(f"{plan.headline()}: {why}")
+    return lines, refused
+
+
 __all__ = [
     "REPORT_NAME",
     "TFLITE_PRECISIONS",
     "TfliteOptions",
     "TfliteResult",
+    "backend_runs",
     "convert_bundle",
     "format_tflite_report",
 ]

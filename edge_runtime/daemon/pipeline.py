@@ -67,13 +67,10 @@ SEQ_SAVE_EVERY = 100
 class Daemon:
     """Runs one configured pipeline until the source ends, ``max_frames`` or a signal."""
 
-    def __init__(
-        self, config: RuntimeConfig, sinks: list[ResultSink] | None = None, *, strict: bool | None = None
-    ) -> None:
+    def __init__(self, config: RuntimeConfig, sinks: list[ResultSink] | None = None) -> None:
         self.config = config
-        #: Refuse a bundle (at start and on every swap) where a graph would fall back to another
-        #: backend or precision (``edge-runtime run --strict``).
-        self.strict = config.strict if strict is None else strict
+        #: Refuse a bundle (at start and on every swap) that would fall back (the ``strict`` setting).
+        self.strict = config.strict
         self.state = StateDir.open(config.state_dir)
         self._extra_sinks = sinks or []
         self.stop = threading.Event()
