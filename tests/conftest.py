@@ -39,8 +39,9 @@ EXAMPLES = ROOT / "examples"
 FIXTURES = Path(os.environ.get("EDGE_TEST_FIXTURES") or ROOT / "build" / "test-fixtures")
 # Top-level packages that only the exporter side installs.
 EXPORTER_PACKAGES = frozenset({"onnx", "onnxscript", "exporter", "torch", "tensorflow"})
-# Fixtures that need onnx or the exporter (``prepared_checkout``, ``compare_run``: scripts that import it).
-EXPORTER_FIXTURES = frozenset({"save_model", "demo_split", "prepared_checkout", "compare_run"})
+# Fixtures that need onnx or the exporter (``prepared_checkout``, ``compare_run``: scripts that import it;
+# ``tflite_models``: built in the exporter's converter environment).
+EXPORTER_FIXTURES = frozenset({"save_model", "demo_split", "prepared_checkout", "compare_run", "tflite_models"})
 # Tests (``file::function``) that run ``edge-export`` or a script importing onnx in a subprocess.
 EXPORTER_TESTS = frozenset(
     {
@@ -142,6 +143,34 @@ def demo_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     if importlib.util.find_spec("onnx") is None:
         pytest.fail(f"no fresh demo bundle in {FIXTURES} and no onnx to build one: run `make test-fixtures`")
     return split_demo(target)
+
+
+@pytest.fixture(scope="session")
+def tflite_models(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The folder of ``tests/tflite_models.py``'s small TFLite models and ``reference.npz``, built
+    once in the onnx2tf converter environment (TensorFlow) and kept in pytest's cache by the
+    script's hash; skips when that environment cannot be made."""
+    import hashlib
+    import tempfile
+
+    from exporter.toolenv import ToolEnvError, ensure_env
+
+    script = Path(__file__).with_name("tflite_models.py")
+    digest = hashlib.sha256(script.read_bytes()).hexdigest()[:12]
+    cache_ = getattr(request.config, "cache", None)
+    root = cache_.mkdir("tflite-models") if cache_ is not None else tmp_path_factory.mktemp("tflite-models")
+    folder = root / digest
+    if (folder / "reference.npz").is_file():
+        return folder
+    try:
+        env = ensure_env("onnx2tf")
+    except (ToolEnvError, OSError) as exc:
+        pytest.skip(f"no TensorFlow converter environment to build the test .tflite models: {exc}")
+    with tempfile.TemporaryDirectory(dir=root) as tmp:
+        env.run([str(script), str(Path(tmp) / "out")], cwd=Path(tmp), what="tests/tflite_models.py")
+        shutil.rmtree(folder, ignore_errors=True)
+        (Path(tmp) / "out").rename(folder)
+    return folder
 
 
 def write_npy_frames(folder: Path, count: int, height: int, width: int, seed: int) -> Path:

@@ -10,13 +10,11 @@ same functions with the very weights read out of the FP32 .tflite files: trunk `
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -30,35 +28,13 @@ from edge_runtime.errors import BundleError, ConfigError
 from edge_runtime.inference.artifact_choice import plan_artifacts
 from edge_runtime.inference.engine import Engine, EngineOptions
 from edge_runtime.inference.results import FrameResult, RawOutput
-from exporter.toolenv import ToolEnvError, ensure_env
 
 pytest.importorskip("ai_edge_litert", reason="LiteRT is not installed (pip install 'edge-runtime[tflite]')")
 
-SCRIPT = Path(__file__).with_name("tflite_models.py")
 NCHW_TO_NHWC = [0, 2, 3, 1]
 PERMS: dict[str, list[int] | None] = {"image": NCHW_TO_NHWC, "features": NCHW_TO_NHWC, "pooled": None, "logits": None}
 GRAPH_TENSORS = {"trunk": ("image", "features", "pooled"), "head": ("features", "logits")}
 HEADS = ("cls", "aux")
-
-
-@pytest.fixture(scope="session")
-def models(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The folder of ``tests/tflite_models.py``'s models, in the same cache as test_tflite_backend.py's."""
-    digest = hashlib.sha256(SCRIPT.read_bytes()).hexdigest()[:12]
-    cache = getattr(request.config, "cache", None)
-    root = cache.mkdir("tflite-models") if cache is not None else tmp_path_factory.mktemp("tflite-models")
-    folder = root / digest
-    if (folder / "reference.npz").is_file():
-        return folder
-    try:
-        env = ensure_env("onnx2tf")
-    except (ToolEnvError, OSError) as exc:
-        pytest.skip(f"no TensorFlow converter environment to build the test .tflite models: {exc}")
-    with tempfile.TemporaryDirectory(dir=root) as tmp:
-        env.run([str(SCRIPT), str(Path(tmp) / "out")], cwd=Path(tmp), what="tests/tflite_models.py")
-        shutil.rmtree(folder, ignore_errors=True)
-        (Path(tmp) / "out").rename(folder)
-    return folder
 
 
 def _weights(path: Path) -> dict[str, np.ndarray]:
@@ -76,8 +52,8 @@ def _weights(path: Path) -> dict[str, np.ndarray]:
     return found
 
 
-def _onnx_trunk(models: Path) -> onnx.ModelProto:
-    weights = _weights(models / "trunk_fp32.tflite")
+def _onnx_trunk(tflite_models: Path) -> onnx.ModelProto:
+    weights = _weights(tflite_models / "trunk_fp32.tflite")
     kernel = weights["Conv2D"].transpose(0, 3, 1, 2)  # TFLite OHWI -> ONNX OIHW
     bias = weights["Relu;add;Conv2D;add/ReadVariableOp"]
     graph = helper.make_graph(
@@ -97,8 +73,8 @@ def _onnx_trunk(models: Path) -> onnx.ModelProto:
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
 
 
-def _onnx_head(models: Path, output: str) -> onnx.ModelProto:
-    weights = _weights(models / "head_fp32.tflite")
+def _onnx_head(tflite_models: Path, output: str) -> onnx.ModelProto:
+    weights = _weights(tflite_models / "head_fp32.tflite")
     kernel = weights["Conv2D1"].transpose(0, 3, 1, 2)
     graph = helper.make_graph(
         [
@@ -136,25 +112,25 @@ def _tflite_artifact(graph: str, precision: str, path: str, head: str | None = N
 
 
 @pytest.fixture(scope="module")
-def full_bundle(models: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def full_bundle(tflite_models: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Trunk and heads ``cls`` and ``aux``, each as ONNX fp32, TFLite fp32 and TFLite int8."""
     folder = tmp_path_factory.mktemp("fallback") / "bundle"
     (folder / "tflite").mkdir(parents=True)
     (folder / "heads").mkdir()
-    onnx.save(_onnx_trunk(models), str(folder / "trunk.fp32.onnx"))
+    onnx.save(_onnx_trunk(tflite_models), str(folder / "trunk.fp32.onnx"))
     artifacts: dict[str, list[dict[str, Any]]] = {
         "trunk": [{"format": "onnx", "precision": "fp32", "path": "trunk.fp32.onnx"}]
     }
     for precision in ("fp32", "int8"):
         path = f"tflite/trunk.{precision}.tflite"
-        shutil.copy(models / f"trunk_{precision}.tflite", folder / path)
+        shutil.copy(tflite_models / f"trunk_{precision}.tflite", folder / path)
         artifacts["trunk"].append(_tflite_artifact("trunk", precision, path))
     for head in HEADS:
-        onnx.save(_onnx_head(models, f"{head}_logits"), str(folder / "heads" / f"{head}.fp32.onnx"))
+        onnx.save(_onnx_head(tflite_models, f"{head}_logits"), str(folder / "heads" / f"{head}.fp32.onnx"))
         artifacts[head] = [{"format": "onnx", "precision": "fp32", "path": f"heads/{head}.fp32.onnx"}]
         for precision in ("fp32", "int8"):
             path = f"tflite/{head}.{precision}.tflite"
-            shutil.copy(models / f"head_{precision}.tflite", folder / path)
+            shutil.copy(tflite_models / f"head_{precision}.tflite", folder / path)
             artifacts[head].append(_tflite_artifact("head", precision, path, head))
     manifest = {
         "format": "edge-bundle/1",

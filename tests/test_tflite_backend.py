@@ -9,11 +9,9 @@ and cached under pytest's cache directory, keyed by that script's hash. Without 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import sys
-import tempfile
 import types
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,13 +26,11 @@ from edge_runtime.errors import BackendUnavailableError, BundleError, ModelError
 from edge_runtime.inference import backends
 from edge_runtime.inference.backends import BackendOptions, get_backend
 from edge_runtime.inference.engine import Engine, EngineOptions
-from exporter.toolenv import ToolEnvError, ensure_env
 
 tfl = pytest.importorskip(
     "edge_runtime.inference.backends.tflite", reason="no TFLite runtime: install edge-runtime[tflite]"
 )
 
-SCRIPT = Path(__file__).with_name("tflite_models.py")
 NCHW_TO_NHWC = [0, 2, 3, 1]
 SIGNATURE = "serving_default"
 #: The models' interpreter tensor names (the SavedModel path's), for artifacts without a signature.
@@ -50,28 +46,8 @@ PERMS: dict[str, list[int] | None] = {"image": NCHW_TO_NHWC, "features": NCHW_TO
 
 
 @pytest.fixture(scope="session")
-def models(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The folder of built models and ``reference.npz`` (see ``tests/tflite_models.py``)."""
-    digest = hashlib.sha256(SCRIPT.read_bytes()).hexdigest()[:12]
-    cache = getattr(request.config, "cache", None)
-    root = cache.mkdir("tflite-models") if cache is not None else tmp_path_factory.mktemp("tflite-models")
-    folder = root / digest
-    if (folder / "reference.npz").is_file():
-        return folder
-    try:
-        env = ensure_env("onnx2tf")
-    except (ToolEnvError, OSError) as exc:
-        pytest.skip(f"no TensorFlow converter environment to build the test .tflite models: {exc}")
-    with tempfile.TemporaryDirectory(dir=root) as tmp:
-        env.run([str(SCRIPT), str(Path(tmp) / "out")], cwd=Path(tmp), what="tests/tflite_models.py")
-        shutil.rmtree(folder, ignore_errors=True)
-        (Path(tmp) / "out").rename(folder)
-    return folder
-
-
-@pytest.fixture(scope="session")
-def reference(models: Path) -> dict[str, np.ndarray]:
-    with np.load(models / "reference.npz") as data:
+def reference(tflite_models: Path) -> dict[str, np.ndarray]:
+    with np.load(tflite_models / "reference.npz") as data:
         return {k: data[k] for k in data.files}
 
 
@@ -154,10 +130,10 @@ def test_same_quantization(a: tuple[float, int] | None, b: tuple[float, int] | N
 
 @pytest.mark.parametrize("signature", [True, False], ids=["signature", "tensor-names"])
 def test_float_trunk_matches_tensorflow(
-    models: Path, reference: dict[str, np.ndarray], backend: tfl.TfliteBackend, signature: bool
+    tflite_models: Path, reference: dict[str, np.ndarray], backend: tfl.TfliteBackend, signature: bool
 ) -> None:
     trunk = backend.load(
-        models / "trunk_fp32.tflite", BackendOptions(threads=2), "trunk", artifact("trunk", signature=signature)
+        tflite_models / "trunk_fp32.tflite", BackendOptions(threads=2), "trunk", artifact("trunk", signature=signature)
     )
     assert trunk.input_names == ("image",) and set(trunk.output_names) == {"features", "pooled"}
     images = nchw(reference["image"])  # (2, 3, 12, 16): the logical NCHW input
@@ -171,10 +147,10 @@ def test_float_trunk_matches_tensorflow(
 
 
 def test_float_trunk_feeds_float_head_without_transposes(
-    models: Path, reference: dict[str, np.ndarray], backend: tfl.TfliteBackend
+    tflite_models: Path, reference: dict[str, np.ndarray], backend: tfl.TfliteBackend
 ) -> None:
-    trunk = backend.load(models / "trunk_fp32.tflite", BackendOptions(), "trunk", artifact("trunk"))
-    head = backend.load(models / "head_fp32.tflite", BackendOptions(threads=1), "head 'cls'", artifact("head"))
+    trunk = backend.load(tflite_models / "trunk_fp32.tflite", BackendOptions(), "trunk", artifact("trunk"))
+    head = backend.load(tflite_models / "head_fp32.tflite", BackendOptions(threads=1), "head 'cls'", artifact("head"))
     features = trunk.run({"image": nchw(reference["image"])})["features"]
     assert features.array.shape == (2, 12, 16, 4)  # kept in the TFLite (NHWC) layout
     assert head.prepare("features", features) is features.array
@@ -185,8 +161,8 @@ def test_float_trunk_feeds_float_head_without_transposes(
     np.testing.assert_allclose(from_numpy, reference["logits"], atol=1e-5)
 
 
-def test_without_a_tensor_map_the_model_names_are_used(models: Path, backend: tfl.TfliteBackend) -> None:
-    trunk = backend.load(models / "trunk_fp32.tflite", BackendOptions(), "trunk")
+def test_without_a_tensor_map_the_model_names_are_used(tflite_models: Path, backend: tfl.TfliteBackend) -> None:
+    trunk = backend.load(tflite_models / "trunk_fp32.tflite", BackendOptions(), "trunk")
     assert trunk.input_names == (TENSOR_NAMES["trunk"]["image"],)
     assert set(trunk.output_names) == {TENSOR_NAMES["trunk"]["features"], TENSOR_NAMES["trunk"]["pooled"]}
     out = trunk.run({trunk.input_names[0]: np.zeros((1, 12, 16, 3), np.float32)})  # NHWC: identity perm
@@ -197,10 +173,10 @@ def test_without_a_tensor_map_the_model_names_are_used(models: Path, backend: tf
 
 
 def test_int8_io_is_quantized_and_dequantized(
-    models: Path, reference: dict[str, np.ndarray], backend: tfl.TfliteBackend
+    tflite_models: Path, reference: dict[str, np.ndarray], backend: tfl.TfliteBackend
 ) -> None:
     trunk = backend.load(
-        models / "trunk_int8.tflite", BackendOptions(threads=2), "trunk", artifact("trunk", precision="int8")
+        tflite_models / "trunk_int8.tflite", BackendOptions(threads=2), "trunk", artifact("trunk", precision="int8")
     )
     image = trunk.bindings["image"]
     assert image.dtype == np.int8 and image.quantization is not None and image.perm == tuple(NCHW_TO_NHWC)
@@ -224,13 +200,15 @@ def test_int8_io_is_quantized_and_dequantized(
 
 
 def test_int8_trunk_feeds_int8_head_raw(
-    models: Path, reference: dict[str, np.ndarray], backend: tfl.TfliteBackend, conversions: dict[str, int]
+    tflite_models: Path, reference: dict[str, np.ndarray], backend: tfl.TfliteBackend, conversions: dict[str, int]
 ) -> None:
     """The trunk's INT8 features reach a head with the same input quantisation as they are:
     no dequantize / requantize, no transposes, the very array the trunk returned."""
-    trunk = backend.load(models / "trunk_int8.tflite", BackendOptions(), "trunk", artifact("trunk", precision="int8"))
+    trunk = backend.load(
+        tflite_models / "trunk_int8.tflite", BackendOptions(), "trunk", artifact("trunk", precision="int8")
+    )
     head = backend.load(
-        models / "head_int8.tflite", BackendOptions(threads=1), "head 'cls'", artifact("head", precision="int8")
+        tflite_models / "head_int8.tflite", BackendOptions(threads=1), "head 'cls'", artifact("head", precision="int8")
     )
     features = trunk.run({"image": nchw(reference["image"])})["features"]
     # calibrated separately, the two scales differ in the last float32 bit (0.02008947916 vs 0.02008948103)
@@ -246,11 +224,13 @@ def test_int8_trunk_feeds_int8_head_raw(
 
 
 def test_int8_head_with_another_scale_requantizes(
-    models: Path, reference: dict[str, np.ndarray], backend: tfl.TfliteBackend, conversions: dict[str, int]
+    tflite_models: Path, reference: dict[str, np.ndarray], backend: tfl.TfliteBackend, conversions: dict[str, int]
 ) -> None:
-    trunk = backend.load(models / "trunk_int8.tflite", BackendOptions(), "trunk", artifact("trunk", precision="int8"))
+    trunk = backend.load(
+        tflite_models / "trunk_int8.tflite", BackendOptions(), "trunk", artifact("trunk", precision="int8")
+    )
     head = backend.load(
-        models / "head_int8_rescaled.tflite", BackendOptions(), "head 'cls'", artifact("head", precision="int8")
+        tflite_models / "head_int8_rescaled.tflite", BackendOptions(), "head 'cls'", artifact("head", precision="int8")
     )
     features = trunk.run({"image": nchw(reference["image"])})["features"]
     conversions.update(quantize=0, dequantize=0)
@@ -265,11 +245,13 @@ def test_int8_head_with_another_scale_requantizes(
 
 
 def test_float_features_feed_an_int8_head(
-    models: Path, reference: dict[str, np.ndarray], backend: tfl.TfliteBackend
+    tflite_models: Path, reference: dict[str, np.ndarray], backend: tfl.TfliteBackend
 ) -> None:
     """An FP32 trunk (or ONNX Runtime's numpy output) in front of an INT8 head: quantised on the way in."""
-    trunk = backend.load(models / "trunk_fp32.tflite", BackendOptions(), "trunk", artifact("trunk"))
-    head = backend.load(models / "head_int8.tflite", BackendOptions(), "head 'cls'", artifact("head", precision="int8"))
+    trunk = backend.load(tflite_models / "trunk_fp32.tflite", BackendOptions(), "trunk", artifact("trunk"))
+    head = backend.load(
+        tflite_models / "head_int8.tflite", BackendOptions(), "head 'cls'", artifact("head", precision="int8")
+    )
     from_tflite = head.to_numpy(
         head.run({"features": trunk.run({"image": nchw(reference["image"])})["features"]})["logits"]
     )
@@ -281,7 +263,7 @@ def test_float_features_feed_an_int8_head(
 # -- the engine on a TFLite bundle ------------------------------------------------------------------
 
 
-def write_bundle(folder: Path, models: Path, precision: str) -> Path:
+def write_bundle(folder: Path, tflite_models: Path, precision: str) -> Path:
     """A bundle whose trunk and head 'cls' are TFLite artifacts of ``precision``."""
     folder.mkdir()
     (folder / "tflite").mkdir()
@@ -289,7 +271,7 @@ def write_bundle(folder: Path, models: Path, precision: str) -> Path:
     entries = {}
     for graph in ("trunk", "head"):
         rel = f"tflite/{graph}.{precision}.tflite"
-        shutil.copy(models / f"{graph}_{precision}.tflite", folder / rel)
+        shutil.copy(tflite_models / f"{graph}_{precision}.tflite", folder / rel)
         files[rel] = sha256_file(folder / rel)
         entry = artifact(graph, precision=precision).to_dict()
         entries[graph] = {**entry, "path": rel}
@@ -314,8 +296,10 @@ def write_bundle(folder: Path, models: Path, precision: str) -> Path:
 
 
 @pytest.mark.parametrize("precision", ["fp32", "int8"])
-def test_engine_runs_a_tflite_bundle(models: Path, tmp_path: Path, precision: str, conversions: dict[str, int]) -> None:
-    bundle = write_bundle(tmp_path / "bundle", models, precision)
+def test_engine_runs_a_tflite_bundle(
+    tflite_models: Path, tmp_path: Path, precision: str, conversions: dict[str, int]
+) -> None:
+    bundle = write_bundle(tmp_path / "bundle", tflite_models, precision)
     frame = np.random.default_rng(1).integers(0, 256, (12, 16, 3), dtype=np.uint8)
     with Engine.from_bundle(bundle, EngineOptions(backend="tflite", precision=precision, threads=2)) as engine:
         assert engine.backend_description.startswith("LiteRT ")
@@ -364,23 +348,23 @@ def test_engine_runs_a_tflite_bundle(models: Path, tmp_path: Path, precision: st
     ids=["signature-key", "tensor-name", "dtype", "quantization", "perm", "no-name"],
 )
 def test_manifest_that_does_not_match_the_model(
-    models: Path, backend: tfl.TfliteBackend, signature: bool, override: dict[str, Any], message: str
+    tflite_models: Path, backend: tfl.TfliteBackend, signature: bool, override: dict[str, Any], message: str
 ) -> None:
-    path = models / "trunk_fp32.tflite"
+    path = tflite_models / "trunk_fp32.tflite"
     with pytest.raises(BundleError) as info:
         backend.load(path, BackendOptions(), "trunk", artifact("trunk", signature=signature, **override))
     assert message in str(info.value)
     assert str(path) in str(info.value)
 
 
-def test_unknown_signature(models: Path, backend: tfl.TfliteBackend) -> None:
+def test_unknown_signature(tflite_models: Path, backend: tfl.TfliteBackend) -> None:
     bad = Artifact(format="tflite", precision="fp32", path="t.tflite", extra={"signature": "serve"})
     with pytest.raises(BundleError, match="names signature 'serve', the model has 'serving_default'"):
-        backend.load(models / "trunk_fp32.tflite", BackendOptions(), "trunk", bad)
+        backend.load(tflite_models / "trunk_fp32.tflite", BackendOptions(), "trunk", bad)
 
 
-def _truncated(models: Path) -> bytes:
-    return (models / "trunk_fp32.tflite").read_bytes()[:600]
+def _truncated(tflite_models: Path) -> bytes:
+    return (tflite_models / "trunk_fp32.tflite").read_bytes()[:600]
 
 
 @pytest.mark.parametrize(
@@ -388,9 +372,9 @@ def _truncated(models: Path) -> bytes:
     [lambda _: np.random.default_rng(0).bytes(3000), lambda _: b"", _truncated],
     ids=["random-bytes", "empty", "truncated"],
 )
-def test_corrupt_file(models: Path, tmp_path: Path, backend: tfl.TfliteBackend, content: Any) -> None:
+def test_corrupt_file(tflite_models: Path, tmp_path: Path, backend: tfl.TfliteBackend, content: Any) -> None:
     path = tmp_path / "trunk.fp32.tflite"
-    path.write_bytes(content(models))
+    path.write_bytes(content(tflite_models))
     with pytest.raises(ModelError) as info:
         backend.load(path, BackendOptions(), "trunk")
     assert f"trunk ({path}): not a loadable .tflite file" in str(info.value)
@@ -409,8 +393,8 @@ def test_missing_file(tmp_path: Path, backend: tfl.TfliteBackend) -> None:
     ],
     ids=["custom", "flex"],
 )
-def test_unsupported_op(models: Path, backend: tfl.TfliteBackend, model: str, message: str) -> None:
-    path = models / f"{model}.tflite"
+def test_unsupported_op(tflite_models: Path, backend: tfl.TfliteBackend, model: str, message: str) -> None:
+    path = tflite_models / f"{model}.tflite"
     with pytest.raises(ModelError) as info:
         backend.load(path, BackendOptions(), "head 'odd'")
     assert message in str(info.value) and f"head 'odd' ({path})" in str(info.value)
@@ -436,9 +420,9 @@ def test_runtime_errors_are_explained(backend: tfl.TfliteBackend, text: str, loa
 
 
 def test_wrong_input_shape_and_feeds(
-    models: Path, reference: dict[str, np.ndarray], backend: tfl.TfliteBackend
+    tflite_models: Path, reference: dict[str, np.ndarray], backend: tfl.TfliteBackend
 ) -> None:
-    trunk = backend.load(models / "trunk_fp32.tflite", BackendOptions(), "trunk", artifact("trunk"))
+    trunk = backend.load(tflite_models / "trunk_fp32.tflite", BackendOptions(), "trunk", artifact("trunk"))
     with pytest.raises(ModelError, match=r"input 'image' \(TFLite 'image'\) takes shape \['\?', 12, 16, 3\]"):
         trunk.run({"image": np.zeros((1, 3, 16, 12), np.float32)})
     with pytest.raises(ModelError, match=r"perm .* is for rank 4"):
@@ -475,7 +459,7 @@ def test_missing_runtime_names_the_extra(monkeypatch: pytest.MonkeyPatch, withou
 
 
 def test_falls_back_to_tflite_runtime(
-    models: Path, reference: dict[str, np.ndarray], monkeypatch: pytest.MonkeyPatch, without_tflite_module: None
+    tflite_models: Path, reference: dict[str, np.ndarray], monkeypatch: pytest.MonkeyPatch, without_tflite_module: None
 ) -> None:
     fake = types.ModuleType("tflite_runtime.interpreter")
     fake.Interpreter = tfl.Interpreter  # type: ignore[attr-defined]  # LiteRT's, under tflite_runtime's name
@@ -483,15 +467,15 @@ def test_falls_back_to_tflite_runtime(
     monkeypatch.setitem(sys.modules, "tflite_runtime.interpreter", fake)
     backend = get_backend("tflite")
     assert backend.describe().startswith("tflite_runtime ")
-    trunk = backend.load(models / "trunk_fp32.tflite", BackendOptions(), "trunk", artifact("trunk"))
+    trunk = backend.load(tflite_models / "trunk_fp32.tflite", BackendOptions(), "trunk", artifact("trunk"))
     pooled = trunk.to_numpy(trunk.run({"image": nchw(reference["image"])})["pooled"])
     np.testing.assert_allclose(pooled, reference["pooled"], atol=1e-5)
 
 
-def test_describe(models: Path) -> None:
+def test_describe(tflite_models: Path) -> None:
     backend = get_backend("tflite")
     assert backend.name == "tflite" and backend.artifact_format == "tflite"
-    backend.load(models / "trunk_fp32.tflite", BackendOptions(threads=3), "trunk", artifact("trunk"))
+    backend.load(tflite_models / "trunk_fp32.tflite", BackendOptions(threads=3), "trunk", artifact("trunk"))
     assert backend.describe() == f"LiteRT {tfl.RUNTIME_VERSION}: XNNPACK (default delegate), 3 threads"
-    backend.load(models / "head_fp32.tflite", BackendOptions(threads=1), "head 'cls'", artifact("head"))
+    backend.load(tflite_models / "head_fp32.tflite", BackendOptions(threads=1), "head 'cls'", artifact("head"))
     assert backend.describe().endswith("XNNPACK (default delegate), threads trunk 3, head 'cls' 1")

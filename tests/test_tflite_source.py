@@ -6,8 +6,11 @@ Flex and sparse (DENSIFY) models are refused at the command line with the op nam
 
 from __future__ import annotations
 
+import functools
 import json
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -124,21 +127,20 @@ def test_a_tflite_model_splits_into_heads_that_reproduce_it(name: str, tmp_path:
         assert error <= bound, (out, error, bound)
 
 
+def _vector(b: Any, prepend: Callable[[Any], None], values: Sequence[Any]) -> int:
+    """A flatbuffer vector of 4-byte ``values`` (ints, floats or table offsets), built with ``prepend``."""
+    b.StartVector(4, len(values), 4)
+    for value in reversed(values):
+        prepend(value)
+    return int(b.EndVector())
+
+
 def _custom_op_model(op: str) -> bytes:
     """A minimal TFLite model (built with the flatbuffers package): x[1,4] -> op -> y[1,4]."""
     b = flatbuffers.Builder(256)
 
-    def ints(values: list[int]) -> int:
-        b.StartVector(4, len(values), 4)
-        for value in reversed(values):
-            b.PrependInt32(value)
-        return b.EndVector()
-
-    def tables(offsets: list[int]) -> int:
-        b.StartVector(4, len(offsets), 4)
-        for offset in reversed(offsets):
-            b.PrependUOffsetTRelative(offset)
-        return b.EndVector()
+    ints = functools.partial(_vector, b, b.PrependInt32)
+    tables = functools.partial(_vector, b, b.PrependUOffsetTRelative)
 
     names = [b.CreateString("x"), b.CreateString("y")]
     custom = b.CreateString(op)
@@ -219,17 +221,8 @@ def _metadata_buffer(mean: float, std: float, color_space: int) -> bytes:
     """A TFLITE_METADATA buffer (M001): one input with NormalizationOptions and ImageProperties."""
     b = flatbuffers.Builder(256)
 
-    def floats(values: list[float]) -> int:
-        b.StartVector(4, len(values), 4)
-        for value in reversed(values):
-            b.PrependFloat32(value)
-        return b.EndVector()
-
-    def tables(offsets: list[int]) -> int:
-        b.StartVector(4, len(offsets), 4)
-        for offset in reversed(offsets):
-            b.PrependUOffsetTRelative(offset)
-        return b.EndVector()
+    floats = functools.partial(_vector, b, b.PrependFloat32)
+    tables = functools.partial(_vector, b, b.PrependUOffsetTRelative)
 
     means, stds = floats([mean]), floats([std])
     b.StartObject(2)

@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -44,9 +43,9 @@ from typing import Any
 import numpy as np
 
 from zoo.detector import ROOT, DetectorCase, run_detector
-from zoo.fetch import Member, Wheel, ZooError, copy_members
+from zoo.fetch import Member, Wheel, ZooError
 from zoo.matching import Detection, iou, match
-from zoo.nudenet import CALIBRATION, PHOTOS
+from zoo.nudenet import fetch_photographs
 from zoo.oracle import Oracle
 from zoo.report import ModelReport, ZooContext
 
@@ -178,18 +177,7 @@ def weighted_vs_plain(oracle_doc: Mapping[str, Any]) -> tuple[int, float]:
 def run(ctx: ZooContext) -> ModelReport:
     """Photographs and calibration from the nudenet check's wheels, :func:`zoo.detector.run_detector`,
     then the keypoints of the matched detections."""
-    images, calib = ctx.work / "images", ctx.work / "calib"
-    for folder in (images, calib):
-        shutil.rmtree(folder, ignore_errors=True)
-    photos = dict(list(PHOTOS.items())[:4]) if ctx.quick else PHOTOS
-    calibration = dict(list(CALIBRATION.items())[:6]) if ctx.quick else CALIBRATION
-    copy_members(ctx.cache, photos, images)
-    copy_members(ctx.cache, calibration, calib)
-    wheels = sorted({m.wheel.requirement for m in (*photos.values(), *calibration.values())})
-    notes = [
-        f"images: {len(photos)} photographs, calibration: {len(calibration)} others, from {', '.join(wheels)}"
-        " (sha256 checked)"
-    ]
+    images, calib, notes = fetch_photographs(ctx)
     report = run_detector(ctx, CASE, images, calib, notes)
     oracle_doc = json.loads((ctx.work / "oracle.json").read_text())
     checks, extra_notes = dict(report.checks), list(report.notes)

