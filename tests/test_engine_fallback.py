@@ -390,3 +390,22 @@ def test_compare_litert_int8_ratios_cover_int8_graphs_only(full_bundle: Path, tm
     engines["litert_int8"] = Engine.from_bundle(trunk_fp32, EngineOptions(backend="tflite", precision="int8"))
     cases, why = int8_subset_cases(engines, sides, x)
     assert cases == {} and why is not None and "trunk is not INT8" in why and "trunk tflite fp32" in why
+
+
+def test_convert_reports_what_each_backend_runs(aux_without_tflite: Path) -> None:
+    """``edge-export convert``'s report (exporter.tflite.backend_runs): per backend and precision,
+    the runtime's own plan, with the gate's reason for a head that has no TFLite artifact; the
+    LiteRT plans that mix are what ``convert --strict`` refuses."""
+    from exporter.tflite import TfliteResult, backend_runs
+    from exporter.tflite_graphs import TfliteDecision
+
+    decisions = [
+        TfliteDecision("aux", precision, f"tflite/aux.{precision}.tflite", accepted=False, reason="below 0.99")
+        for precision in ("fp32", "int8")
+    ]
+    lines, refused = backend_runs(TfliteResult(aux_without_tflite, decisions, "frames"), ("fp32", "int8"))
+    litert_int8 = next(line for line in lines if "--backend tflite --precision int8" in line)
+    assert "trunk tflite int8" in litert_int8 and "head 'cls' tflite int8" in litert_int8
+    assert "head 'aux' onnxruntime fp32" in litert_int8 and "the gate rejected fp32 and int8" in litert_int8
+    assert any("--backend onnxruntime --precision fp32" in line for line in lines)
+    assert len(refused) == 2 and all("head 'aux'" in r and "trunk" not in r for r in refused)
