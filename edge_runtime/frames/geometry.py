@@ -1,6 +1,7 @@
 """How the pixels of the model input map back to the pixels of the camera frame.
 
-Preprocessing (letterbox, centred or top-left, stretch or centre crop) records a :class:`FrameGeometry`; decoders
+Preprocessing (letterbox, centred or top-left, padded before or after resizing, stretch or
+centre crop) records a :class:`FrameGeometry`; decoders
 use it to report boxes, landmarks and masks in *frame* pixels, whatever the model's input
 size. The mapping is affine per axis: ``model = frame * scale - offset``.
 
@@ -12,9 +13,42 @@ Example::
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
+
+from edge_runtime.bundle.specs import PAD_POSITIONS
+
+
+def padded_canvas(
+    pad_position: str, frame_w: int, frame_h: int, input_w: int, input_h: int
+) -> tuple[int, int, int, int]:
+    """The canvas a pad-first letterbox pads the frame onto before resizing it whole to the input:
+    ``(width, height, x0, y0)``, the frame's top-left corner at ``(x0, y0)`` on it.
+
+    ``top_left``: right and below, to at least the input's aspect ratio (rounded up), frame at
+    ``(0, 0)``. ``center_pad_first``: as face-detection-tflite 0.6.0 (``fdlite/transform.py``
+    ``image_to_tensor(keep_aspect_ratio=True)``) letterboxes, in its float arithmetic and rounding:
+    the padded side is ``int(long side * aspect)``, the leading padding ``int(pad * padded side)``
+    whole pixels with ``pad = (1 - ratio) / 2``, the rest trails (a frame of the input's aspect
+    may come out one pixel narrower, as the package's ``int`` truncates: the canvas then crops it).
+    """
+    if pad_position == "top_left":
+        width = max(frame_w, math.ceil(frame_h * input_w / input_h))
+        return width, max(frame_h, math.ceil(frame_w * input_h / input_w)), 0, 0
+    if pad_position != "center_pad_first":
+        raise ValueError(f"pad_position {pad_position!r} does not pad first (top_left, center_pad_first do)")
+    out_aspect = input_h / input_w
+    roi_aspect = frame_h / frame_w
+    width, height, pad_x, pad_y = frame_w, frame_h, 0.0, 0.0
+    if out_aspect > roi_aspect:
+        height = int(frame_w * out_aspect)
+        pad_y = (1 - roi_aspect / out_aspect) / 2
+    else:
+        width = int(frame_h / out_aspect)
+        pad_x = (1 - out_aspect / roi_aspect) / 2
+    return width, height, int(pad_x * width), int(pad_y * height)
 
 
 @dataclass(frozen=True)
@@ -40,15 +74,27 @@ class FrameGeometry:
         cls, frame_w: int, frame_h: int, input_w: int, input_h: int, pad_position: str = "center"
     ) -> FrameGeometry:
         """Keep the aspect ratio, scale to fit, pad evenly on both sides (``pad_position="center"``)
-        or only right and below, the content at the top-left corner (``"top_left"``: offset 0)."""
-        if pad_position not in ("center", "top_left"):
-            raise ValueError(f"pad_position must be 'center' or 'top_left', got {pad_position!r}")
+        or only right and below, the content at the top-left corner (``"top_left"``: offset 0);
+        ``"center_pad_first"``: the frame padded centred on :func:`padded_canvas`, then the whole
+        resized (:meth:`padded`)."""
+        if pad_position not in PAD_POSITIONS:
+            raise ValueError(f"pad_position={pad_position!r} is not one of {', '.join(PAD_POSITIONS)}")
+        if pad_position == "center_pad_first":
+            return cls.padded(pad_position, frame_w, frame_h, input_w, input_h)
         scale = min(input_w / frame_w, input_h / frame_h)
         if pad_position == "top_left":
             return cls(frame_w, frame_h, input_w, input_h, scale, scale, 0.0, 0.0)
         pad_x = (input_w - frame_w * scale) / 2.0
         pad_y = (input_h - frame_h * scale) / 2.0
         return cls(frame_w, frame_h, input_w, input_h, scale, scale, -pad_x, -pad_y)
+
+    @classmethod
+    def padded(cls, pad_position: str, frame_w: int, frame_h: int, input_w: int, input_h: int) -> FrameGeometry:
+        """A pad-first letterbox: the frame on :func:`padded_canvas`, the canvas stretched to the input
+        (each axis its own scale, as the canvas's integer size makes it)."""
+        width, height, x0, y0 = padded_canvas(pad_position, frame_w, frame_h, input_w, input_h)
+        scale_x, scale_y = input_w / width, input_h / height
+        return cls(frame_w, frame_h, input_w, input_h, scale_x, scale_y, 0.0 - x0 * scale_x, 0.0 - y0 * scale_y)
 
     @classmethod
     def stretch(cls, frame_w: int, frame_h: int, input_w: int, input_h: int) -> FrameGeometry:
@@ -68,7 +114,7 @@ class FrameGeometry:
         cls, mode: str, frame_w: int, frame_h: int, input_w: int, input_h: int, pad_position: str = "center"
     ) -> FrameGeometry:
         """The geometry of a resize mode named as in the manifest (letterbox/stretch/center_crop);
-        ``pad_position`` places a letterbox's content (``center`` or ``top_left``)."""
+        ``pad_position`` places a letterbox's content (``center``, ``top_left``, ``center_pad_first``)."""
         if mode == "letterbox":
             return cls.letterbox(frame_w, frame_h, input_w, input_h, pad_position)
         builders = {"stretch": cls.stretch, "center_crop": cls.center_crop}

@@ -28,6 +28,7 @@ its input quantisation. ``float16`` inputs are computed in float32 and rounded o
 
 Every call returns a *new* array: callers may keep it (queue it, hand it to another thread).
 Only internal scratch (resize tables, plans per frame size) is reused between calls.
+A pad-first letterbox (``top_left``, ``center_pad_first``) builds the padded frame anew per call.
 """
 
 from __future__ import annotations
@@ -35,7 +36,6 @@ from __future__ import annotations
 import functools
 import itertools
 import logging
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,6 +54,7 @@ from edge_runtime.bundle.specs import DEFAULT_PAD_VALUE as DEFAULT_PAD_VALUE  # 
 from edge_runtime.errors import BackendUnavailableError, ConfigError
 from edge_runtime.frames.antialias import MAX_CACHED_SIZES as _MAX_CACHED_SIZES
 from edge_runtime.frames.antialias import AntialiasResizer as _AntialiasResizer
+from edge_runtime.frames.antialias import ScratchBuffers as _ScratchBuffers
 from edge_runtime.frames.antialias import checked_image as _checked_image
 from edge_runtime.frames.antialias import numpy_resize_antialias as numpy_resize_antialias
 from edge_runtime.frames.frame import (
@@ -64,7 +65,7 @@ from edge_runtime.frames.frame import (
     frame_channels,
     optional_cv2,
 )
-from edge_runtime.frames.geometry import FrameGeometry
+from edge_runtime.frames.geometry import FrameGeometry, padded_canvas
 
 logger = logging.getLogger(__name__)
 
@@ -101,16 +102,7 @@ class _BilinearResizer:
     """
 
     def __init__(self) -> None:
-        self._buffers: dict[tuple[object, ...], tuple[np.ndarray, ...]] = {}
-
-    def _scratch(self, key: tuple[object, ...], *shapes_dtypes: tuple[tuple[int, ...], Any]) -> tuple[np.ndarray, ...]:
-        buffers = self._buffers.get(key)
-        if buffers is None:
-            if len(self._buffers) >= 4 * _MAX_CACHED_SIZES:
-                self._buffers.clear()
-            buffers = tuple(np.empty(shape, dtype) for shape, dtype in shapes_dtypes)
-            self._buffers[key] = buffers
-        return buffers
+        self._scratch = _ScratchBuffers()
 
     def _lerp(self, image: np.ndarray, axis: int, size: int) -> np.ndarray:
         """Resample (H, W, C) ``image`` along ``axis`` (0 or 1) to ``size``; float32 scratch result."""
@@ -167,7 +159,7 @@ class _ResizePlan:
     height: int
     x0: int  # where the content goes in the model input
     y0: int
-    pad_to: tuple[int, int] | None = None  # top-left letterbox: the frame padded to (w, h) first
+    pad_to: tuple[int, int, int, int] | None = None  # pad-first letterbox: the frame onto a (w, h) canvas at (x, y)
 
 
 @dataclass(frozen=True)
@@ -216,7 +208,9 @@ class Preprocessor:
     a model pixel of what the returned geometry says.
 
     The letterbox padding is ``spec.pad_value`` in pixel units (0..255, before normalisation)
-    and the content is centred or (``spec.pad_position = "top_left"``) at the top-left corner;
+    and the content is centred (resized, then padded), or (``spec.pad_position = "top_left"``)
+    at the top-left corner or (``"center_pad_first"``) centred, padded at full resolution then
+    resized whole (:func:`~edge_runtime.frames.geometry.padded_canvas`);
     ``pad_value`` given here overrides the spec's.
     ``backend`` is ``"auto"`` (OpenCV when it imports, else numpy), ``"cv2"`` or ``"numpy"``.
     Instances are not thread-safe (they cache per-frame-size plans); use one per thread.
@@ -291,12 +285,15 @@ class Preprocessor:
         crop = (0, 0, frame_w, frame_h)
         width, height, x0, y0 = in_w, in_h, 0, 0
         pad_to = None
-        if self.spec.resize == "letterbox" and self.spec.pad_position == "top_left":
+        if self.spec.resize == "letterbox" and self.spec.pad_position in ("top_left", "center_pad_first"):
             # pad the frame to the input's aspect ratio first, then resize the whole: as the packages
-            # that pad at the top-left do (the edge row blends content and padding, as theirs does)
-            pad_to = (max(frame_w, math.ceil(frame_h * in_w / in_h)), max(frame_h, math.ceil(frame_w * in_h / in_w)))
-            geometry = FrameGeometry(frame_w, frame_h, in_w, in_h, in_w / pad_to[0], in_h / pad_to[1], 0.0, 0.0)
-            if pad_to == (frame_w, frame_h):
+            # that pad first do (the edge rows blend content and padding, as theirs do)
+            pad_to = padded_canvas(self.spec.pad_position, frame_w, frame_h, in_w, in_h)
+            geometry = FrameGeometry.padded(self.spec.pad_position, frame_w, frame_h, in_w, in_h)
+            canvas_w, canvas_h, left, top = pad_to
+            # a canvas narrower than the frame (the package's int() truncation) crops it
+            crop = (0, 0, min(frame_w, canvas_w - left), min(frame_h, canvas_h - top))
+            if (canvas_w, canvas_h) == (crop[2], crop[3]):
                 pad_to = None
         elif self.spec.resize == "letterbox":
             width = min(in_w, max(1, round(frame_w * geometry.scale_x)))
@@ -406,8 +403,9 @@ class Preprocessor:
         if (x0, y0, x1, y1) != (0, 0, frame_w, frame_h):
             image = image[y0:y1, x0:x1]
         if plan.pad_to is not None:
-            padded = np.full((plan.pad_to[1], plan.pad_to[0], image.shape[2]), self.pad_value, dtype=image.dtype)
-            padded[:frame_h, :frame_w] = image
+            canvas_w, canvas_h, left, top = plan.pad_to
+            padded = np.full((canvas_h, canvas_w, image.shape[2]), self.pad_value, dtype=image.dtype)
+            padded[top : top + image.shape[0], left : left + image.shape[1]] = image
             image = padded
         content = self._resize(image, plan.width, plan.height)
         channels = self._channel_plan(color)
