@@ -257,10 +257,13 @@ def run_onnx2tf(
     model_path: Path,
     workdir: Path,
     calibration: Mapping[str, np.ndarray] | None,
+    input_shapes: Mapping[str, Sequence[int]] | None = None,
 ) -> Path:
     """Convert one ONNX graph at one precision; return onnx2tf's output folder (``workdir/out``).
     Without ``calibration`` an FP32 run with no quantization option; with it (logical NCHW
-    arrays by input name) a full-integer run, whose FP32 file is not to be used. A run that
+    arrays by input name) a full-integer run, whose FP32 file is not to be used.
+    ``input_shapes`` fixes inputs whose ONNX shape is symbolic (``-ois``: onnx2tf cannot convert
+    some graphs with symbolic sizes, e.g. a YOLOv8 head over ``height``/``width``). A run that
     fails or writes no file for its precision raises :class:`ToolEnvError` with its last
     lines and the command to rerun it."""
     workdir.mkdir(parents=True, exist_ok=True)
@@ -268,6 +271,8 @@ def run_onnx2tf(
     sample = np.random.default_rng(0).random((20, 128, 128, 3), dtype=np.float32)
     np.save(workdir / ONNX2TF_SAMPLE, sample)  # onnx2tf would download it otherwise
     args = ["-m", "onnx2tf", "-i", str(model_path), "-o", str(out), "-osd", "-b", "1", "-n"]
+    if input_shapes:
+        args += ["-ois", *(f"{name}:{','.join(str(int(d)) for d in dims)}" for name, dims in input_shapes.items())]
     if calibration:
         args.append("-oiqt")
         for name, values in calibration.items():
@@ -287,6 +292,22 @@ def run_onnx2tf(
     return out
 
 
+def symbolic_input_shapes(model: onnx.ModelProto, probe: Mapping[str, np.ndarray] | None) -> dict[str, tuple[int, ...]]:
+    """The concrete shape (the ``probe`` value's, batch 1) of every input of ``model`` whose ONNX
+    shape has a symbolic or unknown size other than the batch: what ``-ois`` fixes."""
+    if probe is None:
+        return {}
+    initializers = {t.name for t in model.graph.initializer}
+    shapes: dict[str, tuple[int, ...]] = {}
+    for value in model.graph.input:
+        if value.name in initializers or value.name not in probe:
+            continue
+        dims = value.type.tensor_type.shape.dim
+        if any(d.dim_value <= 0 for d in list(dims)[1:]):
+            shapes[value.name] = (1, *probe[value.name].shape[1:])
+    return shapes
+
+
 def _onnx2tf_graphs(env: ToolEnv, job: ConversionInputs) -> dict[tuple[str, str], TfliteGraph]:
     """Each ONNX graph through onnx2tf, one run per precision: FP32 without quantization
     options, full INT8 calibrated on ``job.calib_values`` (an INT8 run that fails is logged and
@@ -299,9 +320,10 @@ def _onnx2tf_graphs(env: ToolEnv, job: ConversionInputs) -> dict[tuple[str, str]
         model_path = workdir / f"{graph}.onnx"
         model_path.write_bytes(job.paths[graph].read_bytes())
         model = job.models[graph]
+        shapes = symbolic_input_shapes(model, probe)
         if "fp32" in job.precisions:
             logger.info("      %s: onnx2tf (FP32)", graph)
-            out = run_onnx2tf(env, model_path, workdir / "fp32", None)
+            out = run_onnx2tf(env, model_path, workdir / "fp32", None, shapes)
             file = out / ONNX2TF_FILES["fp32"].format(stem=graph)
             converted[(graph, "fp32")] = load_converted(file, model, probe)
         if "int8" in job.precisions:
@@ -309,7 +331,7 @@ def _onnx2tf_graphs(env: ToolEnv, job: ConversionInputs) -> dict[tuple[str, str]
             calibration = {name: np.concatenate([v[name] for v in job.calib_values]) for name in inputs}
             logger.info("      %s: onnx2tf (INT8)", graph)
             try:
-                out = run_onnx2tf(env, model_path, workdir / "int8", calibration)
+                out = run_onnx2tf(env, model_path, workdir / "int8", calibration, shapes)
             except ToolEnvError as exc:
                 logger.warning("%s: no INT8 graph: %s", graph, exc)
                 continue
@@ -322,4 +344,12 @@ def _onnx2tf_graphs(env: ToolEnv, job: ConversionInputs) -> dict[tuple[str, str]
 ONNX2TF = TfliteConverter(name="onnx2tf", layout="NHWC", prepare=lambda: ensure_env("onnx2tf"), convert=_onnx2tf_graphs)
 
 
-__all__ = ["MAX_INPUT_CHOICES", "ONNX2TF", "ONNX2TF_FILES", "ONNX2TF_SAMPLE", "load_converted", "run_onnx2tf"]
+__all__ = [
+    "MAX_INPUT_CHOICES",
+    "ONNX2TF",
+    "ONNX2TF_FILES",
+    "ONNX2TF_SAMPLE",
+    "load_converted",
+    "run_onnx2tf",
+    "symbolic_input_shapes",
+]

@@ -196,3 +196,21 @@ def test_a_failed_run_shows_its_last_lines_and_the_command(onnx2tf_env: ToolEnv,
     assert shlex.join([str(onnx2tf_env.python), "-m", "onnx2tf", "-i", str(broken)]) in command
     rerun = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 1 and "DecodeError" in rerun.stderr + rerun.stdout
+
+
+def test_symbolic_input_sizes_are_fixed_from_the_probe() -> None:
+    """onnx2tf cannot convert some graphs with symbolic sizes (nudenet's YOLOv8 head over
+    ``height``/``width`` failed with "Dimensions must be equal"): such inputs get ``-ois`` with the
+    probe's shape; a static input, or one with only a symbolic batch, is left alone."""
+    from exporter.onnx2tf_converter import symbolic_input_shapes
+
+    def model(dims: list[int | str]) -> onnx.ModelProto:
+        x = helper.make_tensor_value_info("x", TensorProto.FLOAT, dims)
+        y = helper.make_tensor_value_info("y", TensorProto.FLOAT, dims)
+        return helper.make_model(helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g", [x], [y]))
+
+    probe = {"x": np.zeros((1, 3, 32, 48), np.float32)}
+    assert symbolic_input_shapes(model(["batch", 3, "height", "width"]), probe) == {"x": (1, 3, 32, 48)}
+    assert symbolic_input_shapes(model(["batch", 3, 32, 48]), probe) == {}
+    assert symbolic_input_shapes(model([1, 3, 32, 48]), probe) == {}
+    assert symbolic_input_shapes(model(["batch", 3, "height", "width"]), None) == {}

@@ -1,11 +1,13 @@
-"""``python -m zoo [--models a,b] [--out build/zoo] [--quick]``: run the model zoo (``make zoo``).
+"""``python -m zoo [--models a,b] [--out build/zoo] [--quick] [--no-tflite]``: run the model zoo (``make zoo``).
 
 For each model (:mod:`zoo.catalog`): a fresh ``OUT/<model>/`` with its images, oracle output,
 bundles, published results and ``report.json``; then ``OUT/index.json`` (every report, with paths)
 and the table ``zoo.<arch>.md`` / ``.json`` (``--results``: ``benchmarks/results`` by default; in
 quick mode ``OUT``). Progress goes to stderr as it runs; a model that cannot run (no network to
 PyPI, a checksum, a failed step) gets a one-line error and a report that says so, and the others
-still run. Exit status: 0 when every check of every model passed, 1 otherwise, 2 for bad arguments.
+still run. TFLite (convert, the daemon on LiteRT, LiteRT latency) is part of a full run and left out
+of quick runs and with ``--no-tflite`` (``--tflite`` forces it in a quick run). Exit status: 0 when
+every check of every model passed, 1 otherwise, 2 for bad arguments.
 """
 
 from __future__ import annotations
@@ -47,8 +49,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--results", type=Path, help="where zoo.<arch>.md/.json go (default: benchmarks/results; quick: OUT)"
     )
+    parser.add_argument(
+        "--tflite",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="convert to TFLite and run the daemon on LiteRT too (default: yes, except with --quick)",
+    )
     parser.add_argument("--cache", type=Path, help="download cache (default: ~/.cache/edge-runtime/zoo)")
     return parser.parse_args(argv)
+
+
+def wants_tflite(args: argparse.Namespace) -> bool:
+    """``--tflite`` / ``--no-tflite`` when given, else yes except in quick runs (the smoke test keeps its cost)."""
+    return (not args.quick) if args.tflite is None else bool(args.tflite)
 
 
 def failed_report(name: str, error: str) -> ModelReport:
@@ -103,12 +116,13 @@ def main(argv: list[str] | None = None) -> int:
     out: Path = args.out.resolve()
     cache: Path = (args.cache or default_cache()).resolve()
     results: Path = (args.results or (out if args.quick else ROOT / "benchmarks" / "results")).resolve()
+    tflite = wants_tflite(args)
     started = time.monotonic()
     reports: list[ModelReport] = []
     skipped: dict[str, str] = {}
     work: dict[str, Path] = {}
     for name in names:
-        ctx = ZooContext(work=out / name, cache=cache, python=sys.executable, quick=args.quick)
+        ctx = ZooContext(work=out / name, cache=cache, python=sys.executable, quick=args.quick, tflite=tflite)
         logger.info("[%s] starting (%s)", name, ctx.work)
         shutil.rmtree(ctx.work, ignore_errors=True)
         ctx.work.mkdir(parents=True)
@@ -123,9 +137,12 @@ def main(argv: list[str] | None = None) -> int:
     from edge_runtime.ops.bench import environment
 
     command = "python -m zoo" + (f" --models {args.models}" if args.models else "") + (" --quick" if args.quick else "")
+    if args.tflite is not None and args.tflite == args.quick:
+        command += " --tflite" if args.tflite else " --no-tflite"
     meta = {
         "arch": platform.machine(),
         "quick": args.quick,
+        "tflite": tflite,
         "command": "make zoo" if command == "python -m zoo" else command,
         "seconds": round(time.monotonic() - started, 1),
         "environment": environment(),
@@ -140,6 +157,8 @@ def main(argv: list[str] | None = None) -> int:
             continue
         a, b = report.fp32, report.int8
         int8 = f"{b.matched}/{b.oracle} ({b.fraction:.1%})" if b is not None else "-"
+        t = report.tflite_int8
+        int8 += f"  TFLite INT8 {t.matched}/{t.oracle} ({t.fraction:.1%})" if t is not None else ""
         failed_checks = ", ".join(c for c, ok in report.checks.items() if not ok)
         verdict = "pass" if report.passed else f"FAIL: {failed_checks}"
         logger.info(

@@ -9,22 +9,30 @@
 4. runs the daemon on the evaluation images with ``--precision fp32`` and ``int8``
    (``results-fp32.jsonl``, ``results-int8.jsonl``) and matches the published, decoded detections
    with the oracle's (:mod:`zoo.matching`);
-5. times FP32 and INT8 in one interleaved run and sizes the bundles.
+5. unless ``ctx.tflite`` is off: converts the FP32 bundle to TFLite (FP32 + INT8, the default gate)
+   calibrated on the same calibration images (``bundle-tflite/``), runs the daemon with
+   ``--backend tflite`` at FP32 and INT8 (``results-tflite-fp32.jsonl``, ``results-tflite-int8.jsonl``)
+   and matches them with the oracle as the ONNX rows are; a failed conversion is recorded, not fatal;
+6. times FP32 and INT8 (and LiteRT FP32 / INT8) in one interleaved run and sizes the bundles.
 
 Checks (``ModelReport.checks``): ``split_error_within_tolerance``, ``oracle_detections_at_least_10``,
-``results_decoded``, ``fp32_all_matched_no_extra``, ``int8_matched_at_least_90pct``.
+``results_decoded``, ``fp32_all_matched_no_extra``, ``int8_matched_at_least_90pct``; with TFLite
+``tflite_fp32_agrees_0999`` and ``tflite_int8_runs`` (:func:`zoo.steps.tflite_checks`). The TFLite
+INT8 figure against the oracle is reported, not checked.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from zoo import steps
 from zoo.fetch import Member, ZooError, member_path
-from zoo.matching import Comparison, compare, count, oracle_detections, read_results
+from zoo.matching import Comparison, Detection, compare, count, oracle_detections, read_results
 from zoo.oracle import Oracle, run_oracle
 from zoo.report import ModelReport, ZooContext
 
@@ -72,6 +80,54 @@ def _mismatches(tag: str, comparison: Comparison, work: Path) -> None:
     (work / f"mismatches-{tag}.txt").write_text(text + ("\n" if text else ""))
     if comparison.mismatches:
         logger.info("[%s]   %d mismatches (mismatches-%s.txt)", work.name, len(comparison.mismatches), tag)
+
+
+def _tflite(
+    ctx: ZooContext,
+    case: DetectorCase,
+    paths: tuple[Path, Path, Path, Path],
+    oracle: dict[str, list[Detection]],
+    say: Callable[[str], None],
+) -> tuple[dict[str, Any], dict[str, Comparison]]:
+    """Step 5: ``paths`` = (FP32 bundle, TFLite bundle to write, evaluation images, calibration images);
+    the TFLite summary (:func:`zoo.steps.tflite_summary` + ``convert_seconds``, ``decoded``) and the
+    comparisons ``tflite-fp32`` / ``tflite-int8``."""
+    fp32_bundle, bundle, images, calib = paths
+    work, logs = ctx.work, ctx.work / "logs"
+    try:
+        seconds = steps.convert_tflite(ctx.python, fp32_bundle, bundle, calib, logs / "convert-tflite.log")
+    except ZooError as exc:
+        say(f"TFLite conversion failed: {exc}")
+        return {"error": str(exc)}, {}
+    summary = steps.tflite_summary(bundle)
+    summary["convert_seconds"] = round(seconds, 1)
+    say(f"TFLite conversion in {seconds:.0f} s; " + "; ".join(steps.tflite_notes(summary)[1:]))
+    names = [p.name for p in _images(images)]
+    comparisons: dict[str, Comparison] = {}
+    decoded: dict[str, bool] = {}
+    for precision in ("fp32", "int8"):
+        tag = f"tflite-{precision}"
+        out = work / f"results-{tag}.jsonl"
+        try:
+            seconds = steps.run_daemon(
+                ctx.python, bundle, images, precision, out, work / "state" / tag, logs / f"run-{tag}.log", "tflite"
+            )
+        except ZooError as exc:
+            say(f"daemon {tag} failed: {exc}")
+            summary.setdefault("run_errors", {})[precision] = str(exc)
+            decoded[precision] = False
+            continue
+        published, decoded[precision] = read_results(out, case.head, names)
+        comparison = compare(oracle, published, threshold=case.oracle.threshold)
+        comparisons[tag] = comparison
+        a = comparison.agreement
+        say(
+            f"daemon {tag} in {seconds:.1f} s: {count(published)} published; matched {a.matched}/{a.oracle}"
+            f" ({a.fraction:.1%}), {a.extra} extra"
+        )
+        _mismatches(tag, comparison, work)
+    summary["decoded"] = decoded
+    return summary, comparisons
 
 
 def run_detector(
@@ -125,15 +181,27 @@ def run_detector(
         )
         _mismatches(precision, comparison, work)
 
+    tflite_bundle = work / "bundle-tflite"
+    tflite: dict[str, Any] = {}
+    if ctx.tflite:
+        tflite, tflite_comparisons = _tflite(ctx, case, (fp32_bundle, tflite_bundle, images, calib), oracle, say)
+        comparisons.update(tflite_comparisons)
+    timed_tflite = tflite_bundle if len(tflite.get("decoded", {})) == 2 else None
+
     timed = evaluation if not ctx.quick else evaluation[:3]
-    say(f"latency: FP32 and INT8 interleaved on {len(timed)} images")
-    latency, environment = steps.latency(fp32_bundle, int8_bundle, timed, seconds=2.0 if ctx.quick else 10.0)
+    which = "FP32 and INT8" + (", LiteRT FP32 and INT8" if timed_tflite else "")
+    say(f"latency: {which} interleaved on {len(timed)} images")
+    latency, environment = steps.latency(
+        fp32_bundle, int8_bundle, timed, seconds=2.0 if ctx.quick else 10.0, tflite=timed_tflite
+    )
     (work / "latency.json").write_text(json.dumps({"latency_ms": latency, "environment": environment}, indent=1))
     notes.append(
         f"latency: {environment['rounds']} rounds of each precision, {environment['cores']} cores, trunk threads"
         " the engine's default (all cores), heads 1"
     )
     say(f"latency p50 FP32 {latency['fp32_p50']:.1f} ms, INT8 {latency['int8_p50']:.1f} ms")
+    if timed_tflite:
+        say(f"latency p50 LiteRT FP32 {latency['tflite_fp32_p50']:.1f} ms, INT8 {latency['tflite_int8_p50']:.1f} ms")
 
     fp32, int8 = comparisons["fp32"].agreement, comparisons["int8"].agreement
     classes: dict[str, dict[str, int]] = {}
@@ -142,7 +210,8 @@ def run_detector(
             row = classes.setdefault(
                 label, {"oracle": c.oracle, "fp32": 0, "fp32_extra": 0, "int8": 0, "int8_extra": 0}
             )
-            row[precision], row[f"{precision}_extra"] = c.matched, c.extra
+            key = precision.replace("-", "_")
+            row[key], row[f"{key}_extra"] = c.matched, c.extra
     checks = {
         "split_error_within_tolerance": max_error <= tolerance,
         f"oracle_detections_at_least_{MIN_ORACLE_DETECTIONS}": found >= MIN_ORACLE_DETECTIONS,
@@ -150,6 +219,17 @@ def run_detector(
         "fp32_all_matched_no_extra": fp32.matched == fp32.oracle and fp32.extra == 0,
         f"int8_matched_at_least_{round(MIN_INT8_AGREEMENT * 100)}pct": int8.fraction >= MIN_INT8_AGREEMENT,
     }
+    if ctx.tflite:
+        checks.update(steps.tflite_checks(tflite))
+        notes += steps.tflite_notes(tflite)
+    tflite_fp32, tflite_int8 = (
+        comparisons[tag].agreement if tag in comparisons else None for tag in ("tflite-fp32", "tflite-int8")
+    )
+    if tflite_int8 is not None:
+        notes.append(
+            f"TFLite INT8 (LiteRT) vs oracle: {tflite_int8.matched}/{tflite_int8.oracle} ({tflite_int8.fraction:.1%}),"
+            f" {tflite_int8.extra} extra (reported, not checked; ONNX INT8: {int8.matched}/{int8.oracle})"
+        )
     notes.append(f"lowest IoU of a matched FP32 detection: {comparisons['fp32'].min_matched_iou:.3f}")
     for precision, comparison in comparisons.items():
         a = comparison.agreement
@@ -168,6 +248,9 @@ def run_detector(
         fp32=fp32,
         int8=int8,
         int8_graphs=graphs,
+        tflite_fp32=tflite_fp32,
+        tflite_int8=tflite_int8,
+        tflite=tflite,
         latency_ms=latency,
         bundle_bytes=steps.bundle_sizes(fp32_bundle, int8_bundle),
         decoded=decoded,
@@ -185,6 +268,15 @@ def run_detector(
             "results_fp32": _rel(work / "results-fp32.jsonl"),
             "results_int8": _rel(work / "results-int8.jsonl"),
             "latency": _rel(work / "latency.json"),
+            **(
+                {
+                    "bundle_tflite": _rel(tflite_bundle),
+                    "results_tflite_fp32": _rel(work / "results-tflite-fp32.jsonl"),
+                    "results_tflite_int8": _rel(work / "results-tflite-int8.jsonl"),
+                }
+                if ctx.tflite
+                else {}
+            ),
         },
     )
 

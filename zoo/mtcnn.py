@@ -15,6 +15,11 @@
    calibrated on the crops); its published face probabilities, landmarks and box regression are
    compared with the package's O-Net outputs on the same crops.
 
+5. unless ``ctx.tflite`` is off: ``edge-export convert --to tflite`` of the FP32 bundle (FP32 + INT8,
+   the default gate) calibrated on the same crops (``bundle-tflite``), the daemon with ``--backend
+   tflite`` at FP32 and INT8 compared the same way, and ``Engine.infer`` latency of ONNX Runtime and
+   LiteRT at both precisions interleaved on the crops (:func:`zoo.steps.latency`).
+
 Face decision: the package's ``prob[face] > 0.7`` (``thresholds[2]``). Landmark error: each point
 mapped onto the crop's box in original pixels as the package does (``x = (x2 - x1 + 1) * p + x1 -
 1``), its distance to the package's point divided by the box diagonal, averaged over the points of
@@ -35,6 +40,7 @@ from typing import Any
 import numpy as np
 
 from exporter.toolenv import ToolEnv, ToolSpec, ensure_spec_env
+from zoo import steps
 from zoo.fetch import Member, Wheel, ZooError, member_path
 from zoo.report import Agreement, ModelReport, ZooContext
 
@@ -158,15 +164,19 @@ def split_error(bundle: Path, record: dict[str, Any], crops: np.ndarray) -> dict
     return {k: float(np.abs(tensors[k] - v).max()) for k, v in want.items()}
 
 
-def run_daemon(ctx: ZooContext, bundle: Path, frames: Path, precision: str) -> list[dict[str, Any]]:
+def run_daemon(
+    ctx: ZooContext, bundle: Path, frames: Path, precision: str, backend: str = "onnxruntime"
+) -> list[dict[str, Any]]:
     """``edge-runtime run`` on the crop folder; its result lines, one per crop in name order."""
-    output = ctx.work / f"results.{precision}.jsonl"
-    state = ctx.work / f"state-{precision}"
+    tag = precision if backend == "onnxruntime" else f"{backend}-{precision}"
+    output = ctx.work / f"results.{tag}.jsonl"
+    state = ctx.work / f"state-{tag}"
     shutil.rmtree(state, ignore_errors=True)
     output.unlink(missing_ok=True)  # the daemon appends
     args = ["-m", "edge_runtime.cli", "run", "--bundle", str(bundle), "--source", str(frames)]
     args += ["--state-dir", str(state), "--output", str(output), "--precision", precision, "--device-id", "zoo"]
-    _call(ctx, args, f"run {precision}")
+    args += ["--backend", backend]
+    _call(ctx, args, f"run {tag}")
     lines = [json.loads(line) for line in output.read_text().splitlines() if line.strip()]
     return [line for line in lines if "results" in line]
 
@@ -247,6 +257,31 @@ def _summary(name: str, figures: dict[str, Any]) -> str:
     )
 
 
+def _tflite(
+    ctx: ZooContext, record: dict[str, Any], bundle: Path, frames: Path
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Step 5 without the latency: the TFLite summary (:func:`zoo.steps.tflite_summary` with
+    ``convert_seconds`` and ``decoded``, or ``{"error": ...}``) and the figures per precision."""
+    out = ctx.work / "bundle-tflite"
+    try:
+        seconds = steps.convert_tflite(ctx.python, bundle, out, frames, ctx.work / "logs" / "convert-tflite.log")
+    except ZooError as exc:
+        logger.info("  mtcnn: TFLite conversion failed: %s", exc)
+        return {"error": str(exc)}, {}
+    summary = steps.tflite_summary(out)
+    summary["convert_seconds"] = round(seconds, 1)
+    figures: dict[str, Any] = {}
+    decoded: dict[str, bool] = {}
+    for precision in ("fp32", "int8"):
+        try:
+            figures[precision] = compare(record, run_daemon(ctx, out, frames, precision, backend="tflite"))
+        except ZooError as exc:
+            summary.setdefault("run_errors", {})[precision] = str(exc)
+        decoded[precision] = precision in figures
+    summary["decoded"] = decoded
+    return summary, figures
+
+
 def run(ctx: ZooContext) -> ModelReport:
     """The whole procedure (see the module docstring); writes under ``ctx.work``."""
     ctx.work.mkdir(parents=True, exist_ok=True)
@@ -290,7 +325,26 @@ def run(ctx: ZooContext) -> ModelReport:
     notes.append(_summary(f"INT8 ({', '.join(int8_graphs) or 'no graph'} quantized)", int8))
     notes.append("INT8 was calibrated on these same crops (quantize holds a quarter back for its gate): optimistic")
     checks["int8_top1_90pct"] = int8["top1"] >= 0.9
-    figures = {k: {n: v for n, v in f.items() if n != "agreement"} for k, f in (("fp32", fp32), ("int8", int8))}
+    runs = {"fp32": fp32, "int8": int8}
+    tflite: dict[str, Any] = {}
+    latency = {"fp32": round(fp32["latency_ms"], 3), "int8": round(int8["latency_ms"], 3)}
+    if ctx.tflite:
+        tflite, litert = _tflite(ctx, record, bundle, frames)
+        runs.update({f"tflite_{k}": v for k, v in litert.items()})
+        checks.update(steps.tflite_checks(tflite))
+        notes += steps.tflite_notes(tflite)
+        notes += [_summary(f"TFLite {k.upper()} (LiteRT)", v) for k, v in litert.items()]
+        if len(litert) == 2:
+            crops_png = images_of(frames)[:16]
+            timed, environment = steps.latency(
+                bundle, bundle8, crops_png, seconds=2.0 if ctx.quick else 10.0, tflite=ctx.work / "bundle-tflite"
+            )
+            latency.update(timed)
+            notes.append(
+                f"latency: daemon means (fp32, int8) and Engine.infer p50 interleaved over {len(crops_png)} crops,"
+                f" {environment['rounds']} rounds of each of ONNX Runtime and LiteRT FP32 / INT8"
+            )
+    figures = {k: {n: v for n, v in f.items() if n != "agreement"} for k, f in runs.items()}
     (ctx.work / "figures.json").write_text(json.dumps(figures, indent=1) + "\n")
     return ModelReport(
         model="mtcnn-onet",
@@ -301,8 +355,11 @@ def run(ctx: ZooContext) -> ModelReport:
         fp32=fp32["agreement"],
         int8=int8["agreement"],
         int8_graphs=int8_graphs,
+        tflite_fp32=runs["tflite_fp32"]["agreement"] if "tflite_fp32" in runs else None,
+        tflite_int8=runs["tflite_int8"]["agreement"] if "tflite_int8" in runs else None,
+        tflite=tflite,
         landmark_error=fp32["landmark_error"],
-        latency_ms={"fp32": round(fp32["latency_ms"], 3), "int8": round(int8["latency_ms"], 3)},
+        latency_ms=latency,
         bundle_bytes={"fp32": fp32_bytes, "int8": int8_bytes},
         decoded=True,
         checks=checks,

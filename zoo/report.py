@@ -21,12 +21,14 @@ class ZooContext:
     ``cache``: the download and virtualenv cache (``~/.cache/edge-runtime/zoo``); ``python``: the
     project's interpreter (runs ``edge-export`` / ``edge-runtime`` as ``-m exporter.cli`` /
     ``-m edge_runtime.cli``); ``quick``: the smoke test's reduced run (fewer images, no INT8 when
-    that is slow)."""
+    that is slow); ``tflite``: also convert to TFLite and run the daemon on LiteRT (``--no-tflite``
+    and quick runs leave it out)."""
 
     work: Path
     cache: Path
     python: str
     quick: bool = False
+    tflite: bool = True
 
 
 @dataclass(frozen=True)
@@ -59,13 +61,20 @@ class ModelReport:
     fp32: Agreement
     int8: Agreement | None = None
     int8_graphs: tuple[str, ...] = ()
+    #: The daemon with ``--backend tflite`` at FP32 / INT8 on the TFLite bundle (None: not run).
+    tflite_fp32: Agreement | None = None
+    tflite_int8: Agreement | None = None
+    #: :func:`zoo.steps.tflite_summary` with ``convert_seconds`` and ``decoded``, or ``{"error": ...}``
+    #: when the conversion failed; empty when TFLite was not part of the run.
+    tflite: dict[str, Any] = field(default_factory=dict)
     landmark_error: float | None = None
     latency_ms: dict[str, float] = field(default_factory=dict)
     bundle_bytes: dict[str, int] = field(default_factory=dict)
     decoded: bool = False
     checks: dict[str, bool] = field(default_factory=dict)
     notes: tuple[str, ...] = ()
-    #: Per class: ``{"oracle": n, "fp32": matched, "fp32_extra": n, "int8": matched, "int8_extra": n}`` (detectors).
+    #: Per class: ``{"oracle": n, "fp32": matched, "fp32_extra": n, "int8": matched, "int8_extra": n}`` (detectors;
+    #: with ``tflite_fp32``, ``tflite_int8`` and their ``_extra`` when TFLite ran).
     classes: dict[str, dict[str, int]] = field(default_factory=dict)
     #: Prefixes of the class names the committed table may show (empty: every class); the
     #: build folder keeps them all.
@@ -84,7 +93,9 @@ class ModelReport:
         """JSON form (``index.json``, ``zoo.<arch>.json``)."""
         out = asdict(self)
         out["fp32"]["fraction"] = round(self.fp32.fraction, 4)
-        if self.int8 is not None:
-            out["int8"]["fraction"] = round(self.int8.fraction, 4)
+        for key in ("int8", "tflite_fp32", "tflite_int8"):
+            agreement = getattr(self, key)
+            if agreement is not None:
+                out[key]["fraction"] = round(agreement.fraction, 4)
         out["passed"] = self.passed
         return out

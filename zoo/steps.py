@@ -1,11 +1,16 @@
 """The steps every zoo model goes through, each a command of the project or a read of its output.
 
-* :func:`split` / :func:`quantize`: ``python -m exporter.cli split|quantize`` (the user's commands);
-* :func:`run_daemon`: ``python -m edge_runtime.cli run --bundle B --source FOLDER`` writing JSON lines;
-* :func:`latency`: FP32 and INT8 engines timed in one interleaved run (``edge_runtime.ops.bench``),
-  ``Engine.infer`` on the model's real images, so preprocessing and decoding count;
-* :func:`split_error`, :func:`int8_graphs`, :func:`bundle_sizes`, :func:`gate_summary`: read back
-  from the bundles' manifests, ``quantization.json`` and files.
+* :func:`split` / :func:`quantize` / :func:`convert_tflite`: ``python -m exporter.cli
+  split|quantize|convert`` (the user's commands);
+* :func:`run_daemon`: ``python -m edge_runtime.cli run --bundle B --source FOLDER`` writing JSON lines
+  (``--backend onnxruntime`` or ``tflite``);
+* :func:`latency`: FP32 and INT8 engines (and LiteRT FP32 / INT8 ones) timed in one interleaved run
+  (``edge_runtime.ops.bench``), ``Engine.infer`` on the model's real images, so preprocessing and
+  decoding count;
+* :func:`split_error`, :func:`int8_graphs`, :func:`bundle_sizes`, :func:`gate_summary`,
+  :func:`tflite_summary`: read back from the bundles' manifests, ``quantization.json``,
+  ``tflite.json`` and files; :func:`tflite_checks` / :func:`tflite_notes` judge and describe the
+  TFLite summary.
 
 Each command's whole output goes to a log file under the model's folder; a failure raises
 :class:`~zoo.fetch.ZooError` naming the log and quoting its last line.
@@ -72,13 +77,38 @@ def quantize(python: str, bundle: Path, out: Path, calib: Path, log: Path) -> fl
     return run_logged(command, log, "edge-export quantize")
 
 
-def run_daemon(python: str, bundle: Path, images: Path, precision: str, output: Path, state: Path, log: Path) -> float:
+def convert_tflite(python: str, bundle: Path, out: Path, calib: Path, log: Path) -> float:
+    """``edge-export convert --to tflite`` (FP32 and INT8, the default gate) calibrated on ``calib``;
+    a failure names the converter's error line (the log keeps its whole output)."""
+    command = [python, "-m", "exporter.cli", "convert", str(bundle), "--to", "tflite", "--calib", str(calib)]
+    command += ["-o", str(out), "--force"]
+    try:
+        return run_logged(command, log, "edge-export convert --to tflite", timeout=3600)
+    except ZooError as exc:
+        lines = [line.strip() for line in log.read_text(errors="replace").splitlines() if line.strip()]
+        said = [line for line in lines if line.startswith("edge-export: error:")]
+        cause = [line for line in lines if "Error: " in line and not line.startswith("edge-export")]
+        if not said:
+            raise
+        raise ZooError(" ".join([said[-1], *cause[-1:], f"(log: {log})"])) from exc
+
+
+def run_daemon(
+    python: str,
+    bundle: Path,
+    images: Path,
+    precision: str,
+    output: Path,
+    state: Path,
+    log: Path,
+    backend: str = "onnxruntime",
+) -> float:
     """The device daemon on the image folder (once through), JSON lines to ``output``."""
     output.unlink(missing_ok=True)
     command = [python, "-m", "edge_runtime.cli", "run", "--bundle", str(bundle), "--source", str(images)]
-    command += ["--backend", "onnxruntime", "--precision", precision, "--output", str(output)]
+    command += ["--backend", backend, "--precision", precision, "--output", str(output)]
     command += ["--state-dir", str(state), "--device-id", "zoo", "--no-loop"]
-    return run_logged(command, log, f"edge-runtime run --precision {precision}")
+    return run_logged(command, log, f"edge-runtime run --backend {backend} --precision {precision}")
 
 
 def manifest(bundle: Path) -> dict[str, Any]:
@@ -150,11 +180,127 @@ def gate_summary(bundle: Path) -> list[str]:
     return lines
 
 
+#: The FP32 TFLite agreement with ONNX every task must reach (``tflite_fp32_agrees_0999``).
+TFLITE_FP32_AGREEMENT = 0.999
+
+
+def tflite_summary(bundle: Path) -> dict[str, Any]:
+    """What ``convert`` decided and what LiteRT runs: ``gate`` (``tflite.json``: per graph and
+    precision kept or not, the reason, each task's agreement and the float detections it stands on),
+    ``fp32_agreement`` / ``int8_agreement`` (per task, the lowest over the graphs of that precision
+    the gate measured, with ``basis``: the fewest float detections under it, None for other tasks),
+    and ``runs`` (per precision, ``--backend tflite``'s plan by
+    :func:`~edge_runtime.inference.artifact_choice.plan_artifacts`: each graph's backend and
+    precision, and for a graph not on LiteRT at that precision the plan's and the gate's reasons)."""
+    from edge_runtime.bundle.reader import load_bundle
+    from edge_runtime.inference.artifact_choice import plan_artifacts
+
+    data = json.loads((bundle / "tflite.json").read_text())
+    gate = []
+    for decision in data.get("decisions", []):
+        tasks = {
+            task: {"value": f.get("value"), "basis": (f.get("detail") or {}).get("reference_detections")}
+            for task, f in (decision.get("fidelity") or {}).items()
+        }
+        keys = ("graph", "precision", "accepted", "reason", "agreement")
+        gate.append({**{k: decision.get(k) for k in keys}, "tasks": tasks})
+    summary: dict[str, Any] = {"gate": gate}
+    for precision in ("fp32", "int8"):
+        lowest: dict[str, dict[str, Any]] = {}
+        for row in (r for r in gate if r["precision"] == precision):
+            for task, f in row["tasks"].items():
+                if f["value"] is None:
+                    continue
+                seen = lowest.setdefault(task, {"value": f["value"], "basis": f["basis"]})
+                seen["value"] = min(seen["value"], f["value"])
+                if f["basis"] is not None:
+                    seen["basis"] = f["basis"] if seen["basis"] is None else min(seen["basis"], f["basis"])
+        summary[f"{precision}_agreement"] = lowest
+    manifest = load_bundle(bundle, warn_unchecked=False).manifest
+    summary["tasks"] = list(manifest.heads)
+    runs: dict[str, list[dict[str, Any]]] = {}
+    for precision in ("fp32", "int8"):
+        plan = plan_artifacts(manifest, "tflite", precision)
+        runs[precision] = []
+        for choice in plan.choices.values():
+            entry: dict[str, Any] = {
+                "graph": choice.graph,
+                "backend": choice.backend,
+                "precision": choice.artifact.precision,
+            }
+            if choice.reason:
+                gate_says = [
+                    f"tflite.json {r['precision']}: {r['reason']}"
+                    for r in gate
+                    if r["graph"] == choice.graph and not r["accepted"]
+                ]
+                entry["reason"] = "; ".join([choice.reason, *gate_says])
+            runs[precision].append(entry)
+    summary["runs"] = runs
+    return summary
+
+
+def tflite_checks(summary: dict[str, Any]) -> dict[str, bool]:
+    """``tflite_fp32_agrees_0999``: every task has a FP32 TFLite agreement with ONNX >= 0.999 from the
+    gate, measured on at least one float detection where the task detects (a gate that saw none
+    measured nothing); ``tflite_int8_runs``: the daemon ran the bundle with ``--backend tflite
+    --precision int8``, decoded results, at least the trunk on LiteRT (a graph the gate kept at
+    FP32 or on ONNX Runtime is listed with its reason in the notes and the table). A failed
+    conversion fails both."""
+    agreement = summary.get("fp32_agreement", {})
+    tasks = summary.get("tasks", [])
+    fp32_ok = bool(tasks) and all(
+        task in agreement and agreement[task]["value"] >= TFLITE_FP32_AGREEMENT and agreement[task]["basis"] != 0
+        for task in tasks
+    )
+    trunk = [r for r in summary.get("runs", {}).get("int8", []) if r["graph"] == "trunk"]
+    on_litert = bool(trunk) and trunk[0]["backend"] == "tflite"
+    int8_ok = bool(summary.get("decoded", {}).get("int8")) and on_litert
+    return {"tflite_fp32_agrees_0999": fp32_ok, "tflite_int8_runs": int8_ok}
+
+
+def tflite_notes(summary: dict[str, Any]) -> list[str]:
+    """The report's lines on the conversion: its time or error, what LiteRT ran per graph (with the
+    reasons of fallbacks), the gate's agreement per task."""
+    if "error" in summary:
+        return [f"TFLite: conversion failed: {summary['error']}"]
+    lines = [f"TFLite: converted (FP32 + INT8, the default gate) in {summary['convert_seconds']:.0f} s"]
+    for precision, runs in summary["runs"].items():
+        ran = "; ".join(
+            f"{r['graph']} {'LiteRT' if r['backend'] == 'tflite' else 'ONNX Runtime'} {r['precision']}"
+            + (f" ({r['reason']})" if r.get("reason") else "")
+            for r in runs
+        )
+        lines.append(f"TFLite: --backend tflite --precision {precision} ran: {ran}")
+    for precision in ("fp32", "int8"):
+        found = summary.get(f"{precision}_agreement", {})
+        if not found:
+            continue
+        text = ", ".join(
+            f"{task} {f['value']:.4f}" + ("" if f["basis"] is None else f" on {f['basis']} float detections")
+            for task, f in found.items()
+        )
+        where = "held-back calibration frames, lowest graph"
+        lines.append(f"TFLite gate: {precision.upper()} agreement with ONNX per task ({where}): {text}")
+    for precision, error in summary.get("run_errors", {}).items():
+        lines.append(f"TFLite: the daemon at {precision} failed: {error}")
+    return lines
+
+
 def latency(
-    fp32: Path, int8: Path, images: Sequence[Path], *, seconds: float, warmup: int = 3
+    fp32: Path,
+    int8: Path,
+    images: Sequence[Path],
+    *,
+    seconds: float,
+    warmup: int = 3,
+    tflite: Path | None = None,
 ) -> tuple[dict[str, float], dict[str, Any]]:
     """FP32 and INT8 ``Engine.infer`` on the decoded images, interleaved (one image per call, in turn);
-    returns ``({fp32_p50, fp32_p90, int8_p50, int8_p90, int8_over_fp32}, environment)`` in ms."""
+    returns ``({fp32_p50, fp32_p90, int8_p50, int8_p90, int8_over_fp32}, environment)`` in ms. With
+    ``tflite`` (a converted bundle) LiteRT FP32 and INT8 engines join the same rounds
+    (``tflite_fp32_*``, ``tflite_int8_*``) with their ratios to ONNX Runtime at the same precision
+    (``tflite_fp32_over_fp32``, ``tflite_int8_over_int8``)."""
     from edge_runtime.frames.images import read_image
     from edge_runtime.inference.engine import Engine, EngineOptions
     from edge_runtime.ops.bench import environment, run_interleaved
@@ -164,6 +310,11 @@ def latency(
         "fp32": Engine.from_bundle(fp32, EngineOptions(precision="fp32")),
         "int8": Engine.from_bundle(int8, EngineOptions(precision="int8")),
     }
+    if tflite is not None:
+        for precision in ("fp32", "int8"):
+            engines[f"tflite_{precision}"] = Engine.from_bundle(
+                tflite, EngineOptions(backend="tflite", precision=precision)
+            )
     counters = dict.fromkeys(engines, 0)
 
     def case(name: str) -> Any:
@@ -182,13 +333,18 @@ def latency(
             engine.close()
     out = {f"{name}_{q}": round(getattr(t, f"{q}_ms"), 3) for name, t in timings.items() for q in ("p50", "p90")}
     out["int8_over_fp32"] = round(timings["int8"].p50_ms / timings["fp32"].p50_ms, 3)
+    for name, base in (("tflite_fp32", "fp32"), ("tflite_int8", "int8")):
+        if name in timings:
+            out[f"{name}_over_{base}"] = round(timings[name].p50_ms / timings[base].p50_ms, 3)
     meta = {**environment(), "rounds": timings["fp32"].n, "seconds": seconds, "machine": platform.machine()}
     return out, meta
 
 
 __all__ = [
     "KEEP_EVERY_INT8",
+    "TFLITE_FP32_AGREEMENT",
     "bundle_sizes",
+    "convert_tflite",
     "gate_summary",
     "int8_graphs",
     "latency",
@@ -198,4 +354,7 @@ __all__ = [
     "run_logged",
     "split",
     "split_error",
+    "tflite_checks",
+    "tflite_notes",
+    "tflite_summary",
 ]

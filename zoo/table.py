@@ -54,14 +54,50 @@ def public_dict(report: ModelReport) -> dict[str, Any]:
     out["classes_not_shown"] = len(hidden)
     out["notes"] = [n for n in report.notes if not any(c in n for c in hidden)]
     out["paths"] = {k: v for k, v in report.paths.items() if not Path(v).is_absolute()}
+    if report.tflite:
+        out["litert_graphs"] = {p: litert_graphs(report, p) for p in ("fp32", "int8")}
     return out
 
 
 def _agreement(report: ModelReport, precision: str) -> str:
-    a = report.fp32 if precision == "fp32" else report.int8
+    """``precision``: ``fp32``, ``int8``, ``tflite_fp32`` or ``tflite_int8``."""
+    a = getattr(report, precision)
     if a is None:
+        return "failed" if precision.startswith("tflite") and "error" in report.tflite else "-"
+    text = f"{a.matched}/{a.oracle} ({a.fraction:.1%}), {a.extra} extra"
+    runs = report.tflite.get("runs", {}).get("int8", [])
+    if (
+        precision == "tflite_int8"
+        and runs
+        and not any(r["backend"] == "tflite" and r["precision"] == "int8" for r in runs)
+    ):
+        text += " (no INT8 graph: the gate kept FP32)"
+    return text
+
+
+def litert_graphs(report: ModelReport, precision: str = "int8") -> str:
+    """What ``--backend tflite --precision PRECISION`` ran: ``trunk, face`` when every graph was on
+    LiteRT at that precision, else each graph with its backend and precision
+    (``trunk LiteRT int8, box ORT fp32``); ``convert failed`` or ``-`` (not run)."""
+    if "error" in report.tflite:
+        return "convert failed"
+    runs = report.tflite.get("runs", {}).get(precision)
+    if not runs:
         return "-"
-    return f"{a.matched}/{a.oracle} ({a.fraction:.1%}), {a.extra} extra"
+    if all(r["backend"] == "tflite" and r["precision"] == precision for r in runs):
+        return ", ".join(r["graph"] for r in runs)
+    titles = {"tflite": "LiteRT", "onnxruntime": "ORT"}
+    return ", ".join(f"{r['graph']} {titles.get(r['backend'], r['backend'])} {r['precision']}" for r in runs)
+
+
+def _litert_latency(latency: Mapping[str, float]) -> str:
+    """``LiteRT FP32 / INT8 p50 (each / ONNX Runtime at its precision)``."""
+    if "tflite_fp32_p50" not in latency or "tflite_int8_p50" not in latency:
+        return "-"
+    return (
+        f"{latency['tflite_fp32_p50']:.1f} / {latency['tflite_int8_p50']:.1f}"
+        f" ({latency['tflite_fp32_over_fp32']:.2f}x / {latency['tflite_int8_over_int8']:.2f}x)"
+    )
 
 
 def _pair(
@@ -89,7 +125,11 @@ def _row(report: ModelReport) -> str:
         _agreement(report, "fp32"),
         _agreement(report, "int8"),
         ", ".join(report.int8_graphs) or "-",
+        _agreement(report, "tflite_fp32"),
+        _agreement(report, "tflite_int8"),
+        litert_graphs(report),
         _pair(report.latency_ms, "fp32_p50", "int8_p50"),
+        _litert_latency(report.latency_ms),
         _pair(report.bundle_bytes, "fp32", "int8", MIB, 2),
         _pair(report.bundle_bytes, "fp32_bundle", "int8_bundle", MIB, 1, ratio=False),
         verdict,
@@ -99,8 +139,10 @@ def _row(report: ModelReport) -> str:
 
 HEADER = (
     "| model | layout | images | split max error | FP32 vs oracle | INT8 vs oracle | INT8 graphs "
-    "| latency p50 ms FP32 / INT8 | graphs MiB FP32 / INT8 | bundle folder MiB FP32 / INT8 | checks |\n"
-    "| --- | --- | ---: | ---: | --- | --- | --- | --- | --- | --- | --- |"
+    "| TFLite FP32 vs oracle | TFLite INT8 vs oracle | LiteRT graphs (INT8) "
+    "| latency p50 ms FP32 / INT8 | latency p50 ms LiteRT FP32 / INT8 (vs ONNX Runtime) "
+    "| graphs MiB FP32 / INT8 | bundle folder MiB FP32 / INT8 | checks |\n"
+    "| --- | --- | ---: | ---: | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
 )
 
 
@@ -117,6 +159,10 @@ def markdown(reports: Sequence[ModelReport], skipped: Mapping[str, str], meta: M
         "(preprocessing, trunk, heads, decoding) on the same images, FP32 and INT8 interleaved in one run.",
         "Sizes: the graphs a device loads at each precision, and every file of each bundle folder (the INT8",
         "bundle keeps its FP32 graphs beside the INT8 ones, and both carry self-test data).",
+        "TFLite: the FP32 bundle converted by `edge-export convert --to tflite` (FP32 and INT8, the default",
+        "gate, calibrated on the INT8 step's images) and run by the daemon with `--backend tflite`; a graph",
+        "without a TFLite artifact runs on ONNX Runtime (LiteRT graphs: what INT8 ran; the notes give the",
+        "reasons). LiteRT latency is timed in the same interleaved run as ONNX Runtime's.",
         "",
         f"Machine: {env.get('cpu', '?')}, {env.get('cores', '?')} cores, onnxruntime {env.get('onnxruntime', '?')},"
         f" Python {env.get('python', '?')}. Command: `{meta.get('command', 'make zoo')}`"
@@ -133,14 +179,16 @@ def markdown(reports: Sequence[ModelReport], skipped: Mapping[str, str], meta: M
         if report.error:
             lines.append(f"Stopped: {report.error}")
         if report.classes:
-            lines += [
-                "| class | oracle | FP32 matched | FP32 extra | INT8 matched | INT8 extra |",
-                "| --- | ---: | ---: | ---: | ---: | ---: |",
-            ]
+            keys = ["oracle", "fp32", "fp32_extra", "int8", "int8_extra"]
+            titles = ["oracle", "FP32 matched", "FP32 extra", "INT8 matched", "INT8 extra"]
+            for tag, title in (("tflite_fp32", "TFLite FP32"), ("tflite_int8", "TFLite INT8")):
+                if any(tag in c for c in report.classes.values()):
+                    keys += [tag, f"{tag}_extra"]
+                    titles += [f"{title} matched", f"{title} extra"]
+            lines += ["| class | " + " | ".join(titles) + " |", "| --- |" + " ---: |" * len(titles)]
             for label, c in report.classes.items():
                 if label not in hidden:
-                    counts = (c.get(k, 0) for k in ("oracle", "fp32", "fp32_extra", "int8", "int8_extra"))
-                    lines.append(f"| {label} | " + " | ".join(map(str, counts)) + " |")
+                    lines.append(f"| {label} | " + " | ".join(str(c.get(k, 0)) for k in keys) + " |")
             if hidden:
                 shown = ", ".join(p + "*" for p in report.shown_classes)
                 lines.append(f"\n{len(hidden)} other classes not shown here (only {shown}); totals above count them.")
@@ -172,4 +220,13 @@ def write_index(path: Path, reports: Sequence[ModelReport], work: Mapping[str, P
     return write_json(path, entries)
 
 
-__all__ = ["SCHEMA", "hidden_classes", "markdown", "public_dict", "write_index", "write_json", "write_table"]
+__all__ = [
+    "SCHEMA",
+    "hidden_classes",
+    "litert_graphs",
+    "markdown",
+    "public_dict",
+    "write_index",
+    "write_json",
+    "write_table",
+]
