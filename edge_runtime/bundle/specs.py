@@ -16,6 +16,7 @@ Example::
 from __future__ import annotations
 
 import builtins
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,7 +31,7 @@ from edge_runtime.bundle.fields import (
     number_tuple,
 )
 from edge_runtime.errors import BundleError, ConfigError, EdgeRuntimeError
-from edge_runtime.settings.heads import check_head_value
+from edge_runtime.settings.heads import check_head_value, every_n_frames_problem
 
 LAYOUTS = ("NCHW", "NHWC")
 COLORS = ("RGB", "BGR", "GRAY")
@@ -121,6 +122,9 @@ DECODER_PARAMS: dict[str, frozenset[str]] = {
             "box_output",
             "presence_output",
             "presence_threshold",
+            "presence_activation",
+            "point_values",
+            "points_outputs",
             "order",
         }
     ),
@@ -225,8 +229,14 @@ class InputSpec:
         for key, values in (("mean", self.mean), ("std", self.std)):
             if len(values) not in (1, channels):
                 raise field_error(exc, where, f"{key!r} has {len(values)} values but the input has {channels} channels")
+        for key, values in (("mean", self.mean), ("std", self.std), ("scale", (self.scale,))):
+            if not all(math.isfinite(v) for v in values):
+                shown = list(values) if key != "scale" else self.scale
+                raise field_error(exc, where, f"{key!r} must be finite, got {shown!r}")
         if any(s == 0 for s in self.std):
             raise field_error(exc, where, "'std' must not contain 0")
+        if self.scale == 0:
+            raise field_error(exc, where, "'scale' must not be 0 (every pixel would be the same)")
         if not 0 <= self.pad_value <= 255:
             raise field_error(exc, where, f"'pad_value' must be a number in 0..255, got {self.pad_value!r}")
 
@@ -377,6 +387,9 @@ class Schedule:
         every = get_field(data, "every_n_frames", int, where, exc, 1)
         if every < 1:
             raise field_error(exc, where, f"'every_n_frames' must be >= 1, got {every}")
+        problem = every_n_frames_problem(every)
+        if problem is not None:
+            raise field_error(exc, where, f"'every_n_frames' {problem}, got {every}")
         when = get_field(data, "when", dict, where, exc, None)
         if when is not None:
             check_keys(when, WHEN_KEYS, f"{where}.when", strict=strict, exc=exc)
@@ -392,13 +405,13 @@ class Schedule:
         return out
 
 
-def _head_expiry(data: Mapping[str, Any], where: str) -> float | None:
-    """A head's ``expiry_s`` default, checked by the config's own rule (the ``heads.<name>.expiry_s``
-    row): the same range and MQTT v5 limit, the same words."""
-    if "expiry_s" not in data:
+def _head_publishing(data: Mapping[str, Any], key: str, where: str) -> Any:
+    """A head's ``qos`` / ``expiry_s`` default, checked by the config's own rule (the
+    ``heads.<name>.<key>`` row): the same choices, range and MQTT v5 limit, the same words."""
+    if key not in data:
         return None
     try:
-        return float(check_head_value("expiry_s", data["expiry_s"]))
+        return check_head_value(key, data[key])
     except ConfigError as exc:
         raise field_error(BundleError, where, str(exc)) from None
 
@@ -433,8 +446,8 @@ class GraphEntry:
             artifacts=tuple(Artifact.from_mapping(a, f"{where}.artifacts[{i}]") for i, a in enumerate(artifacts)),
             decoder=DecoderSpec.from_mapping(data.get("decoder", {}), f"{where}.decoder") if head else None,
             schedule=Schedule.from_mapping(data.get("schedule", {}), f"{where}.schedule") if head else None,
-            qos=get_field(data, "qos", int, where, BundleError, None) if head else None,
-            expiry_s=_head_expiry(data, where) if head else None,
+            qos=_head_publishing(data, "qos", where) if head else None,
+            expiry_s=_head_publishing(data, "expiry_s", where) if head else None,
             fidelity=get_field(data, "fidelity", dict, where, BundleError, None) if head else None,
         )
 

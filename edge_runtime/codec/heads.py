@@ -195,16 +195,24 @@ def _dec_detections(b: Mapping[str, Any]) -> _Body:
 
 
 def _enc_landmarks(
-    names: Sequence[str], points: np.ndarray, scores: np.ndarray | None, f32: bool, presence: float | None = None
+    names: Sequence[str],
+    points: np.ndarray,
+    scores: np.ndarray | None,
+    f32: bool,
+    presence: float | None = None,
+    z: np.ndarray | None = None,
 ) -> _Body:
     if points.ndim != 2 or points.shape[1] != 2:
         raise CodecError(f"landmark points must have shape (k, 2), got {points.shape}")
-    _same_len("landmark names / points", len(names), len(points), *(() if scores is None else (len(scores),)))
+    lengths = [len(a) for a in (scores, z) if a is not None]
+    _same_len("landmark names / points / scores / z", len(names), len(points), *lengths)
     out = {"y": "l", "n": _strs(names, "names"), "q": _floats(points, f32)}
     if scores is not None:
         out["p"] = _floats(scores, f32)
     if presence is not None:
         out["a"] = float(np.float32(presence)) if f32 else float(presence)
+    if z is not None:
+        out["z"] = _floats(z, f32)
     return out
 
 
@@ -217,6 +225,7 @@ def _json_landmarks(name: str, head: Mapping[str, Any], f32: bool) -> _Body:
         None if "scores" not in head else _f32_array(head["scores"], "scores"),
         f32,
         None if presence is None else float(presence),
+        None if "z" not in head else _f32_array(head["z"], "z").reshape(-1),
     )
 
 
@@ -231,6 +240,8 @@ def _dec_landmarks(b: Mapping[str, Any]) -> _Body:
         if not isinstance(presence, (int, float)) or isinstance(presence, bool) or not math.isfinite(presence):
             raise CodecError(f"malformed body: landmarks presence must be a number, got {presence!r:.40}")
         out["presence"] = round(float(presence), DECIMALS)
+    if "z" in b:
+        out["z"] = _round_list(_dec_floats(b, "z", "landmarks", len(names)), PIXEL_DECIMALS)
     return out
 
 
@@ -355,8 +366,8 @@ HEAD_CODECS: dict[type, HeadCodec] = {
     ),
     Landmarks: HeadCodec(
         "l",
-        lambda r, f32: _enc_landmarks(r.names, r.points, r.scores, f32, r.presence),
-        lambda head, keys: {"names", "points"} <= keys <= {"names", "points", "scores", "presence"},
+        lambda r, f32: _enc_landmarks(r.names, r.points, r.scores, f32, r.presence, r.z),
+        lambda head, keys: {"names", "points"} <= keys <= {"names", "points", "scores", "presence", "z"},
         _json_landmarks,
         _dec_landmarks,
     ),

@@ -37,6 +37,9 @@ Rules and edge cases:
   range uses ``max |reference|``, or 1 when that is zero too. Positions where the reference is
   not finite are left out (counted in ``detail``).
 - Cosine: two zero vectors agree (1.0); one zero vector against a non-zero one does not (0.0).
+- The self-test (:mod:`edge_runtime.trust.selftest`) compares raw heads per output and frame:
+  an output of at most :data:`SMALL_OUTPUT` values per frame (a presence logit) by absolute
+  error instead (:func:`small_output_error`): the cosine of one value is only its sign.
 - Any metric: a candidate holding NaN or ±inf where the reference is finite (e.g. an FP16
   overflow) is broken, whatever the rest says: ``value`` is 0.0, ``detail["non_finite"]``
   counts the values.
@@ -391,6 +394,58 @@ def cosine_similarity(reference: np.ndarray, candidate: np.ndarray) -> float:
     if ref_norm == 0.0 or cand_norm == 0.0:
         return 0.0
     return min(max(float(np.dot(ref, cand)) / (ref_norm * cand_norm), 0.0), 1.0)
+
+
+#: An output with at most this many values per sample is compared by absolute error, not by cosine:
+#: the cosine of one value is its sign (0 for an INT8 0, or a logit near 0 that changes sign), of
+#: two to four values hardly more.
+SMALL_OUTPUT = 4
+#: A small output's error bound: this many of its INT8 output quantization steps ...
+SMALL_OUTPUT_STEPS = 8
+#: ... or this fraction of its largest ``|reference|`` over the samples, whichever is larger.
+SMALL_OUTPUT_RTOL = 0.05
+
+
+@dataclass(frozen=True)
+class SmallOutputError:
+    """:func:`small_output_error`: the worst ``|candidate - reference|`` (``sample``: where; inf
+    when the candidate is not finite where the reference is) and its ``bound``; ``passed`` when
+    ``error <= bound``."""
+
+    error: float
+    bound: float
+    sample: int
+    why: str
+
+    @property
+    def passed(self) -> bool:
+        return self.error <= self.bound
+
+
+def small_output_error(reference: np.ndarray, candidate: np.ndarray, step: float | None = None) -> SmallOutputError:
+    """Compare a small output (at most :data:`SMALL_OUTPUT` values per sample) of ``(samples, ...)``
+    ``reference`` and ``candidate`` by absolute error: the bound is :data:`SMALL_OUTPUT_STEPS` times
+    ``step`` (the INT8 artifact's output quantization step, when known) or
+    :data:`SMALL_OUTPUT_RTOL` of the largest ``|reference|``, whichever is larger. Positions where
+    the reference is not finite are left out. The exporter's self-test data and the device's
+    check both use this rule."""
+    ref = np.asarray(reference, dtype=np.float64).reshape(len(reference), -1)
+    cand = np.asarray(candidate, dtype=np.float64).reshape(len(candidate), -1)
+    finite = np.isfinite(ref)
+    with np.errstate(invalid="ignore"):
+        diff = np.abs(cand - ref)
+    diff[~finite] = 0.0
+    diff[finite & ~np.isfinite(cand)] = math.inf
+    peak = float(np.abs(ref[finite]).max()) if finite.any() else 0.0
+    by_range = SMALL_OUTPUT_RTOL * peak
+    by_step = SMALL_OUTPUT_STEPS * step if step is not None and step > 0 else 0.0
+    if by_step >= by_range:
+        bound, why = by_step, f"{SMALL_OUTPUT_STEPS} INT8 steps of {step:.3g}"
+    else:
+        bound, why = by_range, f"{SMALL_OUTPUT_RTOL:g} of its largest |value| {peak:.3g}"
+    per_sample = diff.max(axis=1) if diff.size else np.zeros(len(ref))
+    sample = int(np.argmax(per_sample)) if per_sample.size else 0
+    return SmallOutputError(float(per_sample[sample]) if per_sample.size else 0.0, bound, sample, why)
 
 
 def _cosine(

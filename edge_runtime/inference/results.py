@@ -327,13 +327,17 @@ class Landmarks:
     - ``names``: ``k`` point names;
     - ``presence``: probability that the object the points belong to is there at all (a face
       in a face-landmark model's crop), or ``None`` when the head gives none. Below the
-      head's ``presence_threshold`` the decoder reports no points (``k`` = 0).
+      head's ``presence_threshold`` the decoder reports no points (``k`` = 0);
+    - ``z``: ``(k,) float32`` depth per point on the scale of ``x`` (frame pixels; MediaPipe's
+      face mesh and iris models give one, relative to the object), or ``None`` when the head
+      gives none.
     """
 
     points: np.ndarray
     scores: np.ndarray | None
     names: tuple[str, ...]
     presence: float | None = None
+    z: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         points = _array(self.points, np.float32, (None, 2), "Landmarks.points")
@@ -344,18 +348,22 @@ class Landmarks:
         _set(self, "names", _names(self.names, k, "Landmarks.names"))
         if self.presence is not None:
             _set(self, "presence", float(self.presence))
+        if self.z is not None:
+            _set(self, "z", _array(self.z, np.float32, (k,), "Landmarks.z"))
 
     def __len__(self) -> int:
         return len(self.points)
 
     def to_dict(self) -> dict[str, Any]:
-        """``{"names": [...], "points": [[x, y], ...], "scores": [...], "presence": p}`` (``scores``
-        and ``presence`` only when known)."""
+        """``{"names": [...], "points": [[x, y], ...], "scores": [...], "presence": p, "z": [...]}``
+        (``scores``, ``presence`` and ``z`` only when known)."""
         out: dict[str, Any] = {"names": list(self.names), "points": rounded(self.points, PIXEL_DECIMALS)}
         if self.scores is not None:
             out["scores"] = rounded(self.scores)
         if self.presence is not None:
             out["presence"] = rounded(self.presence)
+        if self.z is not None:
+            out["z"] = rounded(self.z, PIXEL_DECIMALS)
         return out
 
 

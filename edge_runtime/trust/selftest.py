@@ -22,7 +22,9 @@ float model:
   frame ``>= min_cosine`` (by default ``min(0.98, agreement - 0.02)``), leaving out an output
   whose float values all lie below what the INT8 artifact can represent there (half its output
   quantization step, recorded by the exporter as ``output_steps``): INT8 rounds such an output
-  to 0, and a cosine of it says nothing; the report names it.
+  to 0, and a cosine of it says nothing; the report names it. An output of at most 4 values per
+  frame (a presence logit: the cosine of one value is its sign) is compared by absolute error
+  instead (:func:`~edge_runtime.inference.fidelity.small_output_error`, metric ``max_abs_error``).
 
 The manifest's ``selftest.tolerance`` overrides ``rtol`` / ``atol`` / ``min_cosine`` /
 ``min_agreement`` per head. Heads the engine did not load are not checked. A bundle without
@@ -53,7 +55,7 @@ from edge_runtime.bundle.selftest_spec import SelfTestSpec
 from edge_runtime.bundle.specs import Artifact, DecoderSpec
 from edge_runtime.errors import BundleError, EdgeRuntimeError
 from edge_runtime.frames.preprocess import Preprocessor
-from edge_runtime.inference.fidelity import cosine_similarity, head_fidelity
+from edge_runtime.inference.fidelity import SMALL_OUTPUT, cosine_similarity, head_fidelity, small_output_error
 
 if TYPE_CHECKING:
     from edge_runtime.inference.engine import Engine
@@ -345,12 +347,20 @@ def _recorded_agreement(artifact: Artifact, head: str) -> float | None:
     return None
 
 
-def _below_int8(artifact: Artifact, name: str, ref: np.ndarray) -> float | None:
-    """The INT8 output step of output ``name`` when every float value of it lies below half of it
-    (INT8 can only give 0 there), else ``None``."""
+def _output_step(artifact: Artifact, name: str) -> float | None:
+    """The INT8 output quantization step of output ``name`` the exporter recorded, else ``None``."""
     steps = artifact.extra.get("output_steps") if artifact.precision == "int8" else None
     step = steps.get(name) if isinstance(steps, Mapping) else None
     if not isinstance(step, (int, float)) or isinstance(step, bool) or not step > 0:
+        return None
+    return float(step)
+
+
+def _below_int8(artifact: Artifact, name: str, ref: np.ndarray) -> float | None:
+    """The INT8 output step of output ``name`` when every float value of it lies below half of it
+    (INT8 can only give 0 there), else ``None``."""
+    step = _output_step(artifact, name)
+    if step is None:
         return None
     finite = ref[np.isfinite(ref)]
     peak = float(np.abs(finite).max()) if finite.size else 0.0
@@ -377,10 +387,21 @@ def _similar(
     bound = overrides.get("min_cosine", bound)
     worst = (math.inf, "", -1)
     skipped: list[str] = []
+    small: list[str] = []
     for name, (ref, got) in outputs.items():
         if ref.shape != got.shape:
             detail = f"{name}: shape {got.shape}, expected {ref.shape} in {rel}"
             return HeadCheck(head, False, "cosine_similarity", 0.0, bound, artifact.precision, detail)
+        if ref[0].size <= SMALL_OUTPUT:  # a cosine of one value is its sign: compared by |error|
+            error = small_output_error(ref, got, _output_step(artifact, name))
+            if not error.passed:
+                detail = (
+                    f"output {name} ({ref[0].size} value(s)) on frame {error.sample}: |error| over {error.why}; "
+                    f"trunk {trunk.precision}"
+                )
+                return HeadCheck(head, False, "max_abs_error", error.error, error.bound, artifact.precision, detail)
+            small.append(f"{name} |error| {error.error:.3g} <= {error.bound:.3g} ({error.why})")
+            continue
         step = _below_int8(artifact, name, ref)
         if step is not None:
             skipped.append(f"{name} (float values below half the INT8 step {step:.3g}: INT8 gives 0 there)")
@@ -392,6 +413,9 @@ def _similar(
                 worst = (value, name, index)
     value, name, index = worst
     left_out = f"; left out {', '.join(skipped)}" if skipped else ""
+    left_out += f"; small outputs {', '.join(small)}" if small else ""
+    if not name and small:  # only small outputs, all within their bounds
+        return HeadCheck(head, True, "cosine_similarity", 1.0, bound, artifact.precision, left_out[2:])
     if not name:  # every output left out: nothing to compare
         detail = f"nothing to compare{left_out}"
         return HeadCheck(head, True, "cosine_similarity", 1.0, bound, artifact.precision, detail, vacuous=True)
