@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-import time
 import traceback
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -86,8 +85,9 @@ def _build_parser() -> argparse.ArgumentParser:
         epilog="examples:\n  edge-runtime health\n  edge-runtime health --state-dir /var/lib/edge-runtime --max-age 30",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    health.add_argument("--state-dir", metavar="DIR", help="the daemon's state directory")
-    health.add_argument("--max-age", type=float, help="seconds (default: 3 heartbeat intervals)")
+    from edge_runtime.daemon.health import add_health_arguments
+
+    add_health_arguments(health)
 
     from edge_runtime.cloud.cli import SUBSCRIBE_EXAMPLES, add_subscribe_arguments
 
@@ -210,20 +210,11 @@ def _run(args: argparse.Namespace) -> int:
 
 def _health(args: argparse.Namespace) -> int:
     from edge_runtime.config import default_state_dir
-    from edge_runtime.delivery.state import read_heartbeat
+    from edge_runtime.daemon.health import HEALTHY, check_health, limits_from_args
 
-    state_dir = args.state_dir or default_state_dir()
-    beat = read_heartbeat(state_dir)
-    age = time.time() - float(beat["ts"])
-    limit = args.max_age if args.max_age is not None else 3 * float(beat.get("interval_s", 5.0))
-    if beat.get("stopped"):
-        print(f"stopped: the daemon exited cleanly {age:.0f} s ago", file=sys.stderr)
-        return 1
-    if age > limit:
-        print(f"stale: last heartbeat {age:.1f} s ago (limit {limit:.0f} s), pid {beat.get('pid')}", file=sys.stderr)
-        return 1
-    print(f"ok: heartbeat {age:.1f} s ago, {beat.get('results', 0)} results, {beat.get('dropped', 0)} dropped")
-    return 0
+    code, line = check_health(args.state_dir or default_state_dir(), limits_from_args(args))
+    print(line, file=sys.stdout if code == HEALTHY else sys.stderr)
+    return code
 
 
 def _device(args: argparse.Namespace) -> int:

@@ -36,6 +36,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from edge_runtime.settings.heads import check_head_value
 from edge_runtime.settings.run import ENV_PREFIX, HEADS, RUN, SUBSCRIBE_ENV_PREFIX, default_state_dir
 from edge_runtime.settings.table import parse_env_value
 
@@ -82,6 +83,8 @@ class RuntimeConfig:
     state_dir: Path = RUN.field("state_dir")  # noqa: RUF009 (a dataclasses.field, from the row)
     fps: float | None = RUN.field("fps")
     loop: bool = RUN.field("loop")
+    #: Folder sources skip (and count) larger images (edge_runtime/frames/images.py).
+    max_image_pixels: int = RUN.field("max_image_pixels")
     queue_size: int = RUN.field("queue_size")
     status_interval_s: float = RUN.field("status_interval_s")
     heartbeat_interval_s: float = RUN.field("heartbeat_interval_s")
@@ -110,6 +113,15 @@ class RuntimeConfig:
     command_keys: tuple[Path, ...] = RUN.field("command_keys")
     #: How old (seconds, by the command's ``ts``) a remote command may be.
     command_max_age_s: float = RUN.field("command_max_age_s")
+
+    def __post_init__(self) -> None:
+        # a config built in Python (not from_mapping) gets its head values checked too, by the
+        # same rows: an error names heads.<name>.<key>, not the spool that would refuse it later
+        for name, override in self.heads.items():
+            for item in fields(override):
+                value = getattr(override, item.name)
+                if value is not None:
+                    check_head_value(item.name, value, str(name))
 
     @classmethod
     def keys(cls) -> tuple[str, ...]:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import tempfile
 import uuid
@@ -38,20 +39,42 @@ logger = logging.getLogger(__name__)
 
 
 def check_output_dir(out_dir: str | Path, force: bool) -> Path:
-    """Refuse an output path that is a file, or a non-empty directory without ``force``."""
+    """Refuse an output path that is a file, or a non-empty directory without ``force``, or
+    one that cannot be written: below a file, or below a directory that is not writable (its
+    permissions, a read-only file system), before any work is done."""
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"{out}: exists and is not a directory")
     if out.is_dir() and any(out.iterdir()) and not force:
         raise ConfigError(f"{out}: directory exists and is not empty; use --force to replace it")
+    ancestor = out.absolute().parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise ConfigError(f"{out}: cannot write there: {ancestor} is a file, not a directory")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise ConfigError(
+            f"{out}: cannot write there: {ancestor} is not writable (permissions or a read-only file system)"
+        )
     return out
+
+
+def _work_dir(out: Path, prefix: str) -> Path:
+    """A fresh directory beside ``out`` (its parents made); a ConfigError naming ``out`` and why
+    when that cannot be done (a file in the way, no permission, a read-only file system)."""
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix=f".{out.name}.{prefix}-", dir=out.parent))
+    except OSError as exc:
+        where = f" ({exc.filename})" if exc.filename and str(exc.filename) != str(out) else ""
+        why = "a file is in the way" if isinstance(exc, (FileExistsError, NotADirectoryError)) else exc.strerror
+        raise ConfigError(f"{out}: cannot write there: {why or exc}{where}") from None
 
 
 def write_bundle(out_dir: str | Path, files: Mapping[str, bytes], manifest: Manifest, *, force: bool = False) -> Path:
     """Write ``files`` (relative path → bytes) and the manifest with their sha256 and size; return the path."""
     out = check_output_dir(out_dir, force).resolve()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    staging = _work_dir(out, "tmp")
     try:
         digests: dict[str, str] = {}
         sizes: dict[str, int] = {}
@@ -89,8 +112,7 @@ def staged_output(out_dir: str | Path, force: bool) -> Iterator[Path]:
     takes; when the ``with`` block ends without an exception the bundle found there replaces
     ``out_dir``, otherwise it is removed and ``out_dir`` is left as it was (nothing appears)."""
     out = check_output_dir(out_dir, force).resolve()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.stage-", dir=out.parent))
+    work = _work_dir(out, "stage")
     try:
         bundle = work / "bundle"
         yield bundle

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 from edge_runtime.errors import ConfigError, ModelError
 from exporter.bundle import staged_output
 from exporter.pipeline import SplitOptions, SplitResult, split_model
-from exporter.quantize_options import DEFAULT_MIN_AGREEMENT, QuantizeOptions
+from exporter.quantize_options import DEFAULT_MIN_AGREEMENT, QuantizeOptions, check_min_agreement
 
 if TYPE_CHECKING:
     from exporter.frontends.keras import KerasSplitResult
@@ -54,6 +54,9 @@ class ExportOptions:
     precision: str = "fp32"
     formats: str | Sequence[str] | None = None
     min_agreement: float = DEFAULT_MIN_AGREEMENT
+
+    def __post_init__(self) -> None:
+        check_min_agreement(self.min_agreement)  # checked even when no stage after the split uses it
 
 
 @dataclass(frozen=True)

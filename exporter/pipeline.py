@@ -47,6 +47,7 @@ from exporter.frontends.onnx import load_onnx_model
 from exporter.head_checks import check_heads
 from exporter.metadata import ModelMetadata, read_metadata, with_metadata_defaults
 from exporter.progress import Steps, format_bytes
+from exporter.quantize_options import check_tolerance
 from exporter.specs import HeadDefinition, assumed_warning, load_head_spec, model_input_spec
 from exporter.split import SplitGraphs, SplitPlan, extract_graphs, plan_split
 from exporter.verify import DEFAULT_TOLERANCE, VerificationReport, make_session, sample_inputs, verify_split
@@ -70,6 +71,9 @@ class SplitOptions:
     version: str = "1"
     selftest: bool = True
     selftest_frames: int = 4
+
+    def __post_init__(self) -> None:
+        check_tolerance(self.tolerance)
 
 
 @dataclass(frozen=True)

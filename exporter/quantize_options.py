@@ -2,13 +2,32 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from edge_runtime.errors import ConfigError
 
 PRECISION_CHOICES = ("int8", "fp16", "mixed")
 DEFAULT_MIN_AGREEMENT = 0.99
+
+
+def check_min_agreement(value: Any) -> float:
+    """The fidelity gate (``--min-agreement``) when it is a number in (0, 1]; a ConfigError
+    naming the flag otherwise (nan would pass every graph, 5 none). The one check of split,
+    quantize, convert and their options."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 < value <= 1.0:
+        raise ConfigError(f"--min-agreement must be in (0, 1], got {value!r}")
+    return float(value)
+
+
+def check_tolerance(value: Any) -> float:
+    """The largest absolute error split's verification allows (``--tolerance``) when it is a
+    finite number; a ConfigError naming the flag otherwise (nan or inf would turn it off)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ConfigError(f"--tolerance must be a finite number (the largest absolute error allowed), got {value!r}")
+    return float(value)
 
 
 @dataclass(frozen=True)
@@ -32,8 +51,7 @@ class QuantizeOptions:
                 f"--precision {self.precision!r}: quantize makes one of {', '.join(PRECISION_CHOICES)}"
                 " (fp32 is what the bundle already has)"
             )
-        if not 0.0 < self.min_agreement <= 1.0:
-            raise ConfigError(f"--min-agreement must be in (0, 1], got {self.min_agreement}")
+        check_min_agreement(self.min_agreement)
         if not 0.0 < self.held_out < 1.0:
             raise ConfigError(f"held-out share must be between 0 and 1, got {self.held_out}")
 
@@ -43,4 +61,10 @@ class QuantizeOptions:
         return ("int8", "fp16") if self.precision == "mixed" else (self.precision,)
 
 
-__all__ = ["DEFAULT_MIN_AGREEMENT", "PRECISION_CHOICES", "QuantizeOptions"]
+__all__ = [
+    "DEFAULT_MIN_AGREEMENT",
+    "PRECISION_CHOICES",
+    "QuantizeOptions",
+    "check_min_agreement",
+    "check_tolerance",
+]

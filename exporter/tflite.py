@@ -50,6 +50,7 @@ from exporter.calibration import load_calibration
 from exporter.gate import Gate, accepted, report_json
 from exporter.onnx2tf_converter import ONNX2TF
 from exporter.progress import Steps, format_bytes
+from exporter.quantize_options import check_min_agreement
 from exporter.selftest import refresh_selftest
 from exporter.tflite_graphs import (
     ConversionInputs,
@@ -85,8 +86,7 @@ class TfliteOptions:
         bad = [p for p in self.precisions if p not in TFLITE_PRECISIONS]
         if bad or not self.precisions:
             raise ConfigError(f"TFLite precisions {list(self.precisions)}: choose from {', '.join(TFLITE_PRECISIONS)}")
-        if not 0.0 < self.min_agreement <= 1.0:
-            raise ConfigError(f"--min-agreement must be in (0, 1], got {self.min_agreement}")
+        check_min_agreement(self.min_agreement)
 
 
 @dataclass(frozen=True)

@@ -386,7 +386,7 @@ DECODE_ERRORS = [
     P(lambda: _VALID + b"\x00", "malformed msgpack body", id="extra-data"),
     P(lambda: HEADER + b"\x00" + msgpack.packb([1, 2]), "a frame body must be a map", id="body-not-map"),
     P(lambda: _body(d=None), "has no field 'd'", id="missing-field"),
-    P(lambda: _body(s=-1), "must be >= 0", id="negative-seq"),
+    P(lambda: _body(s=-1), "field .s. must be in 0", id="negative-seq"),
     P(lambda: _body(s=True), "field 's' is a bool", id="bool-seq"),
     P(lambda: _body(t=math.nan), "ts must be finite", id="nan-ts"),
     P(lambda: _body(lv=msgpack.ExtType(99, b"")), "unknown msgpack extension type 99", id="unknown-ext"),

@@ -81,7 +81,12 @@ def test_command_rows_name_the_remote_commands() -> None:
             "config.toml: heads.box: unknown key 'expiry' (did you mean 'expiry_s'?)",
         ),
         ("[heads.box]\nqos = true\n", {}, {}, "config.toml: heads.box.qos must be 0, 1 or 2, got True"),
-        ("", {"EDGE_RUNTIME_FPS": "nan"}, {}, "EDGE_RUNTIME_FPS: fps must be a finite number > 0, got nan"),
+        (
+            "",
+            {"EDGE_RUNTIME_FPS": "nan"},
+            {},
+            "EDGE_RUNTIME_FPS: fps must be a finite number from 0.001 to 10000, got nan",
+        ),
         ("", {"EDGE_RUNTIME_RBE_HEARTBEAT_S": "1e999"}, {}, "EDGE_RUNTIME_RBE_HEARTBEAT_S: rbe_heartbeat_s must be"),
         ("", {"EDGE_RUNTIME_QUEUE_SIZE": "0"}, {}, "EDGE_RUNTIME_QUEUE_SIZE: queue_size must be an integer >= 1"),
         ("", {}, {"metrics_port": 70000}, "--metrics-port: metrics_port must be an integer from 0 to 65535"),

@@ -146,9 +146,7 @@ class ResultStream:
             self._client.connect_broker()
         except (OSError, ValueError) as exc:  # ssl.SSLError and socket.gaierror are OSErrors
             self.close()
-            reason = describe_connect_error(exc)
-            if cfg.uses_tls and isinstance(exc, ConnectionResetError):
-                reason += " (a port without TLS? mqtts:// needs a TLS listener)"
+            reason = describe_connect_error(exc, tls=cfg.uses_tls)
             raise TransportError(f"cannot connect to MQTT broker {self.where}: {reason}") from exc
         self._client.loop_start()
         if not self._connected.wait(timeout):

@@ -208,8 +208,8 @@ def _dec_ts(value: float) -> float:
 
 def _dec_uint(body: Mapping[str, Any], key: str, what: str) -> int:
     value = _get(body, key, (int,), what)
-    if value < 0:
-        raise CodecError(f"malformed body: {what} field {key!r} must be >= 0, got {value}")
+    if not 0 <= value < 2**64:
+        raise CodecError(f"malformed body: {what} field {key!r} must be in 0..2**64-1, got {value}")
     return int(value)
 
 
@@ -273,6 +273,9 @@ def _decode_json(body: bytes, kind: str) -> dict[str, Any]:
         raise CodecError(f"malformed JSON body: an object expected, got {type(form).__name__}")
     for key, kinds in _JSON_FIELDS[kind].items():
         _get(form, key, kinds, f"JSON {kind}")
+    for key in ("seq", "frame_id") if kind == "frame" else ("seq",):
+        _dec_uint(form, key, f"JSON {kind}")  # as the msgpack body's: a negative seq is malformed
+    _dec_ts(float(form["ts"]))
     if kind == "heartbeat" and form["kind"] != "heartbeat":
         raise CodecError(f"malformed JSON body: the header says heartbeat, the body says kind {form['kind']!r}")
     return form

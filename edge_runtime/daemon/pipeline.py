@@ -34,7 +34,7 @@ import queue
 import signal
 import threading
 import time
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any
 
@@ -45,11 +45,10 @@ from edge_runtime.daemon.remote_control import DaemonController, attach_commands
 from edge_runtime.daemon.sinks import JsonLinesSink, ResultSink
 from edge_runtime.daemon.status import PipelineCounters
 from edge_runtime.daemon.swaps import STATE_POLL_S, HotSwaps
-from edge_runtime.daemon.validation import build_engine
+from edge_runtime.daemon.validation import build_engine, delivery_settings
 from edge_runtime.delivery.reporting import HeadPolicy, Reporter
 from edge_runtime.delivery.state import StateDir
 from edge_runtime.errors import EdgeRuntimeError
-from edge_runtime.frames.frame import Frame
 from edge_runtime.frames.source import FrameSource
 from edge_runtime.frames.sources import open_source
 from edge_runtime.inference.engine import Engine
@@ -69,8 +68,6 @@ class Daemon:
 
     def __init__(self, config: RuntimeConfig, sinks: list[ResultSink] | None = None) -> None:
         self.config = config
-        #: Refuse a bundle (at start and on every swap) that would fall back (the ``strict`` setting).
-        self.strict = config.strict
         self.state = StateDir.open(config.state_dir)
         self._extra_sinks = sinks or []
         self.stop = threading.Event()
@@ -111,9 +108,7 @@ class Daemon:
     def build_engine(self, bundle: Path | None = None) -> Engine:
         """The engine of ``bundle`` (default: the one to run) as :func:`build_engine` makes it,
         with the head settings remote commands changed (they outlive a swap)."""
-        engine = build_engine(
-            self.config, bundle if bundle is not None else self.swaps.bundle_path(), strict=self.strict
-        )
+        engine = build_engine(self.config, bundle if bundle is not None else self.swaps.bundle_path())
         self.controller.apply(engine)
         return engine
 
@@ -165,7 +160,11 @@ class Daemon:
             if self.config.output is not None or (not sinks and self._publisher is None):
                 sinks.append(JsonLinesSink(self.config.output or "-"))
             source = open_source(
-                self.config.source, fps=self.config.fps, loop=self.config.loop, max_frames=self.config.max_frames
+                self.config.source,
+                fps=self.config.fps,
+                loop=self.config.loop,
+                max_frames=self.config.max_frames,
+                max_image_pixels=self.config.max_image_pixels,
             )
         except BaseException:
             engine.close()
@@ -254,14 +253,16 @@ class Daemon:
 
         return run
 
-    def _capture(self, source: Iterator[Frame], slot: LatestFrameSlot) -> None:
+    def _capture(self, source: FrameSource, slot: LatestFrameSlot) -> None:
         try:
             for frame in source:
                 if self.stop.is_set():
                     break
                 self.counters.frames_in += 1
+                self.counters.frames_skipped = source.frames_skipped
                 slot.put(frame, self.stop)
         finally:
+            self.counters.frames_skipped = source.frames_skipped
             slot.close()
 
     def _infer(
@@ -296,18 +297,11 @@ class Daemon:
         """The spool and the MQTT publisher draining it; the epoch is decided from the spool
         (:meth:`StateDir.begin`) and the spool's commits record the high-water mark."""
         from edge_runtime.delivery.mqtt.publisher import MqttPublisher
-        from edge_runtime.delivery.mqtt.settings import MqttConfig
         from edge_runtime.delivery.spool import Spool
-        from edge_runtime.delivery.spool_file import SpoolOptions
 
         config = self.config
-        assert config.broker is not None
-        mqtt_config = MqttConfig.from_url(config.broker, topic_prefix=config.topic_prefix)
-        options = SpoolOptions(
-            max_rows=config.spool_max_rows,
-            max_bytes=config.spool_max_bytes,
-            synchronous="full" if config.spool_synchronous == "full" else "normal",
-        )
+        mqtt_config, options, _keys = delivery_settings(config)  # the checks `run --validate` makes
+        assert mqtt_config is not None and options is not None
         spool = Spool.open(config.spool or self.state.path / "spool.sqlite", options)
         try:
             self.state.begin(spool.identity, spool.next_seq)

@@ -1,6 +1,7 @@
 """Where the device stands in each stream of its epoch, for the status message and the heartbeat
 file (docs/protocol.md §6.1): ``epoch_reason`` and ``streams``; the delivery counters (``spool``,
-``mqtt``: a full disk shows as ``spool.disk_full``) in the heartbeat file too.
+``mqtt``: a full disk shows as ``spool.disk_full``; ``mqtt.connected`` and ``mqtt.ack_age_s`` for
+``edge-runtime health``) in the heartbeat file too.
 
 Per stream (today ``results``): ``first_seq`` (the first seq of this epoch), ``first_held``
 (the oldest seq of this epoch still held on the device: seqs below it that a subscriber did not
@@ -17,6 +18,8 @@ Example::
 from __future__ import annotations
 
 import logging
+import time
+import weakref
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -48,16 +51,39 @@ def epoch_fields(state: StateDir, spool: Spool | None, next_seq: int) -> dict[st
     return {"epoch_reason": reason, "streams": stream_positions(state, spool, next_seq)}
 
 
+#: Per publisher: (its ``acked`` count, time.monotonic() when that count last changed).
+_ACK_CLOCKS: weakref.WeakKeyDictionary[Any, tuple[int, float]] = weakref.WeakKeyDictionary()
+
+
 def delivery_fields(publisher: Any) -> dict[str, Any]:
-    """The ``spool`` and ``mqtt`` objects of the publisher's status (empty without a broker)."""
+    """The ``spool`` and ``mqtt`` objects of the publisher's status (empty without a broker), with
+    ``mqtt.connected`` and ``mqtt.ack_age_s`` (seconds since the ``acked`` count last rose, or
+    since the first heartbeat) for ``edge-runtime health``."""
     if publisher is None:
         return {}
     try:
         status = publisher.status_fields()
+        connected = bool(publisher.connected)
     except Exception as exc:  # the publisher is closing
         logger.debug("delivery counters for the heartbeat: %s", exc)
         return {}
-    return {key: status[key] for key in ("spool", "mqtt") if key in status}
+    fields = {key: status[key] for key in ("spool", "mqtt") if key in status}
+    mqtt = fields.get("mqtt")
+    if isinstance(mqtt, dict):
+        now = time.monotonic()
+        acked = mqtt.get("acked", 0)
+        try:
+            previous = _ACK_CLOCKS.get(publisher)
+            if previous is None or previous[0] != acked:
+                _ACK_CLOCKS[publisher] = previous = (acked, now)
+        except TypeError:  # not weak-referenceable (a test double): no ack age
+            previous = None
+        fields["mqtt"] = {
+            **mqtt,
+            "connected": connected,
+            **({} if previous is None else {"ack_age_s": round(now - previous[1], 1)}),
+        }
+    return fields
 
 
 def write_heartbeat(state: StateDir, fields: dict[str, Any], failing: bool) -> bool:

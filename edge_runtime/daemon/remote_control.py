@@ -140,15 +140,12 @@ def attach_commands(
 ) -> CommandProcessor | None:
     """With ``command_keys`` configured: verify, run and answer commands arriving on the
     publisher's command topic (call before ``publisher.start()``); otherwise None."""
-    from edge_runtime.trust.keys import KeyFileError, load_public_keys
+    from edge_runtime.daemon.validation import command_keys
 
     config = daemon.config
     if not config.command_keys:
         return None
-    try:
-        keys = load_public_keys(config.command_keys)
-    except KeyFileError as exc:
-        raise ConfigError(f"command_keys: {exc}") from exc
+    keys = command_keys(config)  # the check `run --validate` makes
     verifier = CommandVerifier(
         keys,
         config.device_id,

@@ -59,6 +59,8 @@ class PipelineCounters:
     written by one thread only); the readers take a consistent-enough snapshot."""
 
     frames_in: int = 0
+    #: Frames the source skipped (unreadable or oversized files, corrupt video frames): counted, never fatal.
+    frames_skipped: int = 0
     frames_processed: int = 0
     results_written: int = 0
     started: float = field(default_factory=time.monotonic)
@@ -83,6 +85,7 @@ class PipelineCounters:
             "fps": round(self.fps, 2),
             "frames": self.frames_in,
             "dropped_frames": dropped,
+            "skipped_frames": self.frames_skipped,
             "results": self.results_written,
             "suppressed_frames": 0 if reporter is None else reporter.suppressed_frames,
             "heartbeats": 0 if reporter is None else reporter.heartbeats,
@@ -94,13 +97,18 @@ class PipelineCounters:
         """``12.5 fps, 250 frames, 3 dropped, 250 results; p50 ms: preprocess 0.4, trunk 2.1, …``."""
         p50 = ", ".join(f"{k} {v:.2f}" for k, v in self.stages.p50().items() if k != "total")
         return (
-            f"{self.fps:.1f} fps, {self.frames_in} frames, {dropped} dropped, "
+            f"{self.fps:.1f} fps, {self.frames_in} frames, {dropped} dropped, {self.frames_skipped} skipped, "
             f"{self.results_written} results; p50 ms: {p50}"
         )
 
     def heartbeat_fields(self, *, dropped: int) -> dict[str, Any]:
         """The counters of the heartbeat file."""
-        return {"frames": self.frames_in, "results": self.results_written, "dropped": dropped}
+        return {
+            "frames": self.frames_in,
+            "results": self.results_written,
+            "dropped": dropped,
+            "skipped": self.frames_skipped,
+        }
 
     def metrics_snapshot(
         self,
@@ -117,6 +125,7 @@ class PipelineCounters:
             frames_in=self.frames_in,
             frames_processed=self.frames_processed,
             frames_dropped=dropped,
+            frames_skipped=self.frames_skipped,
             results_published=self.results_written,
             head_runs={} if engine is None else dict(engine.stats.head_runs),
             head_skips={} if engine is None else dict(engine.stats.head_skips),

@@ -46,6 +46,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import os
 import secrets
 import time
@@ -299,8 +300,13 @@ def _read_epoch(root: Path) -> EpochInfo | None:
             started=float(data.get("started", 0.0)),
             spool=None if data.get("spool") is None else str(data["spool"]),
         )
-    except (TypeError, KeyError, ValueError) as exc:
+    except (TypeError, KeyError, ValueError, OverflowError) as exc:
         raise ConfigError(f"{path}: malformed ({exc!r}); delete it to start a new epoch") from exc
+    if not 0 <= info.first_seq <= MAX_SEQ or not math.isfinite(info.started):
+        raise ConfigError(
+            f"{path}: first_seq {info.first_seq} is not a seq (0 to {MAX_SEQ}) or started is not finite; "
+            "delete it to start a new epoch"
+        )
     if not info.epoch:
         raise ConfigError(f"{path}: the epoch is empty; delete it to start a new epoch")
     return info
@@ -321,15 +327,33 @@ def _migrate_legacy_epoch(root: Path) -> EpochInfo | None:
     return EpochInfo(epoch=epoch, first_seq=0, reason="(from an older state directory)", started=0.0, spool=None)
 
 
+class MalformedHeartbeatError(ConfigError):
+    """A heartbeat file that exists but does not hold what the daemon writes (the message names it)."""
+
+
 def read_heartbeat(state_dir: str | Path) -> dict[str, Any]:
-    """The last heartbeat of the daemon using ``state_dir``."""
+    """The last heartbeat of the daemon using ``state_dir``: a JSON object with a finite ``ts``.
+    Raises :class:`ConfigError` when the file is missing or unreadable, :class:`MalformedHeartbeatError`
+    when it holds something else."""
     path = Path(state_dir) / HEARTBEAT_NAME
     try:
-        data = loads_bounded(path.read_bytes())
+        raw = path.read_bytes()
     except FileNotFoundError as exc:
         raise ConfigError(f"{path}: no heartbeat (is the daemon running with this --state-dir?)") from exc
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"{path}: unreadable heartbeat: {exc}") from exc
-    if not isinstance(data, dict) or not isinstance(data.get("ts"), (int, float)):
-        raise ConfigError(f"{path}: malformed heartbeat")
+    except OSError as exc:
+        raise ConfigError(f"{path}: unreadable heartbeat: {exc.strerror or exc}") from exc
+    try:
+        data = loads_bounded(raw)
+    except (ValueError, RecursionError) as exc:
+        raise MalformedHeartbeatError(f"{path}: malformed heartbeat (not JSON: {exc})") from exc
+    if not isinstance(data, dict):
+        raise MalformedHeartbeatError(f"{path}: malformed heartbeat (not a JSON object)")
+    ts = data.get("ts")
+    try:
+        finite = not isinstance(ts, bool) and isinstance(ts, (int, float)) and math.isfinite(float(ts))
+    except OverflowError:
+        finite = False
+    if not finite:
+        shown = repr(ts) if len(repr(ts)) <= 40 else repr(ts)[:37] + "..."
+        raise MalformedHeartbeatError(f"{path}: malformed heartbeat: field ts is {shown}, not a finite number")
     return data

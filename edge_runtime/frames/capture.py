@@ -5,7 +5,10 @@
 which never ends on its own: a failed open or read is retried with exponential backoff
 (:class:`ReconnectOptions`, 0.5 s doubling to 10 s), each retry logged, and ``close()`` stops
 the retrying at once. Frames are BGR. Needs OpenCV (``pip install 'edge-runtime[camera]'``);
-``gst:`` needs an OpenCV built with GStreamer (:func:`check_gstreamer`).
+``gst:`` needs an OpenCV built with GStreamer (:func:`check_gstreamer`). A corrupt frame in a
+video file (a read that fails or raises, followed by good frames) is skipped and counted in
+``frames_skipped``; so is a failed read of a camera or stream (which then reconnects). A frame of
+the wrong shape or type is skipped and counted by :class:`FrameSource` itself.
 
 Example::
 
@@ -34,6 +37,10 @@ from edge_runtime.frames.frame import require_cv2
 from edge_runtime.frames.source import FrameSource, color_of
 
 logger = logging.getLogger(__name__)
+
+#: Failed reads in a row after which a video file is taken to have ended (a corrupt stretch of
+#: frames is skipped and counted; a longer one, or the end of the file, ends the video).
+MAX_BAD_VIDEO_READS = 250
 
 
 @dataclass(frozen=True)
@@ -76,14 +83,31 @@ class VideoFileSource(FrameSource):
             return None
         return cap
 
+    def _read(self) -> tuple[np.ndarray, str] | None:
+        """The next good frame; a run of failed reads followed by a good frame is counted as
+        skipped frames, one of :data:`MAX_BAD_VIDEO_READS` (or the end of the file) ends the pass."""
+        failed = 0
+        while failed < MAX_BAD_VIDEO_READS and not self._closed.is_set():
+            try:
+                ok, image = self._cap.read()
+            except Exception as exc:  # cv2.error on a corrupt packet: one bad frame
+                logger.debug("%s: read raised %s", self.description, exc)
+                ok, image = False, None
+            if ok and image is not None and getattr(image, "size", False):
+                if failed:
+                    self.skip(f"{failed} frame(s) after frame {self._read_this_pass}", "unreadable video data", failed)
+                self._read_this_pass += 1
+                return image, color_of(image, "BGR")
+            failed += 1
+        return None
+
     def _capture(self) -> tuple[np.ndarray, str] | None:
         for _ in range(2):  # a second try after rewinding, when looping
             if self._cap is None:
                 return None
-            ok, image = self._cap.read()
-            if ok and image is not None and image.size:
-                self._read_this_pass += 1
-                return image, color_of(image, "BGR")
+            captured = self._read()
+            if captured is not None:
+                return captured
             if not (self.loop and self._read_this_pass):
                 return None
             logger.debug("%s: end of file after %d frames; looping", self.description, self._read_this_pass)
@@ -169,11 +193,12 @@ class StreamSource(FrameSource):
             except Exception as exc:  # cv2.error from a broken stream is a lost stream, not a crash
                 logger.debug("%s: read raised %s", self.description, exc)
                 ok, image = False, None
-            if ok and image is not None and image.size:
+            if ok and image is not None and getattr(image, "size", False):
                 self._delay, self._failures = self.reconnect.initial_delay_s, 0
                 if self._period:
                     self._advance_due()
                 return image, color_of(image, "BGR")
+            self.frames_skipped += 1  # a lost frame: counted; the retry below logs it
             self._drop_capture()
             self._retry("read failed (stream lost?)")
         return None

@@ -4,6 +4,9 @@
 ``timestamp`` (``time.time()``), paces them to ``fps``, stops after ``max_frames`` and makes
 :meth:`~FrameSource.close` safe from any thread. A source subclasses it and implements
 ``_capture`` (the next image and its colour, ``None`` at the end) and ``_release``.
+An image that is not a usable frame (wrong shape or dtype, empty) is skipped, never fatal:
+:meth:`~FrameSource.skip` logs it and counts it in ``frames_skipped`` (sources call it too for
+files and frames they cannot decode), so every loss is visible.
 :func:`edge_runtime.frames.sources.open_source` opens the sources of the ``SOURCE`` strings.
 
 Example (a source of ten black frames)::
@@ -19,6 +22,7 @@ Example (a source of ten black frames)::
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Iterator
@@ -26,7 +30,9 @@ from types import TracebackType
 
 import numpy as np
 
-from edge_runtime.frames.frame import Frame
+from edge_runtime.frames.frame import Frame, InvalidFrameError
+
+logger = logging.getLogger(__name__)
 
 
 class FrameSource:
@@ -45,6 +51,8 @@ class FrameSource:
         self._period = 1.0 / fps if fps else 0.0
         self._due = 0.0  # time.monotonic() before which the next frame is not delivered
         self._next_id = 0
+        #: Files or frames skipped because they could not be read or were not usable images.
+        self.frames_skipped = 0
         self._closed = threading.Event()
         self._io_lock = threading.Lock()
 
@@ -61,6 +69,11 @@ class FrameSource:
 
     def _release(self) -> None:
         """Free devices and files; called once, never while :meth:`_capture` runs."""
+
+    def skip(self, what: str, reason: object, count: int = 1) -> None:
+        """Count ``count`` skipped files or frames and log a warning naming them and why."""
+        self.frames_skipped += count
+        logger.warning("%s: skipping %s: %s (%d skipped so far)", self.description, what, reason, self.frames_skipped)
 
     # -- the iterator
     @property
@@ -86,14 +99,20 @@ class FrameSource:
                 raise StopIteration
             self._advance_due()
         with self._io_lock:
-            captured = None if self._closed.is_set() else self._capture()
-            timestamp = time.time()
-            if captured is None or self._closed.is_set():
-                self._closed.set()
-                self._release()
-                raise StopIteration
-        image, color = captured
-        frame = Frame(image=image, color=color, frame_id=self._next_id, timestamp=timestamp, source=self.description)
+            while True:
+                captured = None if self._closed.is_set() else self._capture()
+                timestamp = time.time()
+                if captured is None or self._closed.is_set():
+                    self._closed.set()
+                    self._release()
+                    raise StopIteration
+                image, color = captured
+                try:
+                    frame = Frame(image, color, self._next_id, timestamp, self.description)
+                except InvalidFrameError as exc:  # a corrupt frame is one lost frame, not the end of the source
+                    self.skip(f"the frame after frame {self._next_id - 1}", exc)
+                    continue
+                break
         self._next_id += 1
         return frame
 
@@ -125,5 +144,8 @@ class FrameSource:
 def color_of(image: np.ndarray, three: str) -> str:
     """The colour of a captured ``image`` by its channels: ``GRAY``, ``three`` (``"BGR"`` or ``"RGB"``),
     ``three + "A"``, or ``"?"`` for another channel count (which :class:`Frame` refuses)."""
-    channels = 1 if image.ndim == 2 else image.shape[2]
+    ndim = getattr(image, "ndim", 0)
+    if ndim not in (2, 3):
+        return "?"
+    channels = 1 if ndim == 2 else image.shape[2]
     return {1: "GRAY", 3: three, 4: three + "A"}.get(channels, "?")

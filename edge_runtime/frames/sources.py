@@ -19,6 +19,10 @@ Sources (``SOURCE`` → frames, channel order):
 - ``gst:PIPELINE``: a GStreamer pipeline ending in ``appsink``, e.g. a CSI camera on Jetson; needs an
   OpenCV built with GStreamer (BGR).
 
+A file or frame that cannot be read or is not a usable image (empty, truncated, corrupt, the
+wrong shape, over ``max_image_pixels``) is skipped with a warning naming it and counted
+(``FrameSource.frames_skipped``); it never stops the source.
+
 Folders, images and videos end when exhausted (``loop=True`` starts again); cameras and
 streams never end on their own: a failed open or read is retried with exponential backoff
 (:class:`ReconnectOptions`, 0.5 s doubling to 10 s), each retry logged, and :meth:`close`
@@ -51,6 +55,7 @@ from edge_runtime.errors import ConfigError, close_matches
 from edge_runtime.frames.capture import ReconnectOptions, StreamSource, VideoFileSource, capture_opener, check_gstreamer
 from edge_runtime.frames.folders import IMAGE_SUFFIXES, ImageFolderSource
 from edge_runtime.frames.frame import require_cv2
+from edge_runtime.frames.images import DEFAULT_MAX_IMAGE_PIXELS
 from edge_runtime.frames.source import FrameSource
 from edge_runtime.frames.synthetic import DEFAULT_SYNTHETIC_SIZE, SyntheticSource
 from edge_runtime.names import redact_url
@@ -89,6 +94,7 @@ def open_source(
     loop: bool = False,
     max_frames: int | None = None,
     reconnect: ReconnectOptions | None = None,
+    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
 ) -> FrameSource:
     """Open the frame source named by a ``SOURCE`` string (see the module docstring).
 
@@ -96,7 +102,9 @@ def open_source(
     frames and ask the device for that rate); ``width``/``height`` set the synthetic size and
     the capture size asked of cameras (files ignore them); ``loop`` restarts folders and
     videos; ``max_frames`` stops after N frames; ``reconnect`` sets the backoff of cameras
-    and streams. Raises :class:`ConfigError` for a bad spec or a path that is missing, empty
+    and streams; ``max_image_pixels`` is the largest image a folder source decodes (larger ones are
+    skipped and counted, like unreadable files and corrupt frames: ``frames_skipped``).
+    Raises :class:`ConfigError` for a bad spec or a path that is missing, empty
     or unreadable, :class:`BackendUnavailableError` when OpenCV (or its GStreamer support)
     is needed and missing. Cameras and streams are opened on the first read, so this call
     returns at once even when the device is down.
@@ -104,6 +112,8 @@ def open_source(
     if not isinstance(spec, str) or not spec.strip():
         raise ConfigError(f"source must be a non-empty string: {SOURCE_FORMS}")
     _check_options(fps, width, height, max_frames)
+    if isinstance(max_image_pixels, bool) or not isinstance(max_image_pixels, int) or max_image_pixels < 1:
+        raise ConfigError(f"max_image_pixels must be an integer >= 1, got {max_image_pixels!r}")
     text = spec.strip()
     lower = text.lower()
     common: dict[str, Any] = {"fps": fps, "max_frames": max_frames}
@@ -148,8 +158,8 @@ def open_source(
             paths = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
             if not paths:
                 raise ConfigError(f"image folder {path} has no images ({', '.join(IMAGE_SUFFIXES)})")
-            return ImageFolderSource(paths, f"folder:{path}", loop=loop, **common)
-        return ImageFolderSource([path], f"image:{path}", loop=loop, **common)
+            return ImageFolderSource(paths, f"folder:{path}", loop=loop, max_pixels=max_image_pixels, **common)
+        return ImageFolderSource([path], f"image:{path}", loop=loop, max_pixels=max_image_pixels, **common)
     if path.is_file():
         if width or height:
             logger.warning("source %s: width/height apply to synthetic and camera sources; ignored", path)

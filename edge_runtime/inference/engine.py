@@ -36,7 +36,7 @@ from edge_runtime.errors import BundleError, ConfigError, close_matches
 from edge_runtime.frames.frame import Frame
 from edge_runtime.frames.preprocess import Preprocessor
 from edge_runtime.inference.artifact_choice import PRECISION_FALLBACK, ArtifactPlan, choose_artifact, plan_artifacts
-from edge_runtime.inference.backends import Backend, BackendOptions, GraphSession, get_backend
+from edge_runtime.inference.backends import Backend, BackendOptions, GraphSession, check_threads, get_backend
 from edge_runtime.inference.decoders import Decoder, build_decoder
 from edge_runtime.inference.results import FrameResult, HeadResult
 from edge_runtime.inference.schedule import HeadScheduler
@@ -76,10 +76,9 @@ class EngineOptions:
                 f"precision {self.precision!r} is not one of {', '.join(PRECISIONS)}"
                 f"{close_matches(self.precision, PRECISIONS)}"
             )
-        if self.threads is not None and self.threads < 1:
-            raise ConfigError(f"threads must be >= 1, got {self.threads}")
-        if self.head_threads < 1:
-            raise ConfigError(f"head_threads must be >= 1, got {self.head_threads}")
+        if self.threads is not None:
+            check_threads(self.threads)
+        check_threads(self.head_threads, "head_threads")
 
 
 @dataclass

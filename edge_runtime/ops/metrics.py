@@ -10,7 +10,7 @@ head runs/skips, results, spool depth, MQTT state, fps) are read from the daemon
 through a snapshot callback, so the pipeline pays nothing for them between scrapes.
 
 Metrics (all prefixed ``edge_runtime_``): ``stage_latency_seconds{stage}`` (histogram),
-``frames_total{kind="in|processed|dropped"}``, ``head_runs_total{head}``,
+``frames_total{kind="in|processed|dropped|skipped"}``, ``head_runs_total{head}``,
 ``head_skips_total{head}``, ``results_published_total``, ``spool_depth``, ``mqtt_connected``,
 ``fps``, ``publish_ack_latency_seconds`` (histogram, with a broker).
 
@@ -50,6 +50,7 @@ class MetricsSnapshot:
     frames_in: int = 0
     frames_processed: int = 0
     frames_dropped: int = 0
+    frames_skipped: int = 0
     results_published: int = 0
     head_runs: Mapping[str, int] = field(default_factory=dict)
     head_skips: Mapping[str, int] = field(default_factory=dict)
@@ -82,10 +83,13 @@ class _SnapshotCollector:
         except Exception as exc:  # a scrape must never take the daemon down
             logger.debug("metrics snapshot failed: %s", exc)
             return
-        frames = CounterMetricFamily(PREFIX + "frames", "Frames by kind: read, processed, dropped", labels=["kind"])
+        frames = CounterMetricFamily(
+            PREFIX + "frames", "Frames by kind: read, processed, dropped, skipped by the source", labels=["kind"]
+        )
         frames.add_metric(["in"], snap.frames_in)
         frames.add_metric(["processed"], snap.frames_processed)
         frames.add_metric(["dropped"], snap.frames_dropped)
+        frames.add_metric(["skipped"], snap.frames_skipped)
         yield frames
         runs = CounterMetricFamily(PREFIX + "head_runs", "Frames each head ran on", labels=["head"])
         for head, value in dict(snap.head_runs).items():

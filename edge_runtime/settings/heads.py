@@ -19,6 +19,9 @@ from edge_runtime.settings.table import NO_FLAG, Setting, Table
 
 #: The largest MQTT v5 Message Expiry Interval: the property is a four-byte integer of seconds.
 MAX_MESSAGE_EXPIRY_S = 0xFFFFFFFF
+#: The longest head period (``every_n_frames``) a config, head spec, manifest or ``set_schedule``
+#: command may give: a signed 32-bit count (a year of frames at 60 fps is 1.9e9).
+MAX_EVERY_N_FRAMES = 2**31 - 1
 
 HEAD_GROUP = "Per head: `[heads.<name>]` in the config file"
 #: The keys of ``[heads.<name>]``: they override the bundle manifest's schedule and publishing
@@ -44,6 +47,8 @@ HEADS = Table(
             "run the head on every Nth frame",
             HEAD_GROUP,
             minimum=1,
+            limit=MAX_EVERY_N_FRAMES,
+            limit_why="a signed 32-bit frame count",
             default_doc="the bundle's schedule",
             env=False,
             flag=NO_FLAG,
@@ -115,10 +120,24 @@ def check_heads(value: Mapping[Any, Any]) -> dict[str, dict[str, Any]]:
     return result
 
 
+def every_n_frames_problem(value: int) -> str | None:
+    """Why ``value`` is too long a head period (``"must be at most ..."``), or None: the one bound of
+    the config, the head spec's and manifest's schedules and the ``set_schedule`` command."""
+    return None if value <= MAX_EVERY_N_FRAMES else f"must be {HEADS['every_n_frames'].limit_text()}"
+
+
 def check_head_value(key: str, value: Any, head: str | None = None) -> Any:
     """``value`` checked and converted by the :data:`HEADS` row ``key``; the error names the key
     as ``heads.<head>.<key>`` (``head`` given) or ``<key>``, without an origin."""
     return Table("", HEADS.rows, key_prefix="" if head is None else f"heads.{head}.").check_value(key, value)
 
 
-__all__ = ["HEADS", "HEAD_GROUP", "MAX_MESSAGE_EXPIRY_S", "check_head_value", "check_heads"]
+__all__ = [
+    "HEADS",
+    "HEAD_GROUP",
+    "MAX_EVERY_N_FRAMES",
+    "MAX_MESSAGE_EXPIRY_S",
+    "check_head_value",
+    "check_heads",
+    "every_n_frames_problem",
+]

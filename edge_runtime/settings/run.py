@@ -24,7 +24,7 @@ from edge_runtime.bundle.specs import PRECISIONS
 from edge_runtime.codec.envelope import COMPRESSIONS, MODES
 from edge_runtime.delivery.spool_file import SYNCHRONOUS_MODES
 from edge_runtime.errors import ConfigError, close_matches
-from edge_runtime.inference.backends import BACKENDS
+from edge_runtime.inference.backends import BACKENDS, THREADS_PER_CPU, check_threads
 from edge_runtime.names import device_id_problem
 from edge_runtime.settings.heads import HEAD_GROUP, HEADS, check_heads
 from edge_runtime.settings.table import NO_FLAG, Setting, Table
@@ -32,6 +32,9 @@ from edge_runtime.settings.table import NO_FLAG, Setting, Table
 ENV_PREFIX = "EDGE_RUNTIME_"
 #: Environment variables of ``edge-runtime subscribe`` (its own settings, not ``run``'s).
 SUBSCRIBE_ENV_PREFIX = ENV_PREFIX + "SUBSCRIBE_"
+#: The range of ``fps``: one frame in 1000 s at the slowest (slower overflows the sources'
+#: timestamps at 1e-300), and 10000 at the fastest (beyond, the throttle does nothing).
+MIN_FPS, MAX_FPS = 1e-3, 10_000.0
 
 
 def default_state_dir() -> Path:
@@ -101,8 +104,11 @@ RUN = Table(
         Setting("max_frames", "int", None, "stop after N frames", SOURCE, minimum=1, default_doc="no limit",
                 metavar="N"),
         Setting("fps", "float", None, "throttle synthetic and folder sources to this rate (frames per second)",
-                SOURCE, above=0, default_doc="not set: as fast as the source"),
+                SOURCE, minimum=MIN_FPS, maximum=MAX_FPS, default_doc="not set: as fast as the source"),
         Setting("loop", "bool", False, "restart a folder or video source at its end", SOURCE),
+        Setting("max_image_pixels", "int", 50_000_000, "skip (and count) images of more than this many pixels "
+                "(width x height), checked from the file's header before decoding where the format allows",
+                SOURCE, minimum=1, metavar="N"),
         Setting(
             "profile", "str", "auto", "device profile (see edge-runtime device), or auto to detect the board",
             INFERENCE, check=_check_profile, metavar="NAME",
@@ -113,8 +119,9 @@ RUN = Table(
                 choices=PRECISIONS, default_doc=_profile_default("precision"), profile_default=True),
         Setting("strict", "bool", False, "refuse a bundle where a graph would run on another backend or at another "
                 "precision than backend/precision ask, instead of falling back per graph (also on updates)", INFERENCE),
-        Setting("threads", "int", None, "intra-op threads of the trunk's session (heads get one each)", INFERENCE,
-                minimum=1, default_doc=_profile_default("threads"), profile_default=True, metavar="N"),
+        Setting("threads", "int", None, "intra-op threads of the trunk's session (heads get one each); at most "
+                f"{THREADS_PER_CPU} per CPU", INFERENCE, minimum=1, check=check_threads,
+                default_doc=_profile_default("threads"), profile_default=True, metavar="N"),
         Setting("queue_size", "int", 8, "results waiting between inference and output", INFERENCE, minimum=1,
                 metavar="N"),
         Setting("device_id", "str", help="device name in topics and results (no '/', '+' or '#')", group=OUTPUT,
@@ -176,4 +183,13 @@ RUN = Table(
     ignore=(SUBSCRIBE_ENV_PREFIX,),
 )  # fmt: skip
 
-__all__ = ["ENV_PREFIX", "HEADS", "HEAD_GROUP", "RUN", "SUBSCRIBE_ENV_PREFIX", "default_state_dir"]
+__all__ = [
+    "ENV_PREFIX",
+    "HEADS",
+    "HEAD_GROUP",
+    "MAX_FPS",
+    "MIN_FPS",
+    "RUN",
+    "SUBSCRIBE_ENV_PREFIX",
+    "default_state_dir",
+]

@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from edge_runtime.errors import EdgeRuntimeError, close_matches
+from edge_runtime.settings.heads import every_n_frames_problem
 
 if TYPE_CHECKING:
     from edge_runtime.trust.command_verify import CommandVerifier
@@ -165,7 +166,7 @@ COMMANDS: dict[str, CommandSpec] = {
         ),
         CommandSpec(
             "set_schedule",
-            {"head": _HEAD, "every_n_frames": ArgSpec(int, minimum=1, metavar="N")},
+            {"head": _HEAD, "every_n_frames": ArgSpec(int, minimum=1, rule=every_n_frames_problem, metavar="N")},
             run=lambda controller, args: controller.set_schedule(args["head"], every_n_frames=args["every_n_frames"]),
             reply='{"head": H, "every_n_frames": N}',
         ),

@@ -39,7 +39,13 @@ from edge_runtime.codec import content_type, encode_frame, encode_line
 from edge_runtime.delivery.mqtt.client import MqttClient, make_client
 from edge_runtime.delivery.mqtt.outgoing import Unsendable
 from edge_runtime.delivery.mqtt.sender import Sender
-from edge_runtime.delivery.mqtt.settings import DeviceTopics, MqttConfig, describe_connect_error, describe_refusal
+from edge_runtime.delivery.mqtt.settings import (
+    NO_TLS_LISTENER_HINT,
+    DeviceTopics,
+    MqttConfig,
+    describe_connect_error,
+    describe_refusal,
+)
 from edge_runtime.delivery.mqtt.status import OFFLINE, ONLINE, STATUS_CONTENT_TYPE, status_payload
 from edge_runtime.delivery.spool import Spool, SpooledMessage
 from edge_runtime.errors import ConfigError, TransportError
@@ -231,7 +237,7 @@ class MqttPublisher:
 
     def _on_connect_fail(self, client: paho.Client, userdata: Any) -> None:
         exc = getattr(client, "last_connect_exception", None)
-        self._set_error(describe_connect_error(exc) if exc is not None else "connection failed")
+        self._set_error(describe_connect_error(exc, self.config.uses_tls) if exc is not None else "connection failed")
 
     def _set_error(self, reason: str) -> None:
         message = f"MQTT broker {self.config.host}:{self.config.port}: {reason}; retrying"
@@ -249,7 +255,11 @@ class MqttPublisher:
             self.last_error = f"MQTT broker {self.config.host}:{self.config.port}: connection lost: {reason_code}"
             logger.warning("MQTT connection to %s:%s lost: %s", self.config.host, self.config.port, reason_code)
         elif not self._closed and self.last_error is None:  # e.g. TLS: the broker hung up during the handshake
-            hint = " (does it require a client certificate? set tls_cert and tls_key)" if self.config.uses_tls else ""
+            hint = (
+                f"{NO_TLS_LISTENER_HINT[:-1]}; or does it require a client certificate? set tls_cert and tls_key)"
+                if self.config.uses_tls
+                else ""
+            )
             self._set_error(f"closed the connection before it was established: {reason_code}{hint}")
 
     def _on_publish(

@@ -27,8 +27,14 @@ if TYPE_CHECKING:
 PROTOCOLS = ("5", "3.1.1")
 SCHEMES = {"mqtt": 1883, "mqtts": 8883}
 _QUERY_KEYS = (
-    "client_id", "topic_prefix", "protocol", "qos", "keepalive", "session_expiry_s", "tls_ca", "tls_cert", "tls_key",
+    "client_id", "protocol", "qos", "keepalive", "session_expiry_s", "tls_ca", "tls_cert", "tls_key",
 )  # fmt: skip
+#: Parameters a broker URL refuses with a pointer to the setting that says it (the URL's would
+#: be overridden by it, or not read at all: never silently ignored).
+_SETTING_NOT_PARAMETER = {
+    "topic_prefix": "use --topic-prefix or the topic_prefix setting (edge-runtime run, edge-runtime command); "
+    "edge-runtime subscribe takes --topic",
+}
 
 
 @dataclass(frozen=True)
@@ -84,7 +90,7 @@ class MqttConfig:
 
     @classmethod
     def from_url(cls, url: str, **overrides: Any) -> MqttConfig:
-        """``mqtt://[user[:pass]@]host[:port][?client_id=..&topic_prefix=..&protocol=..&qos=..]``
+        """``mqtt://[user[:pass]@]host[:port][?client_id=..&protocol=..&qos=..]``
         or ``mqtts://`` (TLS, port 8883 by default; ``?tls_ca=PATH`` trusts that CA instead of the
         system's, ``&tls_cert=PATH&tls_key=PATH`` is a client certificate); ``overrides`` set any
         other field. Errors never show the password."""
@@ -115,6 +121,11 @@ class MqttConfig:
             "tls": scheme == "mqtts",
         }
         for key, value in urllib.parse.parse_qsl(parts.query, keep_blank_values=True):
+            if key in _SETTING_NOT_PARAMETER:
+                raise ConfigError(
+                    f"broker URL {shown!r}: {key} is not a broker URL parameter: {_SETTING_NOT_PARAMETER[key]}"
+                    f" (known parameters: {', '.join(_QUERY_KEYS)})"
+                )
             if key not in _QUERY_KEYS:
                 raise ConfigError(
                     f"broker URL {shown!r}: unknown parameter {key!r}{close_matches(key, _QUERY_KEYS)}"
@@ -181,8 +192,18 @@ def describe_refusal(reason_code: ReasonCode | int | str) -> str:
     return text
 
 
-def describe_connect_error(exc: BaseException) -> str:
-    """Why a connection attempt failed, in words (TLS verification, refused, name lookup…)."""
+#: The hint when a TLS connection is cut before the handshake ends: the port likely speaks plain MQTT.
+NO_TLS_LISTENER_HINT = " (a port without TLS? mqtts:// needs a TLS listener)"
+
+
+def describe_connect_error(exc: BaseException, tls: bool = False) -> str:
+    """Why a connection attempt failed, in words (TLS verification, refused, name lookup…);
+    ``tls``: the attempt was TLS (``mqtts://``), so a connection cut during the handshake gets
+    :data:`NO_TLS_LISTENER_HINT` (the daemon and the subscriber say the same)."""
+    if tls and isinstance(exc, (ConnectionResetError, ssl.SSLEOFError, ssl.SSLZeroReturnError)):
+        return f"{type(exc).__name__}: {exc}{NO_TLS_LISTENER_HINT}"
+    if tls and isinstance(exc, ssl.SSLError) and "WRONG_VERSION_NUMBER" in str(exc.reason or exc):
+        return f"TLS handshake failed: {exc.reason or exc}{NO_TLS_LISTENER_HINT}"
     if isinstance(exc, ssl.SSLCertVerificationError):
         return f"TLS certificate verification failed: {exc.verify_message or exc} (check tls_ca and the host name)"
     if isinstance(exc, ssl.SSLError):
@@ -197,6 +218,7 @@ def describe_connect_error(exc: BaseException) -> str:
 
 
 __all__ = [
+    "NO_TLS_LISTENER_HINT",
     "PROTOCOLS",
     "SCHEMES",
     "DeviceTopics",

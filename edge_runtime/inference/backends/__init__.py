@@ -14,7 +14,14 @@ import importlib
 from collections.abc import Callable
 
 from edge_runtime.errors import BackendUnavailableError, ConfigError, close_matches
-from edge_runtime.inference.backends.base import Backend, BackendOptions, GraphSession
+from edge_runtime.inference.backends.base import (
+    MAX_THREADS,
+    THREADS_PER_CPU,
+    Backend,
+    BackendOptions,
+    GraphSession,
+    check_threads,
+)
 
 #: backend name -> (module, class, pip extra that provides its runtime)
 BACKENDS: dict[str, tuple[str, str, str]] = {
@@ -38,4 +45,13 @@ def get_backend(name: str) -> Backend:
     return factory()
 
 
-__all__ = ["BACKENDS", "Backend", "BackendOptions", "GraphSession", "get_backend"]
+__all__ = [
+    "BACKENDS",
+    "MAX_THREADS",
+    "THREADS_PER_CPU",
+    "Backend",
+    "BackendOptions",
+    "GraphSession",
+    "check_threads",
+    "get_backend",
+]

@@ -8,6 +8,7 @@ for TFLite), so the trunk's features reach every head without another copy.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,23 @@ from typing import Any, Protocol
 import numpy as np
 
 from edge_runtime.bundle.specs import Artifact
+from edge_runtime.errors import ConfigError
+
+#: The most threads one session may get, per CPU: more only contend, and a huge count makes
+#: ONNX Runtime create threads until memory runs out (100000 grew ~45 MB/s; 10**20 is a TypeError).
+THREADS_PER_CPU = 4
+#: The most threads one session may get on this machine (``threads``, ``head_threads``, ``--threads``).
+MAX_THREADS = THREADS_PER_CPU * (os.cpu_count() or 1)
+
+
+def check_threads(value: int, name: str = "threads") -> int:
+    """``value`` when it is an integer from 1 to :data:`MAX_THREADS`; else a ConfigError naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_THREADS:
+        raise ConfigError(
+            f"{name} must be an integer from 1 to {MAX_THREADS} ({THREADS_PER_CPU} x the {os.cpu_count() or 1} "
+            f"CPUs here), got {value!r}"
+        )
+    return value
 
 
 @dataclass(frozen=True)
