@@ -26,20 +26,13 @@ from edge_runtime.inference.backends.base import MAX_THREADS, check_threads
 from edge_runtime.inference.engine import EngineOptions
 from edge_runtime.settings.heads import MAX_EVERY_N_FRAMES
 from edge_runtime.trust.commands import CommandRejected, check_args
+from tests.cli_errors import one_error_line
 
 RUNTIME = [sys.executable, "-m", "edge_runtime.cli"]
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*RUNTIME, *args], capture_output=True, text=True, timeout=120, check=False)
-
-
-def one_error_line(proc: subprocess.CompletedProcess[str]) -> str:
-    assert proc.returncode == 2, proc.stderr[-2000:]
-    assert "Traceback" not in proc.stderr, proc.stderr[-2000:]
-    lines = [line for line in proc.stderr.splitlines() if "error:" in line]
-    assert len(lines) == 1, proc.stderr[-2000:]
-    return lines[0]
 
 
 # -- 1. threads -----------------------------------------------------------------------------------

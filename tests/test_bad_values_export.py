@@ -19,6 +19,7 @@ from exporter.chain import ExportOptions
 from exporter.pipeline import SplitOptions
 from exporter.quantize_options import QuantizeOptions
 from exporter.tflite import TfliteOptions
+from tests.cli_errors import one_error_line
 
 ROOT = Path(__file__).resolve().parent.parent
 EXPORT = [sys.executable, "-m", "exporter.cli"]
@@ -34,14 +35,6 @@ def export(*args: str) -> subprocess.CompletedProcess[str]:
 def split(output: Path | str, *args: str) -> subprocess.CompletedProcess[str]:
     return export("split", str(MODEL), "-o", str(output), "--input-spec", str(INPUT), "--head-spec", str(HEADS),
                   "--no-selftest", *args)  # fmt: skip
-
-
-def one_error_line(proc: subprocess.CompletedProcess[str]) -> str:
-    assert proc.returncode == 2, proc.stderr[-2000:]
-    assert "Traceback" not in proc.stderr, proc.stderr[-2000:]
-    lines = [line for line in proc.stderr.splitlines() if "error:" in line]
-    assert len(lines) == 1, proc.stderr[-2000:]
-    return lines[0]
 
 
 # -- 2. unwritable -o ----------------------------------------------------------------------------------

@@ -82,6 +82,29 @@ def _mismatches(tag: str, comparison: Comparison, work: Path) -> None:
         logger.info("[%s]   %d mismatches (mismatches-%s.txt)", work.name, len(comparison.mismatches), tag)
 
 
+def _compared(
+    tag: str,
+    out: Path,
+    seconds: float,
+    case: DetectorCase,
+    oracle: dict[str, list[Detection]],
+    names: list[str],
+    work: Path,
+    say: Callable[[str], None],
+) -> tuple[Comparison, bool]:
+    """The daemon's published results in ``out`` matched with the oracle's (said, and the
+    mismatches written to ``mismatches-<tag>.txt``); and whether they were decoded."""
+    published, decoded = read_results(out, case.head, names)
+    comparison = compare(oracle, published, threshold=case.oracle.threshold)
+    a = comparison.agreement
+    say(
+        f"daemon {tag} in {seconds:.1f} s: {count(published)} published; matched {a.matched}/{a.oracle}"
+        f" ({a.fraction:.1%}), {a.extra} extra"
+    )
+    _mismatches(tag, comparison, work)
+    return comparison, decoded
+
+
 def _tflite(
     ctx: ZooContext,
     case: DetectorCase,
@@ -117,15 +140,7 @@ def _tflite(
             summary.setdefault("run_errors", {})[precision] = str(exc)
             decoded[precision] = False
             continue
-        published, decoded[precision] = read_results(out, case.head, names)
-        comparison = compare(oracle, published, threshold=case.oracle.threshold)
-        comparisons[tag] = comparison
-        a = comparison.agreement
-        say(
-            f"daemon {tag} in {seconds:.1f} s: {count(published)} published; matched {a.matched}/{a.oracle}"
-            f" ({a.fraction:.1%}), {a.extra} extra"
-        )
-        _mismatches(tag, comparison, work)
+        comparisons[tag], decoded[precision] = _compared(tag, out, seconds, case, oracle, names, work, say)
     summary["decoded"] = decoded
     return summary, comparisons
 
@@ -170,16 +185,8 @@ def run_detector(
         out = work / f"results-{precision}.jsonl"
         state = work / "state" / precision
         seconds = steps.run_daemon(python, bundle, images, precision, out, state, logs / f"run-{precision}.log")
-        published, ok = read_results(out, case.head, names)
+        comparisons[precision], ok = _compared(precision, out, seconds, case, oracle, names, work, say)
         decoded = decoded and ok
-        comparison = compare(oracle, published, threshold=case.oracle.threshold)
-        comparisons[precision] = comparison
-        a = comparison.agreement
-        say(
-            f"daemon {precision} in {seconds:.1f} s: {count(published)} published; matched {a.matched}/{a.oracle}"
-            f" ({a.fraction:.1%}), {a.extra} extra"
-        )
-        _mismatches(precision, comparison, work)
 
     tflite_bundle = work / "bundle-tflite"
     tflite: dict[str, Any] = {}
