@@ -36,10 +36,10 @@ from edge_runtime.errors import BundleError, ConfigError, EdgeRuntimeError, Mode
 from edge_runtime.inference.engine import Engine, EngineOptions
 from edge_runtime.inference.results import Classification, Detections, FrameResult, Regression, Segmentation
 
-try:  # the session fixture that builds (once, cached by pytest) the test .tflite models
-    from tests.test_tflite_backend import models, write_bundle
+try:  # the TFLite bundle writer (the models: conftest's tflite_models fixture, built once per session)
+    from tests.test_tflite_backend import write_bundle
 except pytest.skip.Exception:  # no TFLite runtime: the TFLite test below skips
-    models = write_bundle = None  # type: ignore[assignment]
+    write_bundle = None  # type: ignore[assignment]
 
 FUZZ = settings(
     derandomize=True,
@@ -387,8 +387,7 @@ def test_corrupted_onnx_trunk_raises_model_error_naming_the_file(demo_bundle: Pa
 
 
 @pytest.mark.skipif(write_bundle is None, reason="no TFLite runtime: install edge-runtime[tflite]")
-def test_corrupted_tflite_trunk_raises_model_error_naming_the_file(tmp_path: Path, request: Any) -> None:
-    folder = request.getfixturevalue("models")  # tests/test_tflite_backend.py's, built once per session
-    root = write_bundle(tmp_path / "bundle", folder, "fp32")
+def test_corrupted_tflite_trunk_raises_model_error_naming_the_file(tmp_path: Path, tflite_models: Path) -> None:
+    root = write_bundle(tmp_path / "bundle", tflite_models, "fp32")  # conftest's models, built once per session
     loaded = _check_corrupted_bundle(root, "tflite/trunk.fp32.tflite", EngineOptions(backend="tflite", threads=1))
     assert "empty" not in loaded and "random" not in loaded and "truncated-0.5" not in loaded, loaded
