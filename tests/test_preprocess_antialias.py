@@ -8,12 +8,13 @@ from typing import Any
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from edge_runtime.bundle.specs import InputSpec
 from edge_runtime.errors import BundleError, ConfigError
 from edge_runtime.frames.frame import optional_cv2
 from edge_runtime.frames.preprocess import Preprocessor, numpy_resize_antialias, numpy_resize_bilinear
+
+Image: Any = pytest.importorskip("PIL.Image", reason="comparing with Pillow needs Pillow (the images extra)")
 
 cv2 = optional_cv2()
 BACKENDS = ["numpy", pytest.param("cv2", marks=pytest.mark.skipif(cv2 is None, reason="OpenCV not installed"))]
