@@ -5,6 +5,11 @@ calibration; each task's outputs are compared with the float model's by
 :func:`exporter.fidelity.head_fidelity`, and the graph is kept only when its *lowest* agreement
 reaches ``min_agreement``. A trunk is judged by every task, a head by its own.
 
+The gate must have something to measure: a detection task whose float model finds nothing on the
+held-back frames would pass any candidate that also finds nothing. :func:`build_gate` then
+measures on the calibration frames too (said in the report: optimistic at INT8, which saw them),
+and when even those show nothing, the task is *blind* and every candidate it judges is rejected.
+
 * :class:`Gate` holds the float reference per head and the threshold: :meth:`Gate.fidelity`
   measures one task, :meth:`Gate.decide` records the measurement on a decision and accepts or
   rejects it (a :class:`Verdict`);
@@ -26,9 +31,9 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Generic, TypeVar
 
 from edge_runtime.bundle.manifest import Manifest
 from edge_runtime.bundle.specs import DecoderSpec, InputSpec
@@ -54,6 +59,11 @@ class Task:
     outputs: tuple[str, ...]
 
 
+def tasks_of(manifest: Manifest) -> dict[str, Task]:
+    """Each head of a bundle as the gate sees it (decoder and outputs from the manifest)."""
+    return {name: Task(entry.decoder, tuple(entry.outputs)) for name, entry in manifest.heads.items()}
+
+
 @dataclass(frozen=True)
 class Verdict:
     """The gate's answer for one candidate: accepted or not, the lowest agreement over its tasks
@@ -63,16 +73,24 @@ class Verdict:
     lowest: float
     min_agreement: float
     failing: tuple[tuple[str, Fidelity], ...] = ()
+    #: The tasks the gate could not measure (no float detection on any frame): never accepted.
+    blind: tuple[str, ...] = ()
 
     @property
     def failing_text(self) -> str:
-        """``"task 0.9512, other 0.9031"``: the tasks below the threshold with their agreement."""
-        return ", ".join(f"{task} {f.value:.4f}" for task, f in self.failing)
+        """``"task 0.9512, other 0.9031"``: the tasks below the threshold with their agreement, and
+        ``"det unmeasured"`` for a blind task."""
+        below = [f"{task} {f.value:.4f}" for task, f in self.failing if task not in self.blind]
+        return ", ".join([*below, *(f"{task} unmeasured (no float detection on any frame)" for task in self.blind)])
 
     def reason(self, fallback: str) -> str:
-        """``lowest agreement X >= T``, or ``lowest agreement X < T; <fallback>``."""
+        """``lowest agreement X >= T``, ``lowest agreement X < T; <fallback>``, or, when a task
+        could not be measured, ``cannot measure 'det' ...; <fallback>``."""
         if self.accepted:
             return f"lowest agreement {self.lowest:.4f} >= {self.min_agreement}"
+        if self.blind:
+            names = ", ".join(repr(t) for t in self.blind)
+            return f"cannot measure {names}: the float model finds nothing on any frame given; {fallback}"
         return f"lowest agreement {self.lowest:.4f} < {self.min_agreement}; {fallback}"
 
 
@@ -123,30 +141,22 @@ class GateDecision:
 @dataclass(frozen=True)
 class Gate:
     """The fidelity gate for one model: each task's decoder and outputs, the float model's
-    outputs per task on the held-back frames (``reference``), the input size and the threshold."""
+    outputs per task on the frames it measures on (``reference``), the input size, the threshold
+    and the tasks it cannot measure (``blind``: their candidates are rejected)."""
 
     tasks: Mapping[str, Task]
     reference: Mapping[str, Samples]
     input_size: tuple[int, int]
     min_agreement: float
+    blind: frozenset[str] = frozenset()
 
     @classmethod
     def for_manifest(cls, manifest: Manifest, reference: Mapping[str, Samples], min_agreement: float) -> Gate:
-        """The gate of a bundle's heads (their decoders and outputs from the manifest); a task it
-        cannot measure (no detection of the float model on any held-back frame) is warned about."""
-        tasks = {name: Task(entry.decoder, tuple(entry.outputs)) for name, entry in manifest.heads.items()}
-        gate = cls(tasks, reference, input_size(manifest.input), min_agreement)
-        for task in gate.unmeasurable():
-            logger.warning(
-                "head %r: the float model finds nothing on any of the %d held-back frames, so the gate cannot "
-                "measure this task (a candidate that also finds nothing agrees): calibrate on frames that show "
-                "what the model detects",
-                task, len(reference[task]),
-            )  # fmt: skip
-        return gate
+        """The gate of a bundle's heads (their decoders and outputs from the manifest) on ``reference``."""
+        return cls(tasks_of(manifest), reference, input_size(manifest.input), min_agreement)
 
     def unmeasurable(self) -> list[str]:
-        """The detection tasks whose float reference holds no detection on any held-back frame."""
+        """The detection tasks whose float reference holds no detection on any of its frames."""
         empty = []
         for task, spec in self.tasks.items():
             if spec.decoder is None or spec.decoder.type not in DETECTION_TYPES:
@@ -164,10 +174,13 @@ class Gate:
         return head_fidelity(task, spec.decoder, spec.outputs, self.reference[task], outputs, self.input_size)
 
     def judge(self, fidelity: Mapping[str, Fidelity]) -> Verdict:
-        """Accepted when every task meets ``min_agreement``."""
+        """Accepted when every task meets ``min_agreement`` and none of them is blind."""
         lowest = min((f.value for f in fidelity.values()), default=1.0)
-        failing = tuple((task, f) for task, f in fidelity.items() if not f.meets(self.min_agreement))
-        return Verdict(lowest >= self.min_agreement, lowest, self.min_agreement, failing)
+        blind = tuple(task for task in fidelity if task in self.blind)
+        failing = tuple(
+            (task, f) for task, f in fidelity.items() if not f.meets(self.min_agreement) or task in self.blind
+        )
+        return Verdict(lowest >= self.min_agreement and not blind, lowest, self.min_agreement, failing, blind)
 
     def decide(self, decision: GateDecision, fidelity: Mapping[str, Fidelity]) -> Verdict:
         """Record ``fidelity`` on ``decision`` and accept or reject it; the reason is the caller's."""
@@ -178,6 +191,69 @@ class Gate:
 
 
 D = TypeVar("D", bound=GateDecision)
+V = TypeVar("V")
+
+
+@dataclass(frozen=True)
+class GateFrames(Generic[V]):
+    """What :func:`build_gate` chose: the gate, the per-frame values it measures on (the
+    held-back frames' first, then the calibration frames' when they were needed) and ``basis``,
+    the words the reports use for them (``"3 held-back frames"``)."""
+
+    gate: Gate
+    values: list[V]
+    basis: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """``{"frames", "basis", "blind"}``: the report's record of what the gate measured on."""
+        return {"frames": len(self.values), "basis": self.basis, "blind": sorted(self.gate.blind)}
+
+
+def _plural(count: int, word: str) -> str:
+    return f"{count} {word}{'' if count == 1 else 's'}"
+
+
+def build_gate(
+    tasks: Mapping[str, Task],
+    size: tuple[int, int],
+    min_agreement: float,
+    held: Sequence[V],
+    calibration: Sequence[V],
+    reference_of: Callable[[Sequence[V]], Mapping[str, Samples]],
+) -> GateFrames[V]:
+    """The gate of ``tasks`` (model input ``size``, see :func:`tasks_of` and :func:`input_size`)
+    and the frames it measures on: the ``held`` back frames;
+    when a detection task's float model finds nothing on them, the ``calibration`` frames too
+    (warned: optimistic at INT8, which was calibrated on them); a task that stays empty even then
+    is blind, and the gate rejects every candidate it judges (warned, with what to do).
+    ``reference_of(values)`` runs the float model: its outputs per head on those frames."""
+    values = list(held)
+    gate = Gate(tasks, reference_of(values), size, min_agreement)
+    basis = f"{_plural(len(values), 'held-back frame')}"
+    empty = gate.unmeasurable()
+    if empty and calibration:
+        names = ", ".join(repr(t) for t in empty)
+        logger.warning(
+            "head %s: the float model finds nothing on the %d held-back frames; the gate also measures on the %d "
+            "calibration frames (optimistic for INT8, which was calibrated on them)",
+            names, len(values), len(calibration),
+        )  # fmt: skip
+        values = [*values, *calibration]
+        gate = Gate(tasks, reference_of(values), size, min_agreement)
+        basis = (
+            f"{_plural(len(held), 'held-back frame')} + {_plural(len(calibration), 'calibration frame')} "
+            f"(nothing found for {names} on the held-back ones)"
+        )
+        empty = gate.unmeasurable()
+    if empty:
+        for task in empty:
+            logger.warning(
+                "head %r: the float model finds nothing on any of the %d frames given, so the gate cannot measure this "
+                "task and rejects every candidate it judges: calibrate on frames that show what the model detects",
+                task, len(values),
+            )  # fmt: skip
+        gate = replace(gate, blind=frozenset(empty))
+    return GateFrames(gate, values, basis)
 
 
 def accepted(decisions: Iterable[D]) -> dict[tuple[str, str], D]:
@@ -191,4 +267,15 @@ def report_json(fields: Mapping[str, Any], decisions: Sequence[GateDecision]) ->
     return (json.dumps(report, indent=2) + "\n").encode()
 
 
-__all__ = ["Gate", "GateDecision", "Task", "Verdict", "accepted", "input_size", "report_json"]
+__all__ = [
+    "Gate",
+    "GateDecision",
+    "GateFrames",
+    "Task",
+    "Verdict",
+    "accepted",
+    "build_gate",
+    "input_size",
+    "report_json",
+    "tasks_of",
+]

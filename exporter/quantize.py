@@ -42,7 +42,7 @@ from edge_runtime.errors import ConfigError, ModelError
 from exporter.bundle import rewrite_artifacts, rewrite_target, staged_output, warn_signature_dropped
 from exporter.calibration import CalibrationSet, load_calibration
 from exporter.fidelity import Fidelity
-from exporter.gate import Gate, GateDecision, accepted, report_json
+from exporter.gate import GateDecision, accepted, build_gate, input_size, report_json, tasks_of
 from exporter.progress import Steps, format_bytes
 from exporter.quantize_graphs import (
     LoadedGraph,
@@ -112,6 +112,8 @@ class QuantizeResult:
     calibration_frames: int
     held_out_frames: int
     min_agreement: float
+    #: What the gate measured on (``"3 held-back frames"``, or with the calibration frames too).
+    gate_basis: str = ""
 
 
 def _round(value: float | None, digits: int = 4) -> float | None:
@@ -146,7 +148,7 @@ class _Quantizer:
         self.input_name = self.manifest.input.name
         calib_frames, held_frames = calib.split(options.held_out)
         self.calib_feeds = [{self.input_name: calib_frames[i : i + 1]} for i in range(len(calib_frames))]
-        self.held_feeds = [{self.input_name: held_frames[i : i + 1]} for i in range(len(held_frames))]
+        held_feeds = [{self.input_name: held_frames[i : i + 1]} for i in range(len(held_frames))]
         self.models: dict[str, onnx.ModelProto] = {}
         self.fp32: dict[str, LoadedGraph] = {}
         for graph, entry in self._entries():
@@ -155,9 +157,18 @@ class _Quantizer:
             self.fp32[graph] = LoadedGraph(data, f"{graph} fp32")
         # the float path: trunk features for calibration and held-out frames, reference outputs
         self.calib_values = with_features(self.calib_feeds, self.fp32["trunk"])
-        self.held_values = with_features(self.held_feeds, self.fp32["trunk"])
-        reference = {name: self.fp32[name].run(self.held_values) for name in self.manifest.heads}
-        self.gate = Gate.for_manifest(self.manifest, reference, options.min_agreement)
+        self.frames = build_gate(
+            tasks_of(self.manifest),
+            input_size(self.manifest.input),
+            options.min_agreement,
+            with_features(held_feeds, self.fp32["trunk"]),
+            self.calib_values,
+            lambda values: {name: self.fp32[name].run(values) for name in self.manifest.heads},
+        )
+        self.gate = self.frames.gate
+        # what the gate measures on: the held-back frames (and the calibration frames where needed)
+        self.held_values = self.frames.values
+        self.held_feeds = [{self.input_name: v[self.input_name]} for v in self.held_values]
         self._candidates: dict[tuple[str, str], LoadedGraph] = {}
 
     def _entries(self) -> list[tuple[str, GraphEntry]]:
@@ -205,6 +216,8 @@ class _Quantizer:
             retry = "; retrying" if n < len(tries) else ""
             logger.info("trunk %s: below %s (%s)%s", precision, gate, verdict.failing_text, retry)
             decision.reason = f"below {gate}: {verdict.failing_text}"
+            if verdict.blind:
+                break  # no float node makes an unmeasured task measurable
         tried = (
             f" (also with the first/last {', '.join(map(str, TRUNK_RETRIES))} layers float)" if len(tries) > 1 else ""
         )
@@ -225,11 +238,12 @@ class _Quantizer:
         fidelity = self.gate.fidelity(head, candidate.run(values))
         verdict = self.gate.decide(decision, {head: fidelity})
         decision.size = len(candidate.data)
-        decision.reason = (
-            f"{fidelity.metric} {fidelity.value:.4f} >= {gate}"
-            if verdict.accepted
-            else f"{fidelity.metric} {fidelity.value:.4f} < {gate}: the head stays float"
-        )
+        if verdict.accepted:
+            decision.reason = f"{fidelity.metric} {fidelity.value:.4f} >= {gate}"
+        elif verdict.blind:
+            decision.reason = f"{verdict.failing_text}: the head stays float"
+        else:
+            decision.reason = f"{fidelity.metric} {fidelity.value:.4f} < {gate}: the head stays float"
         decision.latency_ms = candidate.latency_ms(values[0])
         decision.fp32_latency_ms = self.fp32[head].latency_ms(values[0])
         self._candidates[(head, precision)] = candidate
@@ -304,6 +318,7 @@ def quantize_bundle(
                 "calibration_frames": len(calib_frames),
                 "held_out_frames": len(held_frames),
             },
+            "gate_frames": quantizer.frames.to_dict(),
             "precision": options.precision,
             "min_agreement": options.min_agreement,
             "int8_settings": {
@@ -350,6 +365,7 @@ def quantize_bundle(
         calibration_frames=len(calib_frames),
         held_out_frames=len(held_frames),
         min_agreement=options.min_agreement,
+        gate_basis=quantizer.frames.basis,
     )
 
 
@@ -382,7 +398,8 @@ def format_report(result: QuantizeResult) -> str:
     return "\n".join(
         [
             f"calibration: {result.calibration} ({result.calibration_frames} frames, "
-            f"{result.held_out_frames} held back); gate: agreement >= {result.min_agreement}",
+            f"{result.held_out_frames} held back); gate: agreement >= {result.min_agreement}"
+            + (f" on {result.gate_basis}" if result.gate_basis else ""),
             *lines,
             "decisions:",
             *(f"  {n}" for n in notes),

@@ -47,7 +47,7 @@ from edge_runtime.bundle.specs import Artifact, GraphEntry
 from edge_runtime.errors import ConfigError
 from exporter.bundle import rewrite_artifacts, rewrite_target, staged_output, warn_signature_dropped
 from exporter.calibration import load_calibration
-from exporter.gate import Gate, accepted, report_json
+from exporter.gate import accepted, build_gate, input_size, report_json, tasks_of
 from exporter.onnx2tf_converter import ONNX2TF
 from exporter.progress import Steps, format_bytes
 from exporter.quantize_options import check_min_agreement
@@ -94,6 +94,8 @@ class TfliteResult:
     bundle_dir: Path
     decisions: list[TfliteDecision]
     calibration: str
+    #: What the gate measured on (``"3 held-back frames"``, or with the calibration frames too).
+    gate_basis: str = ""
 
 
 def _fp32(entry: GraphEntry, what: str, bundle: Bundle) -> Path:
@@ -185,9 +187,16 @@ def convert_bundle(
         run = candidate.run
         return lambda _task: run(values)
 
-    calib_values, held_values = float_values(calib_frames), float_values(held_frames)
-    reference = {h: float_head(h, held_values) for h in manifest.heads}
-    gate = Gate.for_manifest(manifest, reference, options.min_agreement)
+    calib_values = float_values(calib_frames)
+    frames = build_gate(
+        tasks_of(manifest),
+        input_size(manifest.input),
+        options.min_agreement,
+        float_values(held_frames),
+        calib_values,
+        lambda values: {h: float_head(h, values) for h in manifest.heads},
+    )
+    gate, held_values = frames.gate, frames.values  # the held-back frames (and calibration frames where needed)
     blobs: dict[str, bytes] = {}
     decisions: list[TfliteDecision] = []
     with _workdir() as tmp:
@@ -230,6 +239,7 @@ def convert_bundle(
             "calibration": calib.source,
             "converter": env.spec.requirements,
             "converter_name": converter.name,
+            "gate_frames": frames.to_dict(),
             "precisions": list(options.precisions),
         }
         # the new artifacts and the self-test measured with them appear together, or not at all
@@ -246,12 +256,13 @@ def convert_bundle(
             refresh_selftest(staging, calib, options.held_out)
         written = Path(target).resolve()
         step.detail = f"{written} ({format_bytes(sum(len(b) for b in blobs.values()))} of TFLite graphs)"
-    return TfliteResult(written, decisions, calib.source)
+    return TfliteResult(written, decisions, calib.source, frames.basis)
 
 
 def format_tflite_report(result: TfliteResult) -> str:
     """One line per graph and precision."""
-    lines = [f"calibration: {result.calibration}"]
+    basis = f"; gate measured on {result.gate_basis}" if result.gate_basis else ""
+    lines = [f"calibration: {result.calibration}{basis}"]
     for d in result.decisions:
         agreement = "-" if d.agreement is None else f"{d.agreement:.4f}"
         verdict = "kept" if d.accepted else "not written"

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import json
-import logging
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -32,6 +31,7 @@ from exporter.bundle import existing_files, write_bundle
 from exporter.pipeline import SplitOptions, SplitResult, split_model
 from exporter.quantize import QuantizeOptions, quantize_bundle
 from exporter.selftest import synthetic_frames, write_selftest
+from tests.faint_detector import HEADS_TOML, faint_objectness_detector, frames_with_bright_objects
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -275,89 +275,19 @@ def test_manifest_selftest_section(section: object, error: str | None, caplog: p
             SelfTestSpec.from_mapping(section, "m: selftest")  # type: ignore[arg-type]
 
 
-def _faint_objectness_detector(path: Path) -> None:
-    """A one-level grid detector (stride 8 on 64x64: 64 cells) whose objectness is
-    sigmoid(14 * brightness - 7): about 1e-3 on a dark cell, which INT8 (calibrated on frames
-    with bright objects: a 0..1 range) rounds to exactly 0. Outputs: scores (1, 64, 2), boxes
-    (1, 64, 4) of at least 2 strides a side, objectness (1, 64, 1)."""
-    from onnx import TensorProto, helper
-
-    rng = np.random.default_rng(5)
-    inits = []
-    nodes = []
-
-    def const(name: str, value: object) -> str:
-        inits.append(numpy_helper.from_array(np.asarray(value), name))
-        return name
-
-    def node(op: str, inputs: list[str], out: str, **attrs: object) -> str:
-        nodes.append(helper.make_node(op, inputs, [out], **attrs))
-        return out
-
-    def conv(x: str, out: str, c_in: int, c_out: int, stride: int) -> str:
-        w = const(f"{out}.w", (rng.standard_normal((c_out, c_in, 3, 3)) * 0.2).astype(np.float32))
-        return node("Conv", [x, w], out, pads=[1, 1, 1, 1], strides=[stride, stride])
-
-    def rows(x: str, out: str, channels: int) -> str:
-        flat = node("Reshape", [x, const(f"{out}.shape", np.array([1, channels, -1], np.int64))], f"{out}.flat")
-        return node("Transpose", [flat], out, perm=[0, 2, 1])
-
-    x = node("Relu", [conv("image", "c1", 3, 8, 2)], "r1")
-    x = node("Relu", [conv(x, "c2", 8, 8, 2)], "r2")
-    x = conv(x, "c3", 8, 8, 2)
-    bright = node("AveragePool", ["image"], "bright", kernel_shape=[8, 8], strides=[8, 8])
-    feat = node("Concat", [x, bright], "feat", axis=1)  # the trunk's output: (1, 11, 8, 8)
-    node("Sigmoid", [rows(conv(feat, "cls", 11, 2, 1), "cls_rows", 2)], "scores")
-    reg = node("Add", [node("Relu", [conv(feat, "reg", 11, 4, 1)], "reg_relu"), const("two", np.float32(2))], "reg2")
-    rows(reg, "boxes", 4)
-    starts, ends, axes = (const(n, np.array(v, np.int64)) for n, v in (("s", [8]), ("e", [11]), ("a", [1])))
-    level = node("ReduceMean", [node("Slice", [feat, starts, ends, axes], "rgb")], "level", axes=[1], keepdims=1)
-    logit = node("Sub", [node("Mul", [level, const("k", np.float32(14))], "scaled"), const("c", np.float32(7))], "lg")
-    node("Sigmoid", [rows(logit, "obj_rows", 1)], "objectness")
-    graph = helper.make_graph(
-        nodes,
-        "faint",
-        [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 3, 64, 64])],
-        [helper.make_tensor_value_info(o, TensorProto.FLOAT, None) for o in ("scores", "boxes", "objectness")],
-        initializer=inits,
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=7)
-    model = onnx.shape_inference.infer_shapes(model)
-    inferred = {v.name: v for v in [*model.graph.value_info, *model.graph.output]}
-    for out in model.graph.output:
-        out.CopyFrom(inferred[out.name])
-    del model.graph.value_info[:]
-    onnx.save(model, path)
-
-
-def _frames_with_bright_objects(count: int, seed: int) -> np.ndarray:
-    """Dark frames (0..20) with one bright square (a cell-aligned 16x16 block) each, 64x64."""
-    rng = np.random.default_rng(seed)
-    frames = rng.integers(0, 20, (count, 64, 64, 3), dtype=np.uint8)
-    for frame in frames:
-        y, x = (int(v) * 8 for v in rng.integers(0, 6, 2))
-        frame[y : y + 16, x : x + 16] = rng.integers(230, 255, 3, dtype=np.uint8)
-    return frames
-
-
 def test_int8_detector_with_near_zero_objectness_starts_and_passes_its_selftest(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     model = tmp_path / "faint.onnx"
-    _faint_objectness_detector(model)
+    faint_objectness_detector(model)
     heads = tmp_path / "heads.toml"
-    heads.write_text(
-        '[heads.det]\noutputs = ["scores", "boxes", "objectness"]\n'
-        '[heads.det.decoder]\ntype = "grid"\nstrides = [8]\nobjectness = true\nbins = 1\nlabels = ["a", "b"]\n'
-        'score_outputs = ["scores"]\nbox_outputs = ["boxes"]\nobjectness_outputs = ["objectness"]\n',
-        encoding="utf-8",
-    )
+    heads.write_text(HEADS_TOML, encoding="utf-8")
     inputs = tmp_path / "input.toml"
     inputs.write_text(
         'color = "RGB"\nscale = 0.00392156862745098\nmean = [0, 0, 0]\nstd = [1, 1, 1]\nresize = "stretch"\n'
     )
     calib = tmp_path / "calib.npy"
-    np.save(calib, _frames_with_bright_objects(16, seed=9))  # real frames: objects on a dark scene
+    np.save(calib, frames_with_bright_objects(16, seed=9))  # real frames: objects on a dark scene
     bundle = tmp_path / "bundle"
     split_model(model, bundle, SplitOptions(head_spec=heads, input_spec=inputs))
     # the split's synthetic self-test: the float model finds nothing there, and the report says so
@@ -387,11 +317,11 @@ def test_int8_detector_with_near_zero_objectness_starts_and_passes_its_selftest(
 
 def test_raw_head_leaves_out_an_output_int8_cannot_represent(tmp_path: Path) -> None:
     model = tmp_path / "faint.onnx"
-    _faint_objectness_detector(model)
+    faint_objectness_detector(model)
     heads = tmp_path / "heads.toml"
     heads.write_text('[heads.raw]\noutputs = ["scores", "boxes", "objectness"]\n', encoding="utf-8")
     calib = tmp_path / "calib.npy"
-    np.save(calib, _frames_with_bright_objects(16, seed=9))
+    np.save(calib, frames_with_bright_objects(16, seed=9))
     bundle = tmp_path / "bundle"
     split_model(model, bundle, SplitOptions(head_spec=heads))
     quantize_bundle(bundle, options=QuantizeOptions(calib=calib, precision="int8", min_agreement=0.9))
@@ -431,23 +361,3 @@ def _large_synthetic_frame(width: int, height: int, index: int) -> np.ndarray:
     from edge_runtime.frames.synthetic import SyntheticSource
 
     return SyntheticSource(width, height).render(index * 5)
-
-
-def test_the_gate_says_when_it_cannot_measure_a_detector(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    model = tmp_path / "faint.onnx"
-    _faint_objectness_detector(model)
-    heads = tmp_path / "heads.toml"
-    heads.write_text(
-        '[heads.det]\noutputs = ["scores", "boxes", "objectness"]\n'
-        '[heads.det.decoder]\ntype = "grid"\nstrides = [8]\nobjectness = true\nbins = 1\n'
-        'score_outputs = ["scores"]\nbox_outputs = ["boxes"]\nobjectness_outputs = ["objectness"]\n',
-        encoding="utf-8",
-    )
-    dark = np.random.default_rng(2).integers(0, 20, (8, 64, 64, 3), dtype=np.uint8)  # no object anywhere
-    calib = tmp_path / "dark.npy"
-    np.save(calib, dark)
-    bundle = tmp_path / "bundle"
-    split_model(model, bundle, SplitOptions(head_spec=heads))
-    with caplog.at_level(logging.WARNING):
-        quantize_bundle(bundle, options=QuantizeOptions(calib=calib, precision="int8"))
-    assert "head 'det': the float model finds nothing on any of the 2 held-back frames" in caplog.text

@@ -155,9 +155,18 @@ def bundle_sizes(fp32: Path, int8: Path | None) -> dict[str, int]:
     return sizes
 
 
+def gate_frames_text(report: dict[str, Any]) -> str:
+    """What a gate report says its gate measured on (``"3 held-back frames"``, or with the
+    calibration frames too), and the tasks it could not measure."""
+    frames = report.get("gate_frames") or {}
+    text = frames.get("basis") or "held-back calibration frames"
+    blind = frames.get("blind") or []
+    return text + (f"; cannot measure {', '.join(blind)}: no float detection on any frame" if blind else "")
+
+
 def gate_summary(bundle: Path) -> list[str]:
     """One line per graph of ``quantization.json``: the gate's own agreement (float model vs INT8 on
-    the held-back calibration frames), which layers stayed float."""
+    the frames the gate measured on), which layers stayed float."""
     path = bundle / "quantization.json"
     if not path.is_file():
         return []
@@ -175,7 +184,7 @@ def gate_summary(bundle: Path) -> list[str]:
         basis = f" on {found} float detections" if details and any("reference_detections" in d for d in details) else ""
         lines.append(
             f"quantize gate: {decision['graph']} {decision['precision']} agreement {decision.get('agreement')}"
-            f" vs the float model{basis} (held-back calibration frames){kept}"
+            f" vs the float model{basis} ({gate_frames_text(data)}){kept}"
         )
     return lines
 
@@ -204,7 +213,7 @@ def tflite_summary(bundle: Path) -> dict[str, Any]:
         }
         keys = ("graph", "precision", "accepted", "reason", "agreement")
         gate.append({**{k: decision.get(k) for k in keys}, "tasks": tasks})
-    summary: dict[str, Any] = {"gate": gate}
+    summary: dict[str, Any] = {"gate": gate, "gate_frames": gate_frames_text(data)}
     for precision in ("fp32", "int8"):
         lowest: dict[str, dict[str, Any]] = {}
         for row in (r for r in gate if r["precision"] == precision):
@@ -280,7 +289,7 @@ def tflite_notes(summary: dict[str, Any]) -> list[str]:
             f"{task} {f['value']:.4f}" + ("" if f["basis"] is None else f" on {f['basis']} float detections")
             for task, f in found.items()
         )
-        where = "held-back calibration frames, lowest graph"
+        where = f"{summary.get('gate_frames') or 'held-back calibration frames'}, lowest graph"
         lines.append(f"TFLite gate: {precision.upper()} agreement with ONNX per task ({where}): {text}")
     for precision, error in summary.get("run_errors", {}).items():
         lines.append(f"TFLite: the daemon at {precision} failed: {error}")

@@ -54,7 +54,7 @@ from edge_runtime.specfiles import load_mapping_file
 from exporter.bundle import check_output_dir, write_bundle
 from exporter.calibration import load_calibration
 from exporter.fidelity import Samples
-from exporter.gate import Gate, Task, accepted, input_size, report_json
+from exporter.gate import Task, accepted, build_gate, input_size, report_json
 from exporter.progress import Steps, format_bytes
 from exporter.specs import HeadDefinition, load_head_spec
 from exporter.tflite import REPORT_NAME
@@ -282,7 +282,8 @@ def split_keras_model(
                     + ", ".join(f"{k} {v:.3g}" for k, v in errors.items())
                 )
             step.detail = f"{len(feeds)} frames, max abs error {worst:.3g}"
-        decisions = _measure(graphs, heads, definitions, feeds, spec, options) if options.int8 else []
+        calib_feeds = [{spec.name: calib_frames[i : i + 1]} for i in range(len(calib_frames))]
+        decisions = _measure(graphs, heads, definitions, (feeds, calib_feeds), spec, options) if options.int8 else []
         with steps.step("writing the bundle") as step:
             files: dict[str, bytes] = {}
             kept = accepted(decisions)
@@ -375,18 +376,23 @@ def _measure(
     graphs: Mapping[tuple[str, str], TfliteGraph],
     heads: Mapping[str, Sequence[str]],
     definitions: Mapping[str, HeadDefinition],
-    feeds: Sequence[Mapping[str, np.ndarray]],
+    frames: tuple[Sequence[Mapping[str, np.ndarray]], Sequence[Mapping[str, np.ndarray]]],
     spec: InputSpec,
     options: KerasSplitOptions,
 ) -> list[TfliteDecision]:
-    """INT8 trunk (with FP32 heads) and each INT8 head (fed by the INT8 trunk) against FP32 TFLite."""
-    reference = _end_to_end(graphs, "fp32", "fp32", heads, feeds)
+    """INT8 trunk (with FP32 heads) and each INT8 head (fed by the INT8 trunk) against FP32 TFLite,
+    on the held-back ``frames[0]`` (and the calibration ``frames[1]`` where the gate needs them)."""
     tasks = {
         head: Task(None if head not in definitions else definitions[head].decoder, tuple(outputs))
         for head, outputs in heads.items()
     }
-    per_task = {head: [{o: r[o] for o in outputs} for r in reference] for head, outputs in heads.items()}
-    gate = Gate(tasks, per_task, input_size(spec), options.min_agreement)
+
+    def reference_of(feeds: Sequence[Mapping[str, np.ndarray]]) -> dict[str, Samples]:
+        reference = _end_to_end(graphs, "fp32", "fp32", heads, feeds)
+        return {head: [{o: r[o] for o in outputs} for r in reference] for head, outputs in heads.items()}
+
+    chosen = build_gate(tasks, input_size(spec), options.min_agreement, frames[0], frames[1], reference_of)
+    gate, feeds = chosen.gate, chosen.values
 
     def outputs_with(head_precision: str) -> Callable[[str], Samples]:
         return lambda task: _end_to_end(graphs, "int8", head_precision, heads, feeds, only=task)
