@@ -154,8 +154,11 @@ def _build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     selftest.add_argument("bundle", metavar="BUNDLE_DIR")
-    selftest.add_argument("--backend", choices=RUN["backend"].choices, default="onnxruntime")
-    selftest.add_argument("--precision", choices=RUN["precision"].choices, default="fp32")
+    from edge_runtime.bundle.specs import PRECISIONS
+    from edge_runtime.inference.backends import BACKENDS
+
+    selftest.add_argument("--backend", choices=tuple(BACKENDS), default="onnxruntime")
+    selftest.add_argument("--precision", choices=PRECISIONS, default="fp32")
 
     device = sub.add_parser(
         "device",
@@ -179,6 +182,19 @@ def _build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_bench_arguments(bench)
+
+    from edge_runtime.tuning.cli import TUNE_EXAMPLES, add_tune_arguments
+
+    tune = sub.add_parser(
+        "tune",
+        help="measure which backend, precision and threads run each graph fastest here; keep the choice",
+        description="Time the candidates the bundle allows on this device (backends, execution providers, "
+        "artifacts that passed the gate and their self-test, trunk threads), interleaved on the bundle's "
+        "self-test frames: the trunk first, then each head; write tuning.json into the state directory.",
+        epilog=TUNE_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_tune_arguments(tune)
     handlers = {
         "run": _run,
         "health": _health,
@@ -189,6 +205,7 @@ def _build_parser() -> argparse.ArgumentParser:
         "selftest": _selftest,
         "device": _device,
         "bench": _bench,
+        "tune": _tune,
     }
     for name, subparser in sub.choices.items():
         subparser.set_defaults(func=handlers[name])  # a subcommand without a handler fails here, loudly
@@ -206,6 +223,12 @@ def _run(args: argparse.Namespace) -> int:
         print(validate(config))
         return 0
     return Daemon(config).run()
+
+
+def _tune(args: argparse.Namespace) -> int:
+    from edge_runtime.tuning.cli import run_tune
+
+    return run_tune(args)
 
 
 def _health(args: argparse.Namespace) -> int:

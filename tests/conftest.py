@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 
 from tests.broker import BrokerProcess, started_broker
-from tests.fixtures import fresh_demo_bundle, split_demo
+from tests.fixtures import DEMO_INT8_BUNDLE, fresh_demo_bundle, quantize_demo, split_demo
 
 if TYPE_CHECKING:
     import onnx
@@ -143,6 +143,19 @@ def demo_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     if importlib.util.find_spec("onnx") is None:
         pytest.fail(f"no fresh demo bundle in {FIXTURES} and no onnx to build one: run `make test-fixtures`")
     return split_demo(target)
+
+
+@pytest.fixture(scope="session")
+def demo_int8_bundle(demo_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The demo bundle with INT8 ONNX graphs beside the FP32 ones (read-only): a session copy of
+    ``$EDGE_TEST_FIXTURES/demo_bundle_int8`` when that is fresh, else quantized here."""
+    target = tmp_path_factory.mktemp("demo-int8") / "bundle"
+    built = fresh_demo_bundle(FIXTURES, DEMO_INT8_BUNDLE)
+    if built is not None:
+        return Path(shutil.copytree(built, target))
+    if importlib.util.find_spec("onnx") is None:
+        pytest.fail(f"no fresh INT8 demo bundle in {FIXTURES} and no onnx to build one: run `make test-fixtures`")
+    return quantize_demo(demo_bundle, target)
 
 
 @pytest.fixture(scope="session")

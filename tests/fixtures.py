@@ -27,6 +27,8 @@ DEMO_INPUTS = (DEMO_MODEL, DEMO_INPUT_SPEC, DEMO_HEAD_SPEC)
 WRITER_CODE = ("exporter/**/*.py", "edge_runtime/bundle/*.py", "edge_runtime/trust/selftest.py")
 INPUTS_FILE = "inputs.json"
 DEMO_BUNDLE = "demo_bundle"
+#: The demo bundle with INT8 ONNX graphs beside the FP32 ones (quantized on generated frames).
+DEMO_INT8_BUNDLE = "demo_bundle_int8"
 
 
 def input_digests() -> dict[str, str]:
@@ -35,9 +37,10 @@ def input_digests() -> dict[str, str]:
     return {p.relative_to(ROOT).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest() for p in (*DEMO_INPUTS, *code)}
 
 
-def fresh_demo_bundle(fixtures: Path) -> Path | None:
-    """``fixtures/demo_bundle`` when it was built from the current inputs, else None."""
-    bundle = fixtures / DEMO_BUNDLE
+def fresh_demo_bundle(fixtures: Path, name: str = DEMO_BUNDLE) -> Path | None:
+    """``fixtures/<name>`` (the demo bundle, or :data:`DEMO_INT8_BUNDLE`) when it was built from
+    the current inputs, else None."""
+    bundle = fixtures / name
     try:
         recorded = json.loads((fixtures / INPUTS_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -55,14 +58,23 @@ def split_demo(target: Path) -> Path:
     return result.bundle_dir
 
 
+def quantize_demo(bundle: Path, target: Path) -> Path:
+    """The demo bundle with INT8 graphs added, in ``target`` (the exporter, so onnx, is needed here)."""
+    from exporter.quantize import QuantizeOptions, quantize_bundle
+
+    return quantize_bundle(bundle, target, QuantizeOptions(calib="generated", precision="int8")).bundle_dir
+
+
 def build(fixtures: Path) -> Path:
     """Write every fixture under ``fixtures`` (replacing what is there) and return the demo bundle."""
     fixtures.mkdir(parents=True, exist_ok=True)
     (fixtures / INPUTS_FILE).unlink(missing_ok=True)
     bundle = fixtures / DEMO_BUNDLE
-    if bundle.exists():
-        shutil.rmtree(bundle)
+    for folder in (bundle, fixtures / DEMO_INT8_BUNDLE):
+        if folder.exists():
+            shutil.rmtree(folder)
     split_demo(bundle)
+    quantize_demo(bundle, fixtures / DEMO_INT8_BUNDLE)
     # Written last: a half-built folder is never taken for a fresh one.
     (fixtures / INPUTS_FILE).write_text(json.dumps(input_digests(), indent=2, sort_keys=True) + "\n", encoding="utf-8")
     return bundle

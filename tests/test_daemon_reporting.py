@@ -64,6 +64,10 @@ def test_qos_expiry_per_head_and_status_counters(broker: BrokerProcess, demo_bun
     assert final["spool"] == {**final["spool"], "depth": 0, "dropped_overflow": 0, "expired": 0}
     assert final["mqtt"]["acked"] == 6
     assert any(s["state"] == "online" and "fps" in s for s in statuses)
+    # what each graph runs as, and why (no tuning in this state directory: the device profile's)
+    graphs = next(s["graphs"] for s in statuses if "graphs" in s)
+    assert set(graphs) == {"trunk", "shape", "box", "mask"}
+    assert graphs["trunk"]["backend"] == "onnxruntime" and graphs["trunk"]["reason"] == "device profile, not tuned"
 
 
 def test_report_by_exception_sends_changes_and_heartbeats(

@@ -466,9 +466,12 @@ class Daemon:
     def status_counters(self, slot: LatestFrameSlot) -> dict[str, Any]:
         """The pipeline's counters for the MQTT status message, with the epoch's reason and
         the stream positions (:meth:`stream_positions`)."""
+        engine = self.swaps.engine
+        graphs = {} if engine is None else {run.graph: run.to_dict() for run in engine.graphs}
         return {
             **self.counters.status_fields(dropped=slot.dropped, reporter=self.swaps.reporter),
             **self.epoch_fields(),
+            "graphs": graphs,
         }
 
     def epoch_fields(self) -> dict[str, Any]:

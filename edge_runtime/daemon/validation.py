@@ -12,6 +12,7 @@ CLI: ``edge-runtime run --config config.toml --validate``
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import replace
 from pathlib import Path
@@ -22,14 +23,17 @@ from edge_runtime.bundle.reader import read_manifest
 from edge_runtime.config import RuntimeConfig
 from edge_runtime.errors import ConfigError, close_matches
 from edge_runtime.frames.sources import open_source
-from edge_runtime.inference.engine import Engine
+from edge_runtime.inference.engine import Engine, EngineOptions
 from edge_runtime.names import redact_url
 from edge_runtime.ops.device import bundle_formats, resolve_engine_options
 from edge_runtime.trust.updates import Slots
+from edge_runtime.tuning.configs import AUTO
 
 if TYPE_CHECKING:
     from edge_runtime.delivery.mqtt.settings import MqttConfig
     from edge_runtime.delivery.spool_file import SpoolOptions
+
+logger = logging.getLogger(__name__)
 
 
 def loaded_heads(config: RuntimeConfig, manifest: Manifest) -> tuple[str, ...]:
@@ -43,6 +47,33 @@ def loaded_heads(config: RuntimeConfig, manifest: Manifest) -> tuple[str, ...]:
                 f"heads: {', '.join(names)}"
             )
     return tuple(n for n in names if n not in config.heads or config.heads[n].enabled is not False)
+
+
+def engine_options(config: RuntimeConfig, bundle: Path, manifest: Manifest, heads: tuple[str, ...]) -> EngineOptions:
+    """Backend, precision and threads for ``bundle``: with ``backend`` and ``precision`` both
+    ``auto`` (the defaults), the tuning ``edge-runtime tune`` kept in the state directory for this
+    bundle and device, per graph (an explicit ``threads`` still sizes the trunk); without a
+    matching one, or with either set, the settings over the device profile's (logged: why)."""
+    from edge_runtime.tuning.record import tuning_for
+
+    backend = None if config.backend in (None, AUTO) else config.backend
+    precision = None if config.precision in (None, AUTO) else config.precision
+    options, _ = resolve_engine_options(
+        config.profile,
+        backend=backend,
+        precision=precision,
+        threads=config.threads,
+        bundle_formats=bundle_formats(manifest, heads),
+    )
+    if backend is not None or precision is not None:
+        return replace(options, origin="as configured")
+    choice, why = tuning_for(bundle, Path(config.state_dir))
+    if choice is None:
+        logger.info("not tuned (%s): the device profile's choice; edge-runtime tune measures this device", why)
+        return replace(options, origin="device profile, not tuned")
+    if config.threads is not None:
+        choice["trunk"] = replace(choice["trunk"], threads=config.threads)
+    return replace(options, graphs=choice, origin=why)
 
 
 def build_engine(config: RuntimeConfig, bundle: Path, *, strict: bool | None = None) -> Engine:
@@ -59,13 +90,7 @@ def build_engine(config: RuntimeConfig, bundle: Path, *, strict: bool | None = N
         raise ConfigError(f"trusted_keys: {exc}") from exc
     manifest = read_manifest(bundle)
     heads = loaded_heads(config, manifest)
-    options, _ = resolve_engine_options(
-        config.profile,
-        backend=config.backend,
-        precision=config.precision,
-        threads=config.threads,
-        bundle_formats=bundle_formats(manifest, heads),
-    )
+    options = engine_options(config, bundle, manifest, heads)
     strict = config.strict if strict is None else strict
     options = replace(options, trusted_keys=keys or None, heads=heads, strict=strict)
     engine = Engine.from_bundle(bundle, options)

@@ -235,6 +235,37 @@ def plan_artifacts(
     return ArtifactPlan(backend, precision, choices)
 
 
+def plan_assigned(
+    manifest: Any,
+    assignment: Mapping[str, tuple[str, str]],
+    heads: Iterable[str] | None = None,
+    available: Callable[[str], bool] = backend_available,
+) -> ArtifactPlan:
+    """The choice of each graph when each is given its own ``(backend, precision)`` (a tuning);
+    a graph without one (a head the tuning did not see) follows the trunk's, with that reason."""
+    if "trunk" not in assignment:
+        raise ConfigError("a per-graph assignment needs the trunk's backend and precision")
+    trunk_backend, trunk_precision = assignment["trunk"]
+    names = list(manifest.heads) if heads is None else list(heads)
+    choices: dict[str, ArtifactChoice] = {}
+    for graph in ["trunk", *names]:
+        entry = manifest.trunk if graph == "trunk" else manifest.heads[graph]
+        backend, precision = assignment.get(graph, (trunk_backend, trunk_precision))
+        if backend not in BACKEND_FORMATS:
+            raise ConfigError(
+                f"{graph_label(graph)}: unknown backend {backend!r}; available: {', '.join(BACKEND_FORMATS)}"
+            )
+        if precision not in PRECISION_FALLBACK:
+            raise ConfigError(
+                f"{graph_label(graph)}: precision {precision!r} is not one of {', '.join(PRECISION_FALLBACK)}"
+            )
+        choice = choose_graph(graph, entry, backend, precision, available)
+        if graph not in assignment and choice.reason is None:
+            choice = ArtifactChoice(graph, choice.artifact, choice.backend, "not in the tuning: as the trunk")
+        choices[graph] = choice
+    return ArtifactPlan(trunk_backend, trunk_precision, choices)
+
+
 def native_formats(manifest: Any, heads: Iterable[str] | None = None) -> set[str]:
     """The formats every graph (trunk, ``heads`` or all heads) has: the backends that run the
     bundle without falling back to another backend for any graph."""
@@ -257,4 +288,5 @@ __all__ = [
     "graph_label",
     "native_formats",
     "plan_artifacts",
+    "plan_assigned",
 ]

@@ -22,6 +22,7 @@ CLI: ``edge-runtime run --bundle build/demo_bundle --source synthetic --max-fram
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -35,12 +36,19 @@ from edge_runtime.bundle.specs import PRECISIONS, Artifact, DecoderSpec, GraphEn
 from edge_runtime.errors import BundleError, ConfigError, close_matches
 from edge_runtime.frames.frame import Frame
 from edge_runtime.frames.preprocess import Preprocessor
-from edge_runtime.inference.artifact_choice import PRECISION_FALLBACK, ArtifactPlan, choose_artifact, plan_artifacts
+from edge_runtime.inference.artifact_choice import (
+    PRECISION_FALLBACK,
+    ArtifactPlan,
+    choose_artifact,
+    plan_artifacts,
+    plan_assigned,
+)
 from edge_runtime.inference.backends import Backend, BackendOptions, GraphSession, check_threads, get_backend
 from edge_runtime.inference.decoders import Decoder, build_decoder
 from edge_runtime.inference.results import FrameResult, HeadResult
 from edge_runtime.inference.schedule import HeadScheduler
 from edge_runtime.trust.keys import PublicKey
+from edge_runtime.tuning.configs import GraphConfig
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +65,9 @@ class EngineOptions:
     keys (:func:`edge_runtime.trust.keys.load_public_keys`) one of which must have signed the bundle;
     None or empty: the signature is not checked (a warning says so once). ``strict``: refuse
     (:class:`ConfigError`) a bundle where a graph would run on another backend or at another
-    precision than asked, instead of falling back.
+    precision than asked, instead of falling back. ``graphs``: a config per graph (a tuning,
+    :mod:`edge_runtime.tuning`): each graph's backend, precision, threads and execution provider,
+    in place of ``backend``/``precision``/``threads``/``head_threads``/``providers``.
     """
 
     backend: str = "onnxruntime"
@@ -69,6 +79,10 @@ class EngineOptions:
     verify_hashes: bool = True
     trusted_keys: tuple[PublicKey, ...] | None = None
     strict: bool = False
+    graphs: Mapping[str, GraphConfig] | None = None
+    #: Where the choice came from, for the log and the status (``tuned 2026-12-08 10:02``,
+    #: ``profile generic-x86_64``, ``set``); empty: not said.
+    origin: str = ""
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
@@ -79,6 +93,26 @@ class EngineOptions:
         if self.threads is not None:
             check_threads(self.threads)
         check_threads(self.head_threads, "head_threads")
+
+
+@dataclass(frozen=True)
+class GraphRun:
+    """What one loaded graph runs as: backend, artifact precision, intra-op threads, and why
+    (``tuned ...``, ``profile ...``, ``fallback: no tflite artifact ...``): the start log's line
+    and the status's ``graphs`` entry."""
+
+    graph: str
+    backend: str
+    precision: str
+    threads: int
+    reason: str
+
+    def describe(self) -> str:
+        """``trunk: onnxruntime int8, 2 threads (tuned 2026-12-08 10:02)``."""
+        return f"{self.graph}: {self.backend} {self.precision}, {self.threads} threads ({self.reason})"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"backend": self.backend, "precision": self.precision, "threads": self.threads, "reason": self.reason}
 
 
 @dataclass
@@ -135,6 +169,8 @@ class Engine:
         #: What the heads on the other backend read, converted once per frame.
         self._foreign_inputs = tuple(dict.fromkeys(i for h in self._heads.values() if h.foreign for i in h.inputs))
         self._closed = False
+        #: What each graph runs as and why (filled by :meth:`from_bundle`).
+        self.graphs: list[GraphRun] = []
 
     @classmethod
     def from_bundle(cls, path: str | Path, options: EngineOptions | None = None) -> Engine:
@@ -142,9 +178,17 @@ class Engine:
         options = options or EngineOptions()
         bundle = load_bundle(path, verify_hashes=options.verify_hashes, trusted_keys=options.trusted_keys)
         manifest = bundle.manifest
-        backends: dict[str, Backend] = {options.backend: get_backend(options.backend)}
+        first = options.backend if options.graphs is None else options.graphs["trunk"].backend
+        backends: dict[str, Backend] = {first: get_backend(first)}
         backend_options = BackendOptions(threads=options.threads, providers=options.providers)
         head_options = BackendOptions(threads=options.head_threads, providers=options.providers)
+
+        def options_of(graph: str) -> BackendOptions:
+            config = None if options.graphs is None else options.graphs.get(graph)
+            if config is None:
+                return backend_options if graph == "trunk" else head_options
+            return BackendOptions(threads=config.threads, providers=config.providers)
+
         names = list(manifest.heads)
         if options.heads is not None:
             for name in options.heads:
@@ -160,7 +204,11 @@ class Engine:
                 raise BundleError(
                     f"head {name!r} reads {', '.join(missing)}, which neither the trunk nor the input provides"
                 )
-        plan = plan_artifacts(manifest, options.backend, options.precision, names)
+        if options.graphs is not None:
+            assignment = {g: (c.backend, c.precision) for g, c in options.graphs.items()}
+            plan = plan_assigned(manifest, assignment, names)
+        else:
+            plan = plan_artifacts(manifest, options.backend, options.precision, names)
         if options.strict:
             plan.check_strict("strict")
         plan.log(logger)
@@ -173,7 +221,7 @@ class Engine:
         artifacts = {graph: choice.artifact for graph, choice in plan.choices.items()}
         trunk_choice = plan.choices["trunk"]
         trunk = backend_of(trunk_choice.backend).load(
-            bundle.path_of(trunk_choice.artifact), backend_options, "trunk", artifact=trunk_choice.artifact
+            bundle.path_of(trunk_choice.artifact), options_of("trunk"), "trunk", artifact=trunk_choice.artifact
         )
         heads: dict[str, _Head] = {}
         try:
@@ -181,7 +229,7 @@ class Engine:
                 entry = manifest.heads[name]
                 choice = plan.choices[name]
                 session = backend_of(choice.backend).load(
-                    bundle.path_of(choice.artifact), head_options, choice.what, artifact=choice.artifact
+                    bundle.path_of(choice.artifact), options_of(name), choice.what, artifact=choice.artifact
                 )
                 decoder = build_decoder(name, entry.decoder or _raw_decoder(), entry.outputs)
                 heads[name] = _Head(name, entry, session, decoder, foreign=choice.backend != trunk_choice.backend)
@@ -203,7 +251,21 @@ class Engine:
             ),
             description,
         )
-        return cls(bundle, trunk, heads, Preprocessor(manifest.input), description, artifacts, plan)
+        engine = cls(bundle, trunk, heads, Preprocessor(manifest.input), description, artifacts, plan)
+        threads = {"trunk": options_of("trunk").threads, **{name: options_of(name).threads for name in heads}}
+        engine.graphs = [
+            GraphRun(
+                graph,
+                choice.backend,
+                choice.artifact.precision,
+                threads[graph] or os.cpu_count() or 1,
+                f"fallback: {choice.reason}" if choice.reason else (options.origin or "as asked"),
+            )
+            for graph, choice in plan.choices.items()
+        ]
+        for run in engine.graphs:
+            logger.info("graph %s", run.describe())
+        return engine
 
     # -- run-time control ----------------------------------------------------------------
     @property
@@ -328,4 +390,4 @@ def _raw_decoder() -> DecoderSpec:
     return DecoderSpec()
 
 
-__all__ = ["PRECISION_FALLBACK", "Engine", "EngineOptions", "EngineStats", "choose_artifact"]
+__all__ = ["PRECISION_FALLBACK", "Engine", "EngineOptions", "EngineStats", "GraphRun", "choose_artifact"]

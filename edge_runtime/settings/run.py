@@ -28,6 +28,7 @@ from edge_runtime.inference.backends import BACKENDS, THREADS_PER_CPU, check_thr
 from edge_runtime.names import device_id_problem
 from edge_runtime.settings.heads import HEAD_GROUP, HEADS, check_heads
 from edge_runtime.settings.table import NO_FLAG, Setting, Table
+from edge_runtime.tuning.configs import AUTO
 
 ENV_PREFIX = "EDGE_RUNTIME_"
 #: Environment variables of ``edge-runtime subscribe`` (its own settings, not ``run``'s).
@@ -45,8 +46,9 @@ def default_state_dir() -> Path:
     return Path(base) / "edge-runtime"
 
 
-def _profile_default(key: str) -> Callable[[], str]:
-    """The default of a profile-dependent setting in words, from the shipped profiles."""
+def _profile_default(key: str, auto: str | None = None) -> Callable[[], str]:
+    """The default of a profile-dependent setting in words, from the shipped profiles (after
+    ``auto``'s tuning when the setting has that choice)."""
 
     def text() -> str:
         from edge_runtime.ops.device import load_profile, profile_names
@@ -55,13 +57,14 @@ def _profile_default(key: str) -> Callable[[], str]:
         for name in profile_names():
             value = getattr(load_profile(name), key)
             by_value.setdefault("all cores" if value is None else str(value), []).append(name)
-        return "the device profile's: " + "; ".join(f"{v} ({', '.join(n)})" for v, n in by_value.items())
+        profile = "the device profile's: " + "; ".join(f"{v} ({', '.join(n)})" for v, n in by_value.items())
+        return profile if auto is None else f"{auto}: the tuning if there is one, else {profile}"
 
     return text
 
 
 def _check_profile(name: str) -> str:
-    from edge_runtime.ops.device import AUTO, profile_names
+    from edge_runtime.ops.device import profile_names
 
     names = profile_names()
     if name != AUTO and name not in names:
@@ -113,10 +116,11 @@ RUN = Table(
             "profile", "str", "auto", "device profile (see edge-runtime device), or auto to detect the board",
             INFERENCE, check=_check_profile, metavar="NAME",
         ),
-        Setting("backend", "str", None, "inference backend", INFERENCE, choices=tuple(BACKENDS),
-                default_doc=_profile_default("backend"), profile_default=True),
-        Setting("precision", "str", None, "preferred precision (per-graph fallback)", INFERENCE,
-                choices=PRECISIONS, default_doc=_profile_default("precision"), profile_default=True),
+        Setting("backend", "str", AUTO, "inference backend; auto: the tuning of edge-runtime tune for this bundle "
+                "and device (per graph), else the device profile's", INFERENCE, choices=(AUTO, *BACKENDS),
+                default_doc=_profile_default("backend", AUTO), profile_default=True),
+        Setting("precision", "str", AUTO, "preferred precision (per-graph fallback); auto: as backend", INFERENCE,
+                choices=(AUTO, *PRECISIONS), default_doc=_profile_default("precision", AUTO), profile_default=True),
         Setting("strict", "bool", False, "refuse a bundle where a graph would run on another backend or at another "
                 "precision than backend/precision ask, instead of falling back per graph (also on updates)", INFERENCE),
         Setting("threads", "int", None, "intra-op threads of the trunk's session (heads get one each); at most "

@@ -1,0 +1,154 @@
+"""Timing whole frames of a bundle under different per-graph configs, interleaved.
+
+:class:`GraphBench` loads each (graph, :class:`~edge_runtime.tuning.configs.GraphConfig`)
+session once and runs a frame the way :class:`~edge_runtime.inference.engine.Engine` does: the
+trunk once, then every head, each head reading the trunk's values raw when it runs on the
+trunk's backend and as numpy arrays in the manifest's layout otherwise (the conversion is part of
+the time). :func:`interleave` runs the candidates in turn, one frame each per round, so that a
+noisy machine slows them all alike; it reports p50 and p95 per candidate.
+
+Example::
+
+    bench = GraphBench(bundle)
+    runners = {name: bench.frame_runner(assignment) for name, assignment in assignments.items()}
+    timings = interleave(runners, inputs, seconds=3.0)   # name -> Timing (p50_ms, p95_ms, runs)
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from edge_runtime.bundle.reader import Bundle
+from edge_runtime.errors import BundleError
+from edge_runtime.inference.artifact_choice import BACKEND_FORMATS
+from edge_runtime.inference.backends import Backend, BackendOptions, GraphSession, get_backend
+from edge_runtime.tuning.configs import GraphConfig
+
+#: One frame's graphs: the trunk and each head, given a preprocessed model input.
+FrameRunner = Callable[[np.ndarray], None]
+
+
+@dataclass(frozen=True)
+class Timing:
+    """One candidate's whole-frame time: median and 95th percentile (ms) over ``runs`` frames."""
+
+    p50_ms: float
+    p95_ms: float
+    runs: int
+
+    @classmethod
+    def of(cls, samples_ms: Sequence[float]) -> Timing:
+        values = np.asarray(samples_ms, dtype=np.float64)
+        return cls(float(np.percentile(values, 50)), float(np.percentile(values, 95)), int(values.size))
+
+
+class GraphBench:
+    """Sessions of one bundle's graphs by config, loaded on first use and kept until :meth:`close`."""
+
+    def __init__(self, bundle: Bundle, heads: Sequence[str] | None = None) -> None:
+        self.bundle = bundle
+        self.manifest = bundle.manifest
+        self.heads = tuple(self.manifest.heads) if heads is None else tuple(heads)
+        self._backends: dict[str, Backend] = {}
+        self._sessions: dict[tuple[str, GraphConfig], GraphSession] = {}
+
+    def session(self, graph: str, config: GraphConfig) -> GraphSession:
+        """The session of ``graph`` as ``config`` (loaded once)."""
+        key = (graph, config)
+        if key not in self._sessions:
+            entry = self.manifest.trunk if graph == "trunk" else self.manifest.heads[graph]
+            artifact = next(
+                (
+                    a
+                    for a in entry.artifacts
+                    if a.format == BACKEND_FORMATS[config.backend] and a.precision == config.precision
+                ),
+                None,
+            )
+            if artifact is None:
+                raise BundleError(f"{graph}: no {BACKEND_FORMATS[config.backend]} {config.precision} artifact")
+            if config.backend not in self._backends:
+                self._backends[config.backend] = get_backend(config.backend)
+            options = BackendOptions(threads=config.threads, providers=config.providers)
+            what = "trunk" if graph == "trunk" else f"head {graph!r}"
+            self._sessions[key] = self._backends[config.backend].load(
+                self.bundle.path_of(artifact), options, what, artifact=artifact
+            )
+        return self._sessions[key]
+
+    def frame_runner(self, assignment: Mapping[str, GraphConfig]) -> FrameRunner:
+        """A callable running one frame with ``assignment`` (``"trunk"`` and every head)."""
+        manifest = self.manifest
+        input_name = manifest.input.name
+        trunk = self.session("trunk", assignment["trunk"])
+        trunk_backend = assignment["trunk"].backend
+        trunk_outputs = tuple(manifest.trunk.outputs)
+        heads = [
+            (
+                self.session(name, assignment[name]),
+                tuple(manifest.heads[name].inputs),
+                tuple(manifest.heads[name].outputs),
+                assignment[name].backend != trunk_backend,
+            )
+            for name in self.heads
+        ]
+        foreign_inputs = tuple(dict.fromkeys(i for _s, inputs, _o, foreign in heads if foreign for i in inputs))
+
+        def run(model_input: np.ndarray) -> None:
+            values: dict[str, Any] = {input_name: model_input}
+            values.update(trunk.run({input_name: model_input}, trunk_outputs))
+            numpy_values = {n: trunk.to_numpy(values[n]) for n in foreign_inputs} if foreign_inputs else {}
+            for session, inputs, outputs, foreign in heads:
+                source = numpy_values if foreign else values
+                session.run({i: source[i] for i in inputs}, outputs)
+
+        return run
+
+    def close(self) -> None:
+        """Release every session."""
+        for session in self._sessions.values():
+            session.close()
+        self._sessions.clear()
+
+    def __enter__(self) -> GraphBench:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+
+def interleave(
+    runners: Mapping[str, FrameRunner],
+    inputs: Sequence[np.ndarray],
+    *,
+    seconds: float,
+    warmup: int = 2,
+    min_runs: int = 5,
+    clock: Callable[[], float] = time.perf_counter,
+) -> dict[str, Timing]:
+    """Run every runner in turn, one input each per round (cycling through ``inputs``), for
+    about ``seconds`` after ``warmup`` rounds and at least ``min_runs`` rounds; p50/p95 per runner."""
+    names = list(runners)
+    for i in range(warmup):
+        for name in names:
+            runners[name](inputs[i % len(inputs)])
+    samples: dict[str, list[float]] = {name: [] for name in names}
+    start = clock()
+    rounds = 0
+    while rounds < min_runs or clock() - start < seconds:
+        model_input = inputs[rounds % len(inputs)]
+        order = names if rounds % 2 == 0 else names[::-1]  # neither end of a round is always first
+        for name in order:
+            t0 = time.perf_counter_ns()
+            runners[name](model_input)
+            samples[name].append((time.perf_counter_ns() - t0) / 1e6)
+        rounds += 1
+    return {name: Timing.of(values) for name, values in samples.items()}
+
+
+__all__ = ["FrameRunner", "GraphBench", "Timing", "interleave"]
