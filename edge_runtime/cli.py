@@ -21,7 +21,7 @@ import logging
 import sys
 import traceback
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from edge_runtime.errors import EdgeRuntimeError
 
@@ -171,6 +171,10 @@ def _build_parser() -> argparse.ArgumentParser:
     device.add_argument("--json", action="store_true", help="print one JSON object")
     device.add_argument("--root", metavar="DIR", default="/", help="read the board's files under DIR (default: /)")
     device.add_argument("--machine", help=argparse.SUPPRESS)
+    device.add_argument(
+        "--bundle", metavar="BUNDLE_DIR", help="also say whether this bundle is tuned here (edge-runtime tune)"
+    )
+    device.add_argument("--state-dir", metavar="DIR", help="where the tuning is kept (default: the daemon's)")
 
     from edge_runtime.ops.bench_run import BENCH_EXAMPLES, add_bench_arguments
 
@@ -258,8 +262,10 @@ def _device(args: argparse.Namespace) -> int:
         "threads": options.threads,
         "head_threads": options.head_threads,
     }
+    tuning = _tuning_state(args.bundle, args.state_dir) if args.bundle else None
     if args.json:
         report = {
+            "tuning": tuning,
             "board": {
                 "model": board.model,
                 "machine": board.machine,
@@ -298,6 +304,9 @@ def _device(args: argparse.Namespace) -> int:
         + " (config, EDGE_RUNTIME_* and flags override these)"
     )
     lines += [f"  fallback: {note}" for note in notes]
+    if tuning is not None:
+        choice = "; ".join(f"{graph} {config}" for graph, config in (tuning["choice"] or {}).items())
+        lines.append(f"tuning:   {tuning['reason']}" + (f": {choice} (backend/precision auto)" if choice else ""))
     ort_info, tflite_info = runtimes["onnxruntime"], runtimes["tflite"]
     lines.append("runtimes:")
     lines.append(
@@ -312,6 +321,19 @@ def _device(args: argparse.Namespace) -> int:
     )
     print("\n".join(lines))
     return 0
+
+
+def _tuning_state(bundle: str, state_dir: str | None) -> dict[str, Any]:
+    """``{"tuned", "reason", "choice"}`` of ``bundle`` in ``state_dir`` on this device now."""
+    from pathlib import Path
+
+    from edge_runtime.config import default_state_dir
+    from edge_runtime.tuning.record import tuning_for
+
+    choice, why = tuning_for(Path(bundle), Path(state_dir) if state_dir else default_state_dir())
+    described = None if choice is None else {graph: config.describe() for graph, config in choice.items()}
+    reason = why if choice is not None else f"not tuned ({why})"
+    return {"tuned": choice is not None, "reason": reason, "choice": described}
 
 
 def _inspect(args: argparse.Namespace) -> int:

@@ -106,6 +106,22 @@ class GateDecision:
     reason: str = ""
     fidelity: dict[str, Fidelity] = field(default_factory=dict)
     size: int = 0
+    #: Median latency of the candidate and of the FP32 graph on this machine (None: not timed).
+    latency_ms: float | None = None
+    fp32_latency_ms: float | None = None
+
+    def slower_note(self) -> str | None:
+        """``trunk int8 is not faster than fp32 here (1.02 ms vs 0.98 ms) ...`` for a kept graph
+        that did not beat its FP32 graph on this machine; None otherwise."""
+        if not self.accepted or self.latency_ms is None or not self.fp32_latency_ms:
+            return None
+        if self.latency_ms < self.fp32_latency_ms:
+            return None
+        return (
+            f"{self.graph} {self.precision} is not faster than fp32 on this machine ({self.latency_ms:.3f} ms vs "
+            f"{self.fp32_latency_ms:.3f} ms, {self.latency_ms / self.fp32_latency_ms:.2f}x): "
+            "`edge-runtime tune` on the device measures which to run"
+        )
 
     @property
     def agreement(self) -> float | None:

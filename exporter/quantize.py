@@ -51,6 +51,7 @@ from exporter.quantize_graphs import (
     int8_graph,
     named_nodes,
     output_steps,
+    paired_latency_ms,
     stack_samples,
     with_features,
 )
@@ -75,8 +76,6 @@ class Decision(GateDecision):
     (the candidate's and the float graph's), what fed a head, and the trunk's attempts."""
 
     fp32_size: int = 0
-    latency_ms: float | None = None
-    fp32_latency_ms: float | None = None
     fed_by: str | None = None
     excluded_nodes: tuple[str, ...] = ()
     attempts: list[dict[str, Any]] = field(default_factory=list)
@@ -244,8 +243,7 @@ class _Quantizer:
             decision.reason = f"{verdict.failing_text}: the head stays float"
         else:
             decision.reason = f"{fidelity.metric} {fidelity.value:.4f} < {gate}: the head stays float"
-        decision.latency_ms = candidate.latency_ms(values[0])
-        decision.fp32_latency_ms = self.fp32[head].latency_ms(values[0])
+        decision.latency_ms, decision.fp32_latency_ms = paired_latency_ms(candidate, self.fp32[head], values[0])
         self._candidates[(head, precision)] = candidate
         return decision
 
@@ -256,8 +254,9 @@ class _Quantizer:
             progress(f"{precision}: trunk")
             decision, trunk = self.decide_trunk(precision)
             if trunk is not None:
-                decision.latency_ms = trunk.latency_ms(self.held_feeds[0])
-                decision.fp32_latency_ms = self.fp32["trunk"].latency_ms(self.held_feeds[0])
+                decision.latency_ms, decision.fp32_latency_ms = paired_latency_ms(
+                    trunk, self.fp32["trunk"], self.held_feeds[0]
+                )
                 blobs[decision.path] = trunk.data
             decisions.append(decision)
             for head in self.manifest.heads:
@@ -395,6 +394,7 @@ def format_report(result: QuantizeResult) -> str:
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
     notes = [f"{d.graph} {d.precision}: {d.reason}" for d in result.decisions]
+    notes += [note for note in (d.slower_note() for d in result.decisions) if note]
     return "\n".join(
         [
             f"calibration: {result.calibration} ({result.calibration_frames} frames, "

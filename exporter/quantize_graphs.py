@@ -197,17 +197,22 @@ class LoadedGraph:
             results.append(dict(zip(self.outputs, values, strict=True)))
         return results
 
-    def latency_ms(self, feed: Mapping[str, np.ndarray], runs: int = LATENCY_RUNS) -> float:
-        """The median latency of ``runs`` runs on ``feed``, after 3 warm-up runs."""
-        inputs = {name: feed[name] for name in self.inputs}
-        for _ in range(3):
-            self.session.run(self.outputs, inputs)
-        times = []
-        for _ in range(runs):
+
+def paired_latency_ms(
+    candidate: LoadedGraph, reference: LoadedGraph, feed: Mapping[str, np.ndarray], runs: int = LATENCY_RUNS
+) -> tuple[float, float]:
+    """The median latencies of ``candidate`` and ``reference`` on ``feed``, timed in turn (one run
+    of each per round, after 3 warm-up rounds) so that a noisy machine slows both alike."""
+    graphs = (candidate, reference)
+    inputs = [{name: feed[name] for name in g.inputs} for g in graphs]
+    times: tuple[list[float], list[float]] = ([], [])
+    for round_ in range(runs + 3):
+        for i in (0, 1) if round_ % 2 == 0 else (1, 0):
             start = time.perf_counter()
-            self.session.run(self.outputs, inputs)
-            times.append((time.perf_counter() - start) * 1000)
-        return statistics.median(times)
+            graphs[i].session.run(graphs[i].outputs, inputs[i])
+            if round_ >= 3:
+                times[i].append((time.perf_counter() - start) * 1000)
+    return statistics.median(times[0]), statistics.median(times[1])
 
 
 def with_features(feeds: Sequence[Mapping[str, np.ndarray]], trunk: LoadedGraph) -> list[dict[str, np.ndarray]]:
@@ -229,6 +234,7 @@ __all__ = [
     "fp16_graph",
     "int8_graph",
     "named_nodes",
+    "paired_latency_ms",
     "stack_samples",
     "with_features",
 ]

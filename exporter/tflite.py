@@ -57,6 +57,7 @@ from exporter.tflite_graphs import (
     TfliteConverter,
     TfliteDecision,
     TfliteGraph,
+    paired_tflite_latency_ms,
     tflite_artifact,
     tflite_decision,
 )
@@ -218,6 +219,14 @@ def convert_bundle(
                         blobs[decision.path] = candidate.path.read_bytes()
                     decisions.append(decision)
             measure.detail = f"{sum(d.accepted for d in decisions)} of {len(decisions)} kept"
+            kept_now = accepted(decisions)
+            for (graph, precision), decision in kept_now.items():
+                fp32 = converted.get((graph, "fp32"))
+                if precision == "int8" and (graph, "fp32") in kept_now and fp32 is not None:
+                    feed = held_values[0]  # the float values: the model input and the trunk's outputs
+                    decision.latency_ms, decision.fp32_latency_ms = paired_tflite_latency_ms(
+                        converted[(graph, precision)], fp32, feed
+                    )
     with steps.step("writing the bundle") as step:
         kept = accepted(decisions)
         added: dict[str, list[Artifact]] = {
@@ -268,6 +277,7 @@ def format_tflite_report(result: TfliteResult) -> str:
         verdict = "kept" if d.accepted else "not written"
         size = format_bytes(d.size)
         lines.append(f"  {d.graph:<10} {d.precision:<5} agreement {agreement:<7} {size:>10}  {verdict}: {d.reason}")
+    lines += [f"  note: {note}" for note in (d.slower_note() for d in result.decisions) if note]
     return "\n".join(lines)
 
 

@@ -25,6 +25,8 @@ Example::
 
 from __future__ import annotations
 
+import statistics
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -240,6 +242,22 @@ class TfliteDecision(GateDecision):
         return {**self.report_row(), "signature": self.signature, "tensors": self.tensors}
 
 
+def paired_tflite_latency_ms(
+    candidate: TfliteGraph, reference: TfliteGraph, feed: Mapping[str, np.ndarray], runs: int = 20
+) -> tuple[float, float]:
+    """The median latencies (ms) of two converted graphs on one ``feed``, timed in turn (one run of
+    each per round, after 3 warm-up rounds)."""
+    graphs = (candidate, reference)
+    times: tuple[list[float], list[float]] = ([], [])
+    for round_ in range(runs + 3):
+        for i in (0, 1) if round_ % 2 == 0 else (1, 0):
+            start = time.perf_counter()
+            graphs[i].run([feed])
+            if round_ >= 3:
+                times[i].append((time.perf_counter() - start) * 1000)
+    return statistics.median(times[0]), statistics.median(times[1])
+
+
 def tflite_decision(
     gate: Gate,
     graph: str,
@@ -304,6 +322,7 @@ __all__ = [
     "onnx_io_shapes",
     "open_interpreter",
     "open_runner",
+    "paired_tflite_latency_ms",
     "quantize_value",
     "signature_details",
     "signature_runner",

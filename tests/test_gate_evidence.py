@@ -141,3 +141,14 @@ def test_the_tflite_gate_widens_and_refuses_the_same_way(detector_bundle: Path, 
         assert "calibration frames" in result.gate_basis and report["gate_frames"]["blind"] == []
         assert [d["accepted"] for d in report["decisions"]] == [True, True], report["decisions"]
         assert report["decisions"][1]["fidelity"]["det"]["detail"]["reference_detections"] >= 9
+
+
+def test_a_kept_graph_that_is_not_faster_than_fp32_gets_a_note() -> None:
+    decision = GateDecision("trunk", "int8", "trunk.int8.onnx", accepted=True, latency_ms=1.04, fp32_latency_ms=1.0)
+    assert decision.slower_note() == (
+        "trunk int8 is not faster than fp32 on this machine (1.040 ms vs 1.000 ms, 1.04x): "
+        "`edge-runtime tune` on the device measures which to run"
+    )
+    assert GateDecision("trunk", "int8", "p", accepted=True, latency_ms=0.6, fp32_latency_ms=1.0).slower_note() is None
+    assert GateDecision("trunk", "int8", "p", accepted=False, latency_ms=2.0, fp32_latency_ms=1.0).slower_note() is None
+    assert GateDecision("trunk", "int8", "p", accepted=True).slower_note() is None

@@ -222,3 +222,15 @@ def test_a_tune_stopped_by_sigterm_writes_nothing(demo_int8_bundle: Path, tmp_pa
     assert "tune stopped" in err and "no tuning written" in err
     assert (state / TUNING_NAME).read_bytes() == before
     assert sorted(os.listdir(state)) == [TUNING_NAME]
+
+
+def test_device_says_whether_the_bundle_is_tuned_here(
+    demo_int8_bundle: Path, tuned: tuple[Path, dict], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    state, data = tuned
+    assert runtime_main(["device", "--bundle", str(demo_int8_bundle), "--state-dir", str(state), "--json"]) == 0
+    tuning = json.loads(capsys.readouterr().out)["tuning"]
+    assert tuning["tuned"] and tuning["reason"].startswith("tuned ")
+    assert tuning["choice"] == {g: GraphConfig.from_mapping(c, g).describe() for g, c in data["choice"].items()}
+    assert runtime_main(["device", "--bundle", str(demo_int8_bundle), "--state-dir", str(tmp_path)]) == 0
+    assert f"tuning:   not tuned (no tuning.json in {tmp_path})" in capsys.readouterr().out
