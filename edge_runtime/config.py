@@ -68,11 +68,14 @@ class RuntimeConfig:
 
     bundle: Path
     source: str
-    #: ``backend`` / ``precision`` / ``threads``: None = not set, the device profile decides
-    #: (edge_runtime/ops/device.py).
+    #: ``backend`` / ``precision``: ``auto`` = the tuning (edge_runtime/tuning/), else the device
+    #: profile's (edge_runtime/ops/device.py); ``threads`` None = not set, the same.
     backend: str | None = RUN.field("backend")
     precision: str | None = RUN.field("precision")
     threads: int | None = RUN.field("threads")
+    #: Tune at start when not tuned (``auto`` only), and how long a tune times candidates.
+    tune_on_start: bool = RUN.field("tune_on_start")
+    tune_seconds: float = RUN.field("tune_seconds")
     #: Refuse a bundle that would fall back per graph (edge_runtime/inference/artifact_choice.py).
     strict: bool = RUN.field("strict")
     #: A device profile name (``edge-runtime device`` lists them) or ``auto``: detect the board.

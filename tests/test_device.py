@@ -243,7 +243,7 @@ def test_config_precedence(tmp_path: Path, settings: dict, expected: tuple) -> N
 def test_config_profile_key(tmp_path: Path) -> None:
     config = RuntimeConfig.load(flags={"bundle": "b", "source": "s"}, environ={"EDGE_RUNTIME_PROFILE": "jetson-orin"})
     assert config.profile == "jetson-orin"
-    assert (config.backend, config.precision) == (None, None)
+    assert (config.backend, config.precision) == ("auto", "auto")
     assert RuntimeConfig.load(flags={"bundle": "b", "source": "s"}, environ={}).profile == "auto"
     with pytest.raises(ConfigError, match="did you mean 'jetson-orin'"):
         RuntimeConfig.load(flags={"bundle": "b", "source": "s", "profile": "jetson-orim"}, environ={})

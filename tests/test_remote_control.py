@@ -166,3 +166,60 @@ def test_command_keys_that_cannot_be_read_are_a_config_error(
     daemon = _daemon(demo_bundle, broker, tmp_path, tmp_path / "keys")
     with pytest.raises(ConfigError, match=r"command_keys: .*operator.pub: not a PEM public key"):
         daemon.run(install_signals=False)
+
+
+def test_the_tune_command_tunes_a_running_daemon_and_swaps_its_choice_in(
+    demo_int8_bundle: Path,
+    broker: BrokerProcess,
+    operator_keys: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    out = tmp_path / "results.jsonl"
+    daemon = _daemon(
+        demo_int8_bundle, broker, tmp_path, operator_keys, precision="auto", threads=None, tune_seconds=1.0
+    )
+    thread = threading.Thread(target=lambda: daemon.run(install_signals=False))
+    thread.start()
+    try:
+        _wait_lines(out, 3)
+        code, reply = _command(broker, operator_keys, capsys, "status")
+        assert {g["reason"] for g in reply["result"]["graphs"].values()} == {"device profile, not tuned"}
+        code, reply = _command(broker, operator_keys, capsys, "tune")
+        assert code == 0 and reply["ok"], reply
+        result = reply["result"]
+        assert result["tuned"] and set(result["choice"]) == {"trunk", "shape", "box", "mask"}
+        assert result["paused_s"] >= result["seconds"] > 0
+        assert (tmp_path / "state" / "tuning.json").is_file()
+        seen = len(_lines(out))
+        _after(out, seen)  # frames flow again, on the tuned engine
+        code, reply = _command(broker, operator_keys, capsys, "status")
+        graphs = reply["result"]["graphs"]
+        assert all(g["reason"].startswith("tuned ") for g in graphs.values()), graphs
+        assert {g: f"{v['backend']} {v['precision']} x{v['threads']}" for g, v in graphs.items()} == result["choice"]
+    finally:
+        daemon.stop.set()
+        thread.join(60)
+    lines = _lines(out)
+    assert [line["seq"] for line in lines] == list(range(len(lines)))
+
+
+def test_the_tune_command_is_refused_when_precision_is_set(
+    demo_int8_bundle: Path,
+    broker: BrokerProcess,
+    operator_keys: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    daemon = _daemon(demo_int8_bundle, broker, tmp_path, operator_keys)  # precision fp32
+    thread = threading.Thread(target=lambda: daemon.run(install_signals=False))
+    thread.start()
+    try:
+        _wait_lines(tmp_path / "results.jsonl", 2)
+        code, reply = _command(broker, operator_keys, capsys, "tune")
+        assert code == 1 and reply["reason"] == "failed", reply
+        assert reply["error"] == "tune refused: precision is set, so a tuning would not be used"
+        assert not (tmp_path / "state" / "tuning.json").exists()
+    finally:
+        daemon.stop.set()
+        thread.join(60)

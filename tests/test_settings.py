@@ -91,7 +91,7 @@ def test_command_rows_name_the_remote_commands() -> None:
         ("", {"EDGE_RUNTIME_QUEUE_SIZE": "0"}, {}, "EDGE_RUNTIME_QUEUE_SIZE: queue_size must be an integer >= 1"),
         ("", {}, {"metrics_port": 70000}, "--metrics-port: metrics_port must be an integer from 0 to 65535"),
         ("", {}, {"command_max_age_s": float("inf")}, "--command-max-age-s: command_max_age_s must be a finite"),
-        ("", {}, {"backend": "onnxruntme"}, "--backend: backend 'onnxruntme' is not one of onnxruntime, tflite"),
+        ("", {}, {"backend": "onnxruntme"}, "--backend: backend 'onnxruntme' is not one of auto, onnxruntime, tflite"),
         ("codec = 'jsn'\n", {}, {}, "config.toml: codec 'jsn' is not one of msgpack, json (did you mean 'json'?)"),
     ],
     ids=lambda value: value if isinstance(value, str) and len(value) < 40 else None,
@@ -142,7 +142,7 @@ def test_run_flags_come_from_the_table_and_help_groups_as_the_page(
     assert [g for g in re.findall(r"^(\S[^\n]*):$", help_text, re.M) if g in groups] == groups
     page_groups = re.findall(r"^### (.+)$", render_markdown().split("## `edge-runtime subscribe`")[0], re.M)
     assert page_groups[: len(groups)] == groups
-    backend = " ".join(help_text.split("\n  --backend onnxruntime|tflite")[1].split("--precision")[0].split())
+    backend = " ".join(help_text.split("\n  --backend auto|onnxruntime|tflite")[1].split("--precision")[0].split())
     assert "the device profile's" in backend and "tflite (raspberry-pi-4, raspberry-pi-5)" in backend
 
 
@@ -223,6 +223,7 @@ def test_old_example_configs_load_unchanged() -> None:
             else:
                 assert _plain(getattr(config, key)) == _plain(value), key
     config = RuntimeConfig.load(config_file=ROOT / "devices" / "config.example.toml", environ={})
-    assert (config.backend, config.precision, config.threads, config.compression) == ("tflite", "int8", 4, "zstd")
+    assert (config.backend, config.precision, config.threads, config.compression) == ("auto", "auto", None, "zstd")
+    assert (config.tune_on_start, config.tune_seconds) == (True, 6.0)
     assert (config.heads["mask"].every_n_frames, config.heads["shape"].deadband) == (4, 0.05)
     assert (config.heartbeat_interval_s, config.queue_size, config.topic_prefix) == (5.0, 8, "edge")

@@ -234,3 +234,38 @@ def test_device_says_whether_the_bundle_is_tuned_here(
     assert tuning["choice"] == {g: GraphConfig.from_mapping(c, g).describe() for g, c in data["choice"].items()}
     assert runtime_main(["device", "--bundle", str(demo_int8_bundle), "--state-dir", str(tmp_path)]) == 0
     assert f"tuning:   not tuned (no tuning.json in {tmp_path})" in capsys.readouterr().out
+
+
+def test_tune_on_start_tunes_an_untuned_daemon_and_swaps_between_frames(
+    demo_int8_bundle: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from edge_runtime.daemon.pipeline import Daemon
+
+    flags = {
+        "bundle": str(demo_int8_bundle),
+        "source": "synthetic",
+        "max_frames": 40,
+        "state_dir": str(tmp_path / "state"),
+        "output": str(tmp_path / "results.jsonl"),
+        "tune_on_start": True,
+        "tune_seconds": 0.5,
+    }
+    with caplog.at_level(logging.INFO):
+        assert Daemon(RuntimeConfig.load(flags=flags, environ={})).run(install_signals=False) == 0
+    assert "tune requested (tune_on_start)" in caplog.text
+    assert "tuned (tune_on_start) in " in caplog.text
+    assert "swapped to demo_multitask v1 between frames" in caplog.text
+    assert (tmp_path / "state" / TUNING_NAME).is_file()
+    lines = (tmp_path / "results.jsonl").read_text().splitlines()
+    assert [json.loads(line)["frame_id"] for line in lines] == list(range(40))  # a paused source loses nothing
+    # tuned now: the next start takes the tuning and does not tune again
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        assert Daemon(RuntimeConfig.load(flags={**flags, "max_frames": 3}, environ={})).run(install_signals=False) == 0
+    assert "tune requested" not in caplog.text and "(tuned " in caplog.text
+    # with precision set, tune_on_start says why it does nothing
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        flags = {**flags, "max_frames": 3, "precision": "fp32"}
+        assert Daemon(RuntimeConfig.load(flags=flags, environ={})).run(install_signals=False) == 0
+    assert "tune_on_start: not tuning: precision is set, so a tuning would not be used" in caplog.text

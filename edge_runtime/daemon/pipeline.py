@@ -133,6 +133,10 @@ class Daemon:
         """Install ``source`` and swap to it between two frames (:meth:`HotSwaps.request_update`)."""
         return self.swaps.request_update(source, timeout)
 
+    def request_tune(self, timeout: float) -> dict[str, Any]:
+        """Tune the running bundle between two frames and swap its choice in (the remote ``tune``)."""
+        return self.swaps.retuner.request("remote command", wait=timeout)
+
     def request_rollback(self, reason: str = "rollback requested", timeout: float = 60.0) -> UpdateOutcome:
         """The previous bundle again, swapped in between two frames (:meth:`HotSwaps.request_rollback`)."""
         return self.swaps.request_rollback(reason, timeout)

@@ -52,6 +52,8 @@ class RunningDaemon(Protocol):
 
     def request_rollback(self, reason: str = "rollback requested", timeout: float = 60.0) -> UpdateOutcome: ...
 
+    def request_tune(self, timeout: float) -> dict[str, Any]: ...
+
 
 class DaemonController:
     """What each command does to the daemon. Thread-safe: commands arrive on paho's network
@@ -127,6 +129,10 @@ class DaemonController:
         if not outcome.ok:
             raise EdgeRuntimeError(f"update refused: {outcome.reason}")
         return asdict(outcome)
+
+    def tune(self) -> dict[str, Any]:
+        # the tune's timing, plus loading and self-testing its candidates and waiting for a frame
+        return self.daemon.request_tune(timeout=self.daemon.config.tune_seconds * 3 + 60)
 
     def rollback(self) -> dict[str, Any]:
         outcome = self.daemon.request_rollback("rollback requested by a remote command")

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from edge_runtime.bundle.reader import read_manifest
+from edge_runtime.daemon.retune import Retuner
 from edge_runtime.errors import EdgeRuntimeError
 from edge_runtime.trust.update_install import UpdateOutcome, install_update
 from edge_runtime.trust.updates import Slots
@@ -103,6 +104,8 @@ class HotSwaps:
         self._current_key: SlotKey = self.running_key  # the engine processing frames
         self._frames = 0
         self.boot_reported = False
+        #: Tunes asked for while running (``tune_on_start``, the remote ``tune``): run between frames.
+        self.retuner = Retuner(config, self.bundle_path)
 
     # -- which bundle ------------------------------------------------------------------------
     def bundle_path(self) -> Path:
@@ -174,10 +177,17 @@ class HotSwaps:
             self._old_engine, self._old_reporter = engine, reporter
             self._old_key = self._current_key = self.running_key
             self._running = True
+        if self.config.tune_on_start and not any(run.reason.startswith("tuned ") for run in engine.graphs):
+            refused = self.retuner.refusal()
+            if refused:
+                logger.warning("tune_on_start: not tuning: %s", refused)
+            else:
+                self.retuner.request("tune_on_start", wait=None)
 
     def close(self, first: Engine) -> None:
         """Close the engines of this run: the first, the current, one on probation, one never
         swapped in (its requester is told it runs from the next start)."""
+        self.retuner.cancel("the daemon stopped before the tune ran")
         with self._swap_lock:
             self._running = False
             pending, self._pending = self._pending, None
@@ -299,7 +309,20 @@ class HotSwaps:
     # -- the inference thread ----------------------------------------------------------------
     def before_frame(self, engine: Engine) -> Engine:
         """The engine for the next frame: a pending swap happens here, never mid-frame (the new
-        heads' publishing policy is emitted first, so it applies from its first result)."""
+        heads' publishing policy is emitted first, so it applies from its first result). A tune
+        asked for runs here first (inference pauses), and the engine of its choice is swapped in."""
+        tuned = self.retuner.run_pending(lambda: self._build(self.bundle_path()))
+        if tuned is not None:
+            try:
+                swap = _Swap(tuned, self._build_reporter(tuned), self._current_key, False)
+            except BaseException:
+                tuned.close()
+                raise
+            with self._swap_lock:
+                if self._pending is None:
+                    self._pending = swap
+                else:  # an update is waiting: it wins, and is built with the new tuning too
+                    tuned.close()
         with self._swap_lock:
             incoming, self._pending = self._pending, None
         if incoming is None:

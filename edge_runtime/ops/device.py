@@ -366,8 +366,13 @@ def engine_options_for(
     bundle_formats: set[str] | None = None,
     runtimes: Mapping[str, Any] | None = None,
 ) -> tuple[Any, list[str]]:
-    """:func:`resolve_engine_options` for a profile already chosen."""
+    """:func:`resolve_engine_options` for a profile already chosen (``backend``/``precision``
+    ``auto`` count as not set here: the tuning, when there is one, is applied by the caller)."""
     from edge_runtime.inference.engine import EngineOptions
+    from edge_runtime.tuning.configs import AUTO
+
+    backend = None if backend == AUTO else backend
+    precision = None if precision == AUTO else precision
 
     runtimes = installed_runtimes() if runtimes is None else runtimes
     notes: list[str] = []

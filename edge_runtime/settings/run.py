@@ -126,6 +126,12 @@ RUN = Table(
         Setting("threads", "int", None, "intra-op threads of the trunk's session (heads get one each); at most "
                 f"{THREADS_PER_CPU} per CPU", INFERENCE, minimum=1, check=check_threads,
                 default_doc=_profile_default("threads"), profile_default=True, metavar="N"),
+        Setting("tune_on_start", "bool", False, "with backend and precision auto and no tuning for this bundle and "
+                "device: tune at start (edge-runtime tune; inference pauses about tune_seconds) and swap the choice in "
+                "between frames", INFERENCE),
+        Setting("tune_seconds", "float", 6.0, "time a tune spends timing candidates (tune_on_start, the remote tune "
+                "command); loading them and their self-tests come on top", INFERENCE, minimum=0.5, maximum=600.0,
+                metavar="S"),
         Setting("queue_size", "int", 8, "results waiting between inference and output", INFERENCE, minimum=1,
                 metavar="N"),
         Setting("device_id", "str", help="device name in topics and results (no '/', '+' or '#')", group=OUTPUT,

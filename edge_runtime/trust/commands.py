@@ -102,6 +102,8 @@ class Controller(Protocol):
 
     def rollback(self) -> dict[str, Any]: ...
 
+    def tune(self) -> dict[str, Any]: ...
+
 
 # -- the registry -------------------------------------------------------------------------------
 
@@ -188,6 +190,13 @@ COMMANDS: dict[str, CommandSpec] = {
             {},
             run=lambda controller, args: controller.rollback(),
             reply=_OUTCOME,
+            long=True,
+        ),
+        CommandSpec(
+            "tune",
+            {},
+            run=lambda controller, args: controller.tune(),
+            reply="the tune: tuned, choice (per graph: backend, precision, threads), seconds, paused_s",
             long=True,
         ),
     )
