@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import importlib.util
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -126,3 +127,19 @@ def test_run_board_is_shellcheck_clean() -> None:
         pytest.skip("shellcheck is not installed (apt-get install shellcheck)")
     done = subprocess.run([tool, str(ROOT / "benchmarks" / "run_board.sh")], capture_output=True, text=True)
     assert done.returncode == 0, done.stdout
+
+
+def test_tuning_benchmark_compares_tunes_with_every_combination(demo_int8_bundle: Path, tmp_path: Path) -> None:
+    done = _script(
+        "tuning.py", "--models", "none", "--bundle", f"demo={demo_int8_bundle}", "--seconds", "1",
+        "--tune-seconds", "0.5", "--out", str(tmp_path),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    (report,) = tmp_path.glob("tuning.*.json")
+    (row,) = json.loads(report.read_text())["bundles"]
+    trunk = 2 * (os.cpu_count() or 1)  # fp32 / int8 at 1..cores threads; each of 3 heads fp32 / int8
+    assert row["bundle"] == "demo" and row["combinations"] == trunk * 2**3
+    for tune in (row["tune1"], row["tune2"]):
+        assert tune["choice"].startswith("trunk onnxruntime ") and tune["vs_best"] > 0 and tune["seconds"] > 0
+    assert set(row["goals"]) == {"vs_best", "vs_fp32", "tunes_apart", "tune_seconds"}
+    assert f"| demo | {trunk * 2**3} |" in next(tmp_path.glob("tuning.*.md")).read_text()

@@ -269,3 +269,21 @@ def test_tune_on_start_tunes_an_untuned_daemon_and_swaps_between_frames(
         flags = {**flags, "max_frames": 3, "precision": "fp32"}
         assert Daemon(RuntimeConfig.load(flags=flags, environ={})).run(install_signals=False) == 0
     assert "tune_on_start: not tuning: precision is set, so a tuning would not be used" in caplog.text
+
+
+def test_bench_runs_the_tuning_and_says_so(
+    demo_int8_bundle: Path, tuned: tuple[Path, dict], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    state, data = tuned
+    out = tmp_path / "bench"
+    args = ["bench", str(demo_int8_bundle), "--quick", "--state-dir", str(state), "--out", str(out)]
+    assert runtime_main(args) == 0
+    assert ", per graph, " in capsys.readouterr().out
+    engine = json.loads(next(out.glob("*.json")).read_text())["engine"]
+    assert engine["tuning"].startswith("tuned ")
+    trunk = data["choice"]["trunk"]
+    assert engine["graphs"][0].startswith(f"trunk: {trunk['backend']} {trunk['precision']}, {trunk['threads']} threads")
+    assert runtime_main(["bench", str(demo_int8_bundle), "--quick", "--state-dir", str(tmp_path / "none")]) == 0
+    assert "(device profile, not tuned)" in capsys.readouterr().out
+    assert runtime_main(["bench", str(demo_int8_bundle), "--quick", "--precision", "int8"]) == 0
+    assert "trunk: onnxruntime int8" in capsys.readouterr().out

@@ -25,7 +25,7 @@ import logging
 import resource
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -55,8 +55,9 @@ Without --out only the table is printed. Stage "total" is Engine.infer plus enco
 @dataclass(frozen=True)
 class BenchOptions:
     """What ``edge-runtime bench`` measures. ``frames`` (a count) wins over ``seconds`` (a
-    budget); ``backend``/``precision``/``threads`` None take the device profile's defaults;
-    ``all_heads`` runs every head on every frame instead of the bundle's schedules."""
+    budget); ``backend``/``precision``/``threads`` None take the tuning in ``state_dir`` (None:
+    the daemon's) when there is one for the bundle here (``edge-runtime tune``), else the device
+    profile's defaults; ``all_heads`` runs every head on every frame instead of the bundle's schedules."""
 
     backend: str | None = None
     precision: str | None = None
@@ -69,6 +70,7 @@ class BenchOptions:
     all_heads: bool = False
     profile: str | None = None
     broker: str | None = None
+    state_dir: str | None = None
 
     def __post_init__(self) -> None:
         from edge_runtime.bundle.specs import PRECISIONS
@@ -146,6 +148,20 @@ def run_latency(bundle: str | Path, options: BenchOptions | None = None) -> Late
         threads=options.threads,
         bundle_formats=bundle_formats(manifest),
     )
+    tuning = "backend or precision given"
+    engine_options = replace(engine_options, origin="as given")
+    if options.backend is None and options.precision is None:
+        from edge_runtime.config import default_state_dir
+        from edge_runtime.tuning.record import tuning_for
+
+        choice, tuning = tuning_for(Path(bundle), Path(options.state_dir) if options.state_dir else default_state_dir())
+        if choice is not None:
+            if options.threads is not None:
+                choice["trunk"] = replace(choice["trunk"], threads=options.threads)
+            engine_options = replace(engine_options, graphs=choice, origin=tuning)
+        else:
+            tuning = f"not tuned ({tuning})"
+            engine_options = replace(engine_options, origin="device profile, not tuned")
     source = SyntheticSource(options.width, options.height)
     frames = [source.render(i) for i in range(_FRAME_POOL)]
     samples: dict[str, list[float]] = {}
@@ -189,6 +205,7 @@ def run_latency(bundle: str | Path, options: BenchOptions | None = None) -> Late
             _drain(publisher, samples)
         stats = asdict(engine.stats)
         artifacts = {graph: f"{a.precision} {a.format}" for graph, a in engine.artifacts.items()}
+        graphs = [run.describe() for run in engine.graphs]
         backend_description = engine.backend_description
     heads = [s for s in samples if s.startswith("head:")]
     order = ["preprocess", "trunk", *heads, "decode", "encode", "publish", "publish_to_ack", "total"]
@@ -206,6 +223,8 @@ def run_latency(bundle: str | Path, options: BenchOptions | None = None) -> Late
             "head_threads": engine_options.head_threads,
             "providers": list(engine_options.providers) if engine_options.providers else None,
             "artifacts": artifacts,
+            "graphs": graphs,
+            "tuning": tuning,
             "description": backend_description,
             "notes": notes,
         },
@@ -232,10 +251,12 @@ def format_report(report: LatencyReport) -> str:
     """The terminal summary: stage table, frame rate, memory, environment."""
     m = report.meta
     eng, mem, env = m["engine"], m["memory"], m["environment"]
+    chosen = f"{eng['backend']} {eng['precision']}, threads {eng['threads'] or 'auto'} (heads {eng['head_threads']})"
+    if str(eng.get("tuning", "")).startswith("tuned "):
+        chosen = f"{eng['tuning']}, per graph"
     lines = [
-        f"{m['model']}: {eng['backend']} {eng['precision']}, threads {eng['threads'] or 'auto'} "
-        f"(heads {eng['head_threads']}), "
-        f"{m['frames']} frames in {m['elapsed_s']:.2f} s",
+        f"{m['model']}: {chosen}, {m['frames']} frames in {m['elapsed_s']:.2f} s",
+        *(f"  {line}" for line in eng.get("graphs", [])),
         format_timings(report.timings),
         f"fps: {m['fps']:.1f} measured (loop), {m['fps_from_mean_total']:.1f} from mean total",
         f"peak RSS: {mem['peak_rss_mib_before']} MiB before load, {mem['peak_rss_mib_after_load']} after load, "
@@ -396,6 +417,9 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--size", metavar="WxH", default="640x480", help="synthetic frame size (default: 640x480)")
     parser.add_argument("--profile", metavar="NAME", help="device profile instead of the detected one")
     parser.add_argument(
+        "--state-dir", metavar="DIR", help="where edge-runtime tune kept its choice (default: the daemon's)"
+    )
+    parser.add_argument(
         "--broker",
         metavar="URL",
         help="also publish every result (QoS 1, through a spool) and time publish and PUBLISH -> PUBACK",
@@ -430,6 +454,7 @@ def options_from_args(args: argparse.Namespace) -> BenchOptions:
         all_heads=args.all_heads,
         profile=args.profile,
         broker=args.broker,
+        state_dir=args.state_dir,
     )
 
 

@@ -83,7 +83,7 @@ def describe_assignment(assignment: Mapping[str, GraphConfig]) -> str:
     return "; ".join(f"{graph} {config.describe()}" for graph, config in assignment.items())
 
 
-def _frames(bundle: Bundle) -> list[np.ndarray]:
+def tune_frames(bundle: Bundle) -> list[np.ndarray]:
     """The preprocessed self-test frames (synthetic ones when the bundle has none)."""
     from edge_runtime.frames.preprocess import Preprocessor
     from edge_runtime.trust.selftest import load_frames
@@ -208,7 +208,7 @@ def tune(
         if baseline[graph] not in configs:
             configs.insert(0, baseline[graph])  # FP32 ONNX always runs: the reference
     nothing = all(len({(c.backend, c.precision, c.provider) for c in configs}) == 1 for configs in found.values())
-    frames = _frames(bundle)
+    frames = tune_frames(bundle)
     rows: list[dict[str, Any]] = []
     varying_heads = [h for h in heads if len(found[h]) > 1]
     with GraphBench(bundle, heads) as bench:
@@ -298,4 +298,4 @@ def format_table(result: TuneResult) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["TuneOptions", "TuneResult", "candidates", "describe_assignment", "format_table", "tune"]
+__all__ = ["TuneOptions", "TuneResult", "candidates", "describe_assignment", "format_table", "tune", "tune_frames"]
