@@ -287,3 +287,48 @@ def test_bench_runs_the_tuning_and_says_so(
     assert "(device profile, not tuned)" in capsys.readouterr().out
     assert runtime_main(["bench", str(demo_int8_bundle), "--quick", "--precision", "int8"]) == 0
     assert "trunk: onnxruntime int8" in capsys.readouterr().out
+
+
+def test_tune_on_start_tunes_a_bundle_an_update_brings(
+    demo_int8_bundle: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import threading
+
+    from edge_runtime.daemon.pipeline import Daemon
+
+    v2 = tmp_path / "v2"
+    shutil.copytree(demo_int8_bundle, v2)
+    manifest = json.loads((v2 / "manifest.json").read_text())
+    manifest["version"] = "2"
+    (v2 / "manifest.json").write_text(json.dumps(manifest))
+    state = tmp_path / "state"
+    key = current_key(load_bundle(demo_int8_bundle, verify_hashes=False))
+    save_tuning(state, TuningRecord(key, {"trunk": GraphConfig("onnxruntime", "fp32", 1)}))  # v1: tuned already
+    flags = {
+        "bundle": str(demo_int8_bundle),
+        "source": "synthetic",
+        "fps": 100.0,
+        "state_dir": str(state),
+        "output": str(tmp_path / "results.jsonl"),
+        "tune_on_start": True,
+        "tune_seconds": 0.5,
+    }
+    daemon = Daemon(RuntimeConfig.load(flags=flags, environ={}))
+    with caplog.at_level(logging.INFO):
+        thread = threading.Thread(target=lambda: daemon.run(install_signals=False))
+        thread.start()
+        try:
+            deadline = time.monotonic() + 60
+            while daemon.current_engine is None and time.monotonic() < deadline:
+                time.sleep(0.05)
+            outcome = daemon.request_update(str(v2))
+            assert outcome.ok, outcome
+            while "tuned (tune_on_start, new bundle)" not in caplog.text and time.monotonic() < deadline:
+                time.sleep(0.1)
+        finally:
+            daemon.stop.set()
+            thread.join(60)
+    assert "tune requested (tune_on_start)" not in caplog.text  # v1 was tuned
+    assert "tuned (tune_on_start, new bundle) in " in caplog.text
+    stored = json.loads((state / TUNING_NAME).read_text())
+    assert stored["key"] == current_key(load_bundle(v2, verify_hashes=False)).to_dict()

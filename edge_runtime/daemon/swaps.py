@@ -177,12 +177,21 @@ class HotSwaps:
             self._old_engine, self._old_reporter = engine, reporter
             self._old_key = self._current_key = self.running_key
             self._running = True
-        if self.config.tune_on_start and not any(run.reason.startswith("tuned ") for run in engine.graphs):
-            refused = self.retuner.refusal()
-            if refused:
-                logger.warning("tune_on_start: not tuning: %s", refused)
-            else:
-                self.retuner.request("tune_on_start", wait=None)
+        self._tune_if_untuned(engine, "tune_on_start")
+
+    def _tune_if_untuned(self, engine: Engine, reason: str) -> None:
+        """With ``tune_on_start``: ask for a tune when ``engine`` runs untuned (at start, and after
+        an update brought a bundle this device has not tuned)."""
+        if not self.config.tune_on_start or any(run.reason.startswith("tuned ") for run in engine.graphs):
+            return
+        refused = self.retuner.refusal()
+        if refused:
+            logger.warning("tune_on_start: not tuning: %s", refused)
+            return
+        try:
+            self.retuner.request(reason, wait=None)
+        except EdgeRuntimeError as exc:  # one is already waiting: it tunes the bundle running then
+            logger.info("tune_on_start: %s", exc)
 
     def close(self, first: Engine) -> None:
         """Close the engines of this run: the first, the current, one on probation, one never
@@ -336,6 +345,8 @@ class HotSwaps:
         self._emit(incoming.reporter)
         incoming.installed = True
         logger.info("swapped to %s v%s between frames", incoming.engine.manifest.name, incoming.engine.manifest.version)
+        if tuned is None or incoming.engine is not tuned:
+            self._tune_if_untuned(incoming.engine, "tune_on_start, new bundle")
         return incoming.engine
 
     def run_frame(self, engine: Engine, frame: Frame) -> tuple[FrameResult, Engine]:
