@@ -170,3 +170,20 @@ def test_parity_onnxruntime_and_litert(tflite_bundle: Path, precision: str, mini
         cand = [{o: c[o] for o in entry.outputs} for c in candidate]
         fidelity = head_fidelity(name, entry.decoder, entry.outputs, ref, cand, (128, 128))
         assert fidelity.value >= minimum, (name, precision, fidelity)
+
+
+def test_tune_measures_litert_and_onnxruntime_together(tflite_bundle: Path) -> None:
+    from edge_runtime.inference.engine import Engine, EngineOptions
+    from edge_runtime.tuning.search import TuneOptions, tune
+
+    bundle = load_bundle(tflite_bundle, verify_hashes=False)
+    result = tune(bundle, TuneOptions(seconds=1.0, cores=1))
+    trunk_rows = [r["candidate"] for r in result.rows if r["round"] == "trunk"]
+    assert {"tflite fp32 x1", "tflite int8 x1"} <= set(trunk_rows), trunk_rows
+    head_rows = [r["candidate"] for r in result.rows if r["round"].startswith("head ")]
+    assert any(" tflite " in c for c in head_rows) and any(" onnxruntime " in c for c in head_rows), head_rows
+    with Engine.from_bundle(tflite_bundle, EngineOptions(graphs=result.choice, origin="tuned")) as engine:
+        assert [(r.backend, r.precision) for r in engine.graphs] == [
+            (c.backend, c.precision) for c in result.choice.values()
+        ]
+        assert set(engine.infer(demo_like_frames(1, seed=9)[0]).results) == set(engine.head_names)

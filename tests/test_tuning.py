@@ -95,7 +95,7 @@ def test_tune_writes_a_keyed_choice_that_the_engine_runs(demo_int8_bundle: Path,
         rows = [r for r in data["measurements"] if r["round"] == name]
         assert sum(r["chosen"] for r in rows) == 1
         baseline = next(r for r in rows if r["candidate"] == "baseline")
-        assert baseline["vs_fp32_onnxruntime"] == 1.0 and baseline["runs"] >= 5
+        assert baseline["vs_baseline"] == 1.0 and baseline["runs"] >= 5
     trunk_rows = [r["candidate"] for r in data["measurements"] if r["round"] == "trunk"]
     assert "onnxruntime int8 x1" in trunk_rows
     choice, why = load_tuning(state, current_key(bundle))

@@ -65,7 +65,7 @@ class TuneOptions:
 
 @dataclass
 class TuneResult:
-    """What :func:`tune` found: ``choice`` per graph, ``baseline`` (FP32 ONNX Runtime), the
+    """What :func:`tune` found: ``choice`` per graph, ``baseline`` (:func:`baseline_config`), the
     measured ``rows`` (one per candidate per round), what was ``dropped`` and why, the wall
     ``seconds`` and ``nothing_to_tune`` when every graph had one artifact."""
 
@@ -153,6 +153,19 @@ def candidates(bundle: Bundle, options: TuneOptions) -> tuple[dict[str, list[Gra
     return found, dropped
 
 
+def baseline_config(bundle: Bundle, graph: str, cores: int) -> GraphConfig:
+    """What every tune is compared with: FP32 ONNX Runtime on the CPU (the trunk on every core, a
+    head on one thread), or FP32 LiteRT for a graph without an ONNX FP32 artifact (a Keras bundle)."""
+    entry = bundle.manifest.trunk if graph == "trunk" else bundle.manifest.heads[graph]
+    threads = cores if graph == "trunk" else 1
+    if entry.artifact("onnx", "fp32") is not None:
+        return GraphConfig("onnxruntime", "fp32", threads, DEFAULT_PROVIDER)
+    fp32 = entry.artifact("tflite", "fp32")
+    artifact = fp32 if fp32 is not None else entry.artifacts[0]
+    backend = "tflite" if artifact.format == "tflite" else "onnxruntime"
+    return GraphConfig(backend, artifact.precision, threads, None if backend == "tflite" else DEFAULT_PROVIDER)
+
+
 def _ort_providers() -> list[str]:
     import onnxruntime as ort
 
@@ -202,11 +215,10 @@ def tune(
     heads = list(bundle.manifest.heads) if options.heads is None else list(options.heads)
     say("checking each artifact with the bundle's self-test")
     found, dropped = candidates(bundle, options)
-    baseline = {"trunk": GraphConfig("onnxruntime", "fp32", cores, DEFAULT_PROVIDER)}
-    baseline.update({h: GraphConfig("onnxruntime", "fp32", 1, DEFAULT_PROVIDER) for h in heads})
+    baseline = {graph: baseline_config(bundle, graph, cores) for graph in ["trunk", *heads]}
     for graph, configs in found.items():
         if baseline[graph] not in configs:
-            configs.insert(0, baseline[graph])  # FP32 ONNX always runs: the reference
+            configs.insert(0, baseline[graph])  # the reference always runs, even if the self-test dropped it
     nothing = all(len({(c.backend, c.precision, c.provider) for c in configs}) == 1 for configs in found.values())
     frames = tune_frames(bundle)
     rows: list[dict[str, Any]] = []
@@ -266,7 +278,7 @@ def _rows(
             "p50_ms": round(timing.p50_ms, 4),
             "p95_ms": round(timing.p95_ms, 4),
             "runs": timing.runs,
-            "vs_fp32_onnxruntime": round(timing.p50_ms / base, 4) if base > 0 else None,
+            "vs_baseline": round(timing.p50_ms / base, 4) if base > 0 else None,
             "chosen": name == best,
         }
         for name, timing in timings.items()
@@ -275,15 +287,15 @@ def _rows(
 
 def format_table(result: TuneResult) -> str:
     """The table ``edge-runtime tune`` prints: per round, each candidate's p50, p95, its ratio
-    to FP32 ONNX Runtime in the same round, and which was chosen; then the choice per graph."""
-    header = ("round", "candidate", "p50 ms", "p95 ms", "vs FP32 ORT", "")
+    to the baseline (FP32 ONNX Runtime) in the same round, and which was chosen; then the choice."""
+    header = ("round", "candidate", "p50 ms", "p95 ms", "vs baseline", "")
     table = [header] + [
         (
             r["round"],
             r["candidate"],
             f"{r['p50_ms']:.3f}",
             f"{r['p95_ms']:.3f}",
-            "-" if r["vs_fp32_onnxruntime"] is None else f"{r['vs_fp32_onnxruntime']:.2f}x",
+            "-" if r["vs_baseline"] is None else f"{r['vs_baseline']:.2f}x",
             "chosen" if r["chosen"] else "",
         )
         for r in result.rows
@@ -291,6 +303,7 @@ def format_table(result: TuneResult) -> str:
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in table]
     lines.insert(1, "  ".join("-" * w for w in widths))
+    lines.append(f"baseline: {describe_assignment(result.baseline)}")
     lines += [f"dropped: {d}" for d in result.dropped]
     if result.fallback:
         lines.append(result.fallback)
@@ -298,4 +311,13 @@ def format_table(result: TuneResult) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["TuneOptions", "TuneResult", "candidates", "describe_assignment", "format_table", "tune", "tune_frames"]
+__all__ = [
+    "TuneOptions",
+    "TuneResult",
+    "baseline_config",
+    "candidates",
+    "describe_assignment",
+    "format_table",
+    "tune",
+    "tune_frames",
+]
