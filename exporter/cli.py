@@ -185,6 +185,12 @@ def _build_parser() -> argparse.ArgumentParser:
     quantize.add_argument(
         "--held-out", type=float, default=0.25, metavar="F", help="share of frames kept to measure (default: 0.25)"
     )
+    quantize.add_argument(
+        "--keep-unmeasured",
+        action="store_true",
+        help="judge a detector on the detections there are even when the float model finds fewer than 10 on the "
+        "frames (default: such a task cannot be measured and its candidates are not kept): for experiments",
+    )
     quantize.add_argument("-o", "--output", metavar="DIR", help="write a new bundle there instead of replacing")
     quantize.add_argument("--force", action="store_true", help="replace -o DIR if it exists and is not empty")
 
@@ -215,6 +221,12 @@ def _build_parser() -> argparse.ArgumentParser:
         metavar="MODEL",
         help="the PyTorch model the bundle was split from (.pt/.pth or module:callable, with 'trunk' and a "
         "'heads' ModuleDict): convert it with litert-torch instead of the ONNX graphs with onnx2tf",
+    )
+    convert.add_argument(
+        "--keep-unmeasured",
+        action="store_true",
+        help="judge a detector on the detections there are even when the float model finds fewer than 10 on the "
+        "frames (default: such a task cannot be measured and its candidates are not kept): for experiments",
     )
     convert.add_argument("-o", "--output", metavar="DIR", help="write a new bundle there instead of replacing")
     convert.add_argument("--force", action="store_true", help="replace -o DIR if it exists and is not empty")
@@ -362,6 +374,7 @@ def _run_convert(args: argparse.Namespace) -> int:
         min_agreement=args.min_agreement,
         limit=args.limit,
         force=args.force,
+        keep_unmeasured=args.keep_unmeasured,
     )
     if args.source_model:
         from exporter.litert_torch import convert_torch_bundle
@@ -392,6 +405,7 @@ def _run_quantize(args: argparse.Namespace) -> int:
         held_out=args.held_out,
         limit=args.limit,
         force=args.force,
+        keep_unmeasured=args.keep_unmeasured,
     )
     result = quantize_bundle(args.bundle, args.output, options)
     print(format_report(result))

@@ -5,10 +5,13 @@ calibration; each task's outputs are compared with the float model's by
 :func:`exporter.fidelity.head_fidelity`, and the graph is kept only when its *lowest* agreement
 reaches ``min_agreement``. A trunk is judged by every task, a head by its own.
 
-The gate must have something to measure: a detection task whose float model finds nothing on the
-held-back frames would pass any candidate that also finds nothing. :func:`build_gate` then
-measures on the calibration frames too (said in the report: optimistic at INT8, which saw them),
-and when even those show nothing, the task is *blind* and every candidate it judges is rejected.
+The gate must have something to measure: a detection task is measured on the float model's
+detections, and with none a candidate that finds nothing "agrees"; with two, agreement is 0, 0.5
+or 1. Where the float model finds fewer than :data:`MIN_DETECTIONS` on the held-back frames,
+:func:`build_gate` measures on the calibration frames too (said in the report: optimistic at
+INT8, which saw them); where even all frames show fewer, the task is *blind* and every candidate
+it judges is rejected — unless the caller keeps unmeasured candidates on purpose (an experiment:
+``--keep-unmeasured``), which is then warned about and recorded.
 
 * :class:`Gate` holds the float reference per head and the threshold: :meth:`Gate.fidelity`
   measures one task, :meth:`Gate.decide` records the measurement on a decision and accepts or
@@ -43,6 +46,8 @@ logger = logging.getLogger(__name__)
 
 #: Decoder types measured on matched detections (the gate can only measure what the float model finds).
 DETECTION_TYPES = ("detection", "grid", "ssd")
+#: The fewest float detections a detection task's agreement is judged on (fewer: not evidence).
+MIN_DETECTIONS = 10
 
 
 def input_size(spec: InputSpec) -> tuple[int, int]:
@@ -81,7 +86,8 @@ class Verdict:
         """``"task 0.9512, other 0.9031"``: the tasks below the threshold with their agreement, and
         ``"det unmeasured"`` for a blind task."""
         below = [f"{task} {f.value:.4f}" for task, f in self.failing if task not in self.blind]
-        return ", ".join([*below, *(f"{task} unmeasured (no float detection on any frame)" for task in self.blind)])
+        blind = (f"{task} unmeasured (fewer than {MIN_DETECTIONS} float detections)" for task in self.blind)
+        return ", ".join([*below, *blind])
 
     def reason(self, fallback: str) -> str:
         """``lowest agreement X >= T``, ``lowest agreement X < T; <fallback>``, or, when a task
@@ -90,7 +96,10 @@ class Verdict:
             return f"lowest agreement {self.lowest:.4f} >= {self.min_agreement}"
         if self.blind:
             names = ", ".join(repr(t) for t in self.blind)
-            return f"cannot measure {names}: the float model finds nothing on any frame given; {fallback}"
+            return (
+                f"cannot measure {names}: the float model finds fewer than {MIN_DETECTIONS} detections on the "
+                f"frames given; {fallback}"
+            )
         return f"lowest agreement {self.lowest:.4f} < {self.min_agreement}; {fallback}"
 
 
@@ -171,18 +180,22 @@ class Gate:
         """The gate of a bundle's heads (their decoders and outputs from the manifest) on ``reference``."""
         return cls(tasks_of(manifest), reference, input_size(manifest.input), min_agreement)
 
-    def unmeasurable(self) -> list[str]:
-        """The detection tasks whose float reference holds no detection on any of its frames."""
-        empty = []
+    def detections(self) -> dict[str, int]:
+        """How many detections the float model finds on the gate's frames, per detection task."""
+        found = {}
         for task, spec in self.tasks.items():
             if spec.decoder is None or spec.decoder.type not in DETECTION_TYPES:
                 continue
             fidelity = head_fidelity(
                 task, spec.decoder, spec.outputs, self.reference[task], self.reference[task], self.input_size
             )
-            if fidelity.detail.get("reference_detections") == 0:
-                empty.append(task)
-        return empty
+            found[task] = int(fidelity.detail.get("reference_detections", 0))
+        return found
+
+    def unmeasurable(self) -> dict[str, int]:
+        """The detection tasks whose float model finds fewer than :data:`MIN_DETECTIONS` on the
+        gate's frames, with how many it finds."""
+        return {task: count for task, count in self.detections().items() if count < MIN_DETECTIONS}
 
     def fidelity(self, task: str, outputs: Samples) -> Fidelity:
         """How well ``outputs`` (per held-back frame) reproduce the float model for ``task``."""
@@ -236,39 +249,49 @@ def build_gate(
     held: Sequence[V],
     calibration: Sequence[V],
     reference_of: Callable[[Sequence[V]], Mapping[str, Samples]],
+    *,
+    keep_unmeasured: bool = False,
 ) -> GateFrames[V]:
     """The gate of ``tasks`` (model input ``size``, see :func:`tasks_of` and :func:`input_size`)
-    and the frames it measures on: the ``held`` back frames;
-    when a detection task's float model finds nothing on them, the ``calibration`` frames too
-    (warned: optimistic at INT8, which was calibrated on them); a task that stays empty even then
-    is blind, and the gate rejects every candidate it judges (warned, with what to do).
-    ``reference_of(values)`` runs the float model: its outputs per head on those frames."""
+    and the frames it measures on: the ``held`` back frames; when a detection task's float model
+    finds fewer than :data:`MIN_DETECTIONS` on them, the ``calibration`` frames too (warned:
+    optimistic at INT8, which was calibrated on them); a task still short of them is blind, and
+    the gate rejects every candidate it judges (warned, with what to do) — unless
+    ``keep_unmeasured``, where it judges on what there is (warned). ``reference_of(values)`` runs
+    the float model: its outputs per head on those frames."""
     values = list(held)
     gate = Gate(tasks, reference_of(values), size, min_agreement)
     basis = f"{_plural(len(values), 'held-back frame')}"
-    empty = gate.unmeasurable()
-    if empty and calibration:
-        names = ", ".join(repr(t) for t in empty)
+    short = gate.unmeasurable()
+    if short and calibration:
+        names = ", ".join(f"{t!r} ({n})" for t, n in short.items())
         logger.warning(
-            "head %s: the float model finds nothing on the %d held-back frames; the gate also measures on the %d "
-            "calibration frames (optimistic for INT8, which was calibrated on them)",
-            names, len(values), len(calibration),
+            "head %s: the float model finds fewer than %d detections on the %d held-back frames; the gate also "
+            "measures on the %d calibration frames (optimistic for INT8, which was calibrated on them)",
+            names, MIN_DETECTIONS, len(values), len(calibration),
         )  # fmt: skip
         values = [*values, *calibration]
         gate = Gate(tasks, reference_of(values), size, min_agreement)
         basis = (
             f"{_plural(len(held), 'held-back frame')} + {_plural(len(calibration), 'calibration frame')} "
-            f"(nothing found for {names} on the held-back ones)"
+            f"(fewer than {MIN_DETECTIONS} detections for {', '.join(map(repr, short))} on the held-back ones)"
         )
-        empty = gate.unmeasurable()
-    if empty:
-        for task in empty:
-            logger.warning(
-                "head %r: the float model finds nothing on any of the %d frames given, so the gate cannot measure this "
-                "task and rejects every candidate it judges: calibrate on frames that show what the model detects",
-                task, len(values),
-            )  # fmt: skip
-        gate = replace(gate, blind=frozenset(empty))
+        short = gate.unmeasurable()
+    for task, count in short.items():
+        consequence = (
+            "it judges on them anyway (--keep-unmeasured)"
+            if keep_unmeasured
+            else "it rejects every candidate this task judges: calibrate on frames that show what the model detects"
+        )
+        logger.warning(
+            "head %r: the float model finds %d detection%s on the %d frames given, fewer than the %d the gate "
+            "needs to measure this task; %s",
+            task, count, "" if count == 1 else "s", len(values), MIN_DETECTIONS, consequence,
+        )  # fmt: skip
+    if short and not keep_unmeasured:
+        gate = replace(gate, blind=frozenset(short))
+    if short and keep_unmeasured:
+        basis += f"; judged on fewer than {MIN_DETECTIONS} detections for {', '.join(map(repr, short))} on purpose"
     return GateFrames(gate, values, basis)
 
 
@@ -284,6 +307,7 @@ def report_json(fields: Mapping[str, Any], decisions: Sequence[GateDecision]) ->
 
 
 __all__ = [
+    "MIN_DETECTIONS",
     "Gate",
     "GateDecision",
     "GateFrames",

@@ -163,6 +163,7 @@ class _Quantizer:
             with_features(held_feeds, self.fp32["trunk"]),
             self.calib_values,
             lambda values: {name: self.fp32[name].run(values) for name in self.manifest.heads},
+            keep_unmeasured=options.keep_unmeasured,
         )
         self.gate = self.frames.gate
         # what the gate measures on: the held-back frames (and the calibration frames where needed)

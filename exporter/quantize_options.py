@@ -36,7 +36,9 @@ class QuantizeOptions:
 
     ``calib``: a folder of images, a ``.npy`` array, or None for generated frames (see
     :func:`exporter.calibration.load_calibration`); ``held_out``: the share of the frames kept
-    back to measure fidelity; ``limit``: at most this many frames."""
+    back to measure fidelity; ``limit``: at most this many frames; ``keep_unmeasured``: judge a
+    detection task on the detections there are even when they are too few to measure (see
+    :mod:`exporter.gate`; an experiment, warned and recorded), instead of keeping it float."""
 
     calib: str | Path | None = None
     precision: str = "int8"
@@ -44,6 +46,7 @@ class QuantizeOptions:
     held_out: float = 0.25
     limit: int | None = None
     force: bool = False
+    keep_unmeasured: bool = False
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISION_CHOICES:

@@ -82,6 +82,8 @@ class TfliteOptions:
     held_out: float = 0.25
     limit: int | None = None
     force: bool = False
+    #: Judge a detection task on too few detections instead of rejecting (see :mod:`exporter.gate`).
+    keep_unmeasured: bool = False
 
     def __post_init__(self) -> None:
         bad = [p for p in self.precisions if p not in TFLITE_PRECISIONS]
@@ -196,6 +198,7 @@ def convert_bundle(
         float_values(held_frames),
         calib_values,
         lambda values: {h: float_head(h, values) for h in manifest.heads},
+        keep_unmeasured=options.keep_unmeasured,
     )
     gate, held_values = frames.gate, frames.values  # the held-back frames (and calibration frames where needed)
     blobs: dict[str, bytes] = {}

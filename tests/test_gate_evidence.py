@@ -15,7 +15,7 @@ import pytest
 from edge_runtime.bundle.reader import load_bundle
 from edge_runtime.inference.fidelity import Fidelity
 from exporter.calibration import CalibrationSet
-from exporter.gate import Gate, GateDecision, Task
+from exporter.gate import MIN_DETECTIONS, Gate, GateDecision, Task
 from exporter.pipeline import SplitOptions, split_model
 from exporter.quantize import QuantizeOptions, format_report, quantize_bundle
 from tests.faint_detector import HEADS_TOML, dark_frames, faint_objectness_detector, frames_with_bright_objects
@@ -62,11 +62,11 @@ def test_objects_on_the_held_back_frames_are_measured_there(
     detector_bundle: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     with caplog.at_level(logging.WARNING):
-        _out, report = _quantize(detector_bundle, frames_with_bright_objects(16, seed=9), tmp_path)
-    assert report["gate_frames"] == {"frames": 4, "basis": "4 held-back frames", "blind": []}
-    assert "finds nothing" not in caplog.text
+        _out, report = _quantize(detector_bundle, frames_with_bright_objects(40, seed=9), tmp_path)
+    assert report["gate_frames"] == {"frames": 10, "basis": "10 held-back frames", "blind": []}
+    assert "fewer than" not in caplog.text
     head = next(d for d in report["decisions"] if d["graph"] == "det")
-    assert head["fidelity"]["det"]["detail"]["reference_detections"] > 0
+    assert head["fidelity"]["det"]["detail"]["reference_detections"] >= MIN_DETECTIONS
 
 
 def test_nothing_on_the_held_back_frames_widens_the_gate_to_the_calibration_frames(
@@ -76,10 +76,13 @@ def test_nothing_on_the_held_back_frames_widens_the_gate_to_the_calibration_fram
         _out, report = _quantize(detector_bundle, _dark_where_held_back(16), tmp_path)
     assert report["gate_frames"]["frames"] == 16
     assert report["gate_frames"]["basis"] == (
-        "4 held-back frames + 12 calibration frames (nothing found for 'det' on the held-back ones)"
+        "4 held-back frames + 12 calibration frames (fewer than 10 detections for 'det' on the held-back ones)"
     )
     assert report["gate_frames"]["blind"] == []
-    assert "the float model finds nothing on the 4 held-back frames; the gate also measures on the 12" in caplog.text
+    assert (
+        "head 'det' (0): the float model finds fewer than 10 detections on the 4 held-back frames; the gate also"
+        in (caplog.text)
+    )
     for decision in report["decisions"]:
         assert decision["fidelity"]["det"]["detail"]["reference_detections"] >= 12, decision
 
@@ -90,15 +93,29 @@ def test_nothing_on_any_frame_rejects_every_candidate_and_keeps_the_bundle_float
     with caplog.at_level(logging.WARNING):
         out, report = _quantize(detector_bundle, dark_frames(12, seed=2), tmp_path)
     assert report["gate_frames"]["blind"] == ["det"]
-    assert "head 'det': the float model finds nothing on any of the 12 frames given" in caplog.text
+    assert "head 'det': the float model finds 0 detections on the 12 frames given, fewer than the 10" in caplog.text
     trunk, head = report["decisions"]
     assert not trunk["accepted"] and not head["accepted"]
-    assert "det unmeasured (no float detection on any frame)" in trunk["reason"]
+    assert "det unmeasured (fewer than 10 float detections)" in trunk["reason"]
     assert len(trunk["attempts"]) == 1  # keeping nodes float cannot make the task measurable
     assert head["reason"].startswith("det unmeasured"), head["reason"]
     manifest = load_bundle(out).manifest
     for entry in (manifest.trunk, *manifest.heads.values()):
         assert {a.precision for a in entry.artifacts} == {"fp32"}
+
+
+def test_keep_unmeasured_judges_on_what_there_is_and_says_so(
+    detector_bundle: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    np.save(tmp_path / "frames.npy", dark_frames(12, seed=2))
+    options = QuantizeOptions(calib=tmp_path / "frames.npy", precision="int8", keep_unmeasured=True)
+    with caplog.at_level(logging.WARNING):
+        quantize_bundle(detector_bundle, tmp_path / "int8", options)
+    report = json.loads((tmp_path / "int8" / "quantization.json").read_text())
+    assert report["gate_frames"]["blind"] == []
+    assert report["gate_frames"]["basis"].endswith("; judged on fewer than 10 detections for 'det' on purpose")
+    assert "it judges on them anyway (--keep-unmeasured)" in caplog.text
+    assert any(d["accepted"] for d in report["decisions"])  # nothing found by either side: "agreement" 1.0
 
 
 def test_a_blind_task_fails_the_verdict_with_its_reason() -> None:
@@ -108,7 +125,7 @@ def test_a_blind_task_fails_the_verdict_with_its_reason() -> None:
     verdict = gate.decide(GateDecision("trunk", "int8", "trunk.int8.onnx"), {"det": perfect, "cls": perfect})
     assert not verdict.accepted and verdict.blind == ("det",)
     assert verdict.reason("not written") == (
-        "cannot measure 'det': the float model finds nothing on any frame given; not written"
+        "cannot measure 'det': the float model finds fewer than 10 detections on the frames given; not written"
     )
     assert gate.judge({"cls": perfect}).accepted  # a head judged alone is not held back by another's blindness
 
@@ -124,7 +141,7 @@ def test_the_tflite_gate_widens_and_refuses_the_same_way(detector_bundle: Path, 
         ensure_env("onnx2tf")
     except ToolEnvError as exc:  # no PyPI: say why, loudly
         pytest.fail(f"the onnx2tf environment could not be built: {exc}")
-    frames = dark_frames(12, seed=2) if blind else _dark_where_held_back(12)
+    frames = dark_frames(16, seed=2) if blind else _dark_where_held_back(16)
     np.save(tmp_path / "frames.npy", frames)
     result = convert_bundle(
         detector_bundle, tmp_path / "tflite", TfliteOptions(calib=tmp_path / "frames.npy", precisions=("fp32",))
@@ -132,7 +149,7 @@ def test_the_tflite_gate_widens_and_refuses_the_same_way(detector_bundle: Path, 
     report = json.loads((tmp_path / "tflite" / "tflite.json").read_text())
     assert report["gate_frames"]["basis"] == result.gate_basis
     assert f"gate measured on {result.gate_basis}" in format_tflite_report(result)
-    assert report["gate_frames"]["frames"] == 12
+    assert report["gate_frames"]["frames"] == 16
     if blind:
         assert report["gate_frames"]["blind"] == ["det"]
         assert [d["accepted"] for d in report["decisions"]] == [False, False]
@@ -140,7 +157,7 @@ def test_the_tflite_gate_widens_and_refuses_the_same_way(detector_bundle: Path, 
     else:
         assert "calibration frames" in result.gate_basis and report["gate_frames"]["blind"] == []
         assert [d["accepted"] for d in report["decisions"]] == [True, True], report["decisions"]
-        assert report["decisions"][1]["fidelity"]["det"]["detail"]["reference_detections"] >= 9
+        assert report["decisions"][1]["fidelity"]["det"]["detail"]["reference_detections"] >= MIN_DETECTIONS
 
 
 def test_a_kept_graph_that_is_not_faster_than_fp32_gets_a_note() -> None:

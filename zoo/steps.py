@@ -32,7 +32,8 @@ from zoo.fetch import ZooError
 
 logger = logging.getLogger("zoo")
 
-# The quantize gate is told to keep every INT8 graph (``--min-agreement`` must be > 0): the zoo
+# The quantize gate is told to keep every INT8 graph (``--min-agreement`` must be > 0; and
+# ``--keep-unmeasured`` where the calibration images show too few detections to measure): the zoo
 # measures INT8 itself against the oracle, rather than a bundle where the gate fell back to float.
 KEEP_EVERY_INT8 = 0.01
 
@@ -73,7 +74,7 @@ def split(python: str, model: Path, bundle: Path, specs: Path, calib: Path, log:
 def quantize(python: str, bundle: Path, out: Path, calib: Path, log: Path) -> float:
     """``edge-export quantize --precision int8`` calibrated on ``calib``, every INT8 graph kept."""
     command = [python, "-m", "exporter.cli", "quantize", str(bundle), "--calib", str(calib), "--precision", "int8"]
-    command += ["--min-agreement", str(KEEP_EVERY_INT8), "-o", str(out), "--force"]
+    command += ["--min-agreement", str(KEEP_EVERY_INT8), "--keep-unmeasured", "-o", str(out), "--force"]
     return run_logged(command, log, "edge-export quantize")
 
 

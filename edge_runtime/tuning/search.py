@@ -8,7 +8,7 @@
    (same backend and precision where they exist), timed as whole frames (trunk + every head,
    conversions between backends included), interleaved with the FP32 ONNX Runtime baseline.
 3. **Each head** in turn, given the trunk's choice and the heads chosen before it: its candidates,
-   interleaved with the current choice and the baseline.
+   interleaved with the current choice and the baseline (timed for the ratios, not a candidate).
 4. The chosen whole is checked once more by the self-test; were it to fail, the baseline is kept.
 
 The frames are the bundle's self-test frames (synthetic frames when it has none), preprocessed once.
@@ -193,12 +193,14 @@ def _round(
     frames: Sequence[np.ndarray],
     seconds: float,
     incumbent: str,
+    reference_only: Sequence[str] = (),
 ) -> tuple[str, dict[str, Timing]]:
     """Time each named assignment (``"baseline"`` among them), interleaved; the fastest name, where
-    only a candidate faster than ``incumbent`` by :data:`MARGIN` replaces it."""
+    only a candidate faster than ``incumbent`` by :data:`MARGIN` replaces it, and the names in
+    ``reference_only`` are timed for the ratios but never chosen."""
     runners = {name: bench.frame_runner(assignment) for name, assignment in assignments.items()}
     timings = interleave(runners, frames, seconds=seconds)
-    fastest = min(timings, key=lambda name: timings[name].p50_ms)
+    fastest = min((n for n in timings if n not in reference_only), key=lambda name: timings[name].p50_ms)
     best = fastest if timings[fastest].p50_ms < timings[incumbent].p50_ms * (1 - MARGIN) else incumbent
     logger.info("tune %s: %d candidates in %.1f s, fastest %s", phase, len(runners), seconds, best)
     return best, timings
@@ -241,7 +243,9 @@ def tune(
                 if config != chosen[head]:
                     head_options[f"{head} {config.describe()}"] = {**chosen, head: config}
             say(f"timing {len(head_options) - 1} configurations of head {head!r} for {head_seconds:.1f} s")
-            best, timings = _round(f"head {head!r}", head_options, bench, frames, head_seconds, "current")
+            best, timings = _round(
+                f"head {head!r}", head_options, bench, frames, head_seconds, "current", reference_only=["baseline"]
+            )
             rows += _rows(f"head {head}", head_options, timings, best)
             chosen = dict(head_options[best])
     result = TuneResult(chosen, baseline, rows, dropped, nothing_to_tune=nothing)
@@ -249,7 +253,7 @@ def tune(
         say("checking the chosen configuration with the self-test")
         why = _assignment_fails(bundle, heads, chosen)
         if why:
-            result.fallback = f"the chosen configuration failed the self-test ({why}): FP32 ONNX Runtime kept"
+            result.fallback = f"the chosen configuration failed the self-test ({why}): the baseline is kept"
             logger.warning("%s", result.fallback)
             result.choice = dict(baseline)
     result.seconds = time.monotonic() - started
