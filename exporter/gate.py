@@ -9,9 +9,11 @@ The gate must have something to measure: a detection task is measured on the flo
 detections, and with none a candidate that finds nothing "agrees"; with two, agreement is 0, 0.5
 or 1. Where the float model finds fewer than :data:`MIN_DETECTIONS` on the held-back frames,
 :func:`build_gate` measures on the calibration frames too (said in the report: optimistic at
-INT8, which saw them); where even all frames show fewer, the task is *blind* and every candidate
-it judges is rejected — unless the caller keeps unmeasured candidates on purpose (an experiment:
-``--keep-unmeasured``), which is then warned about and recorded.
+INT8, which saw them); where even all frames show fewer, the task is *blind*: a quantized
+candidate it judges is rejected, and a float one (an FP32 / FP16 conversion) is judged on the
+task's raw outputs instead (1 - error relative to each output's range, the regression metric) —
+unless the caller keeps unmeasured candidates on purpose (an experiment: ``--keep-unmeasured``),
+which is then warned about and recorded.
 
 * :class:`Gate` holds the float reference per head and the threshold: :meth:`Gate.fidelity`
   measures one task, :meth:`Gate.decide` records the measurement on a decision and accepts or
@@ -25,7 +27,7 @@ Example::
 
     gate = Gate.for_manifest(manifest, reference, min_agreement=0.99)  # reference: head -> float outputs
     decision = GateDecision("trunk", "int8", "trunk.int8.onnx")
-    verdict = gate.decide(decision, {head: gate.fidelity(head, outputs[head]) for head in manifest.heads})
+    verdict = gate.decide(decision, {h: gate.fidelity(h, outputs[h], "int8") for h in manifest.heads})
     decision.reason = verdict.reason("not written")
     files["quantization.json"] = report_json({"precision": "int8"}, [decision])
 """
@@ -48,6 +50,10 @@ logger = logging.getLogger(__name__)
 DETECTION_TYPES = ("detection", "grid", "ssd")
 #: The fewest float detections a detection task's agreement is judged on (fewer: not evidence).
 MIN_DETECTIONS = 10
+#: Candidate precisions a blind detection task still judges, on its raw outputs: a float graph
+#: that reproduces every raw value reproduces every detection; a quantized one may not.
+RAW_OUTPUT_PRECISIONS = ("fp32", "fp16")
+_RAW_OUTPUTS = DecoderSpec("regression", {})
 
 
 def input_size(spec: InputSpec) -> tuple[int, int]:
@@ -197,24 +203,26 @@ class Gate:
         gate's frames, with how many it finds."""
         return {task: count for task, count in self.detections().items() if count < MIN_DETECTIONS}
 
-    def fidelity(self, task: str, outputs: Samples) -> Fidelity:
-        """How well ``outputs`` (per held-back frame) reproduce the float model for ``task``."""
+    def fidelity(self, task: str, outputs: Samples, precision: str) -> Fidelity:
+        """How well ``outputs`` (per frame of the gate) of a ``precision`` candidate reproduce the
+        float model for ``task`` (a blind task's float candidates: on its raw outputs)."""
         spec = self.tasks[task]
-        return head_fidelity(task, spec.decoder, spec.outputs, self.reference[task], outputs, self.input_size)
+        decoder = _RAW_OUTPUTS if task in self.blind and precision in RAW_OUTPUT_PRECISIONS else spec.decoder
+        return head_fidelity(task, decoder, spec.outputs, self.reference[task], outputs, self.input_size)
 
-    def judge(self, fidelity: Mapping[str, Fidelity]) -> Verdict:
-        """Accepted when every task meets ``min_agreement`` and none of them is blind."""
+    def judge(self, fidelity: Mapping[str, Fidelity], precision: str) -> Verdict:
+        """Accepted when every task meets ``min_agreement`` and, for a quantized candidate, none
+        of them is blind."""
         lowest = min((f.value for f in fidelity.values()), default=1.0)
-        blind = tuple(task for task in fidelity if task in self.blind)
-        failing = tuple(
-            (task, f) for task, f in fidelity.items() if not f.meets(self.min_agreement) or task in self.blind
-        )
+        raw = precision in RAW_OUTPUT_PRECISIONS
+        blind = tuple(task for task in fidelity if task in self.blind and not raw)
+        failing = tuple((task, f) for task, f in fidelity.items() if not f.meets(self.min_agreement) or task in blind)
         return Verdict(lowest >= self.min_agreement and not blind, lowest, self.min_agreement, failing, blind)
 
     def decide(self, decision: GateDecision, fidelity: Mapping[str, Fidelity]) -> Verdict:
         """Record ``fidelity`` on ``decision`` and accept or reject it; the reason is the caller's."""
         decision.fidelity = dict(fidelity)
-        verdict = self.judge(fidelity)
+        verdict = self.judge(fidelity, decision.precision)
         decision.accepted = verdict.accepted
         return verdict
 
@@ -255,9 +263,9 @@ def build_gate(
     """The gate of ``tasks`` (model input ``size``, see :func:`tasks_of` and :func:`input_size`)
     and the frames it measures on: the ``held`` back frames; when a detection task's float model
     finds fewer than :data:`MIN_DETECTIONS` on them, the ``calibration`` frames too (warned:
-    optimistic at INT8, which was calibrated on them); a task still short of them is blind, and
-    the gate rejects every candidate it judges (warned, with what to do) — unless
-    ``keep_unmeasured``, where it judges on what there is (warned). ``reference_of(values)`` runs
+    optimistic at INT8, which was calibrated on them); a task still short of them is blind: the
+    gate rejects every quantized candidate it judges and judges float ones on the raw outputs
+    (warned, with what to do) — unless ``keep_unmeasured``, where it judges on what there is (warned). ``reference_of(values)`` runs
     the float model: its outputs per head on those frames."""
     values = list(held)
     gate = Gate(tasks, reference_of(values), size, min_agreement)
@@ -281,7 +289,8 @@ def build_gate(
         consequence = (
             "it judges on them anyway (--keep-unmeasured)"
             if keep_unmeasured
-            else "it rejects every candidate this task judges: calibrate on frames that show what the model detects"
+            else "it rejects every quantized candidate this task judges and judges float ones on the raw outputs: "
+            "calibrate on frames that show what the model detects"
         )
         logger.warning(
             "head %r: the float model finds %d detection%s on the %d frames given, fewer than the %d the gate "

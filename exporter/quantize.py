@@ -184,10 +184,10 @@ class _Quantizer:
             data = int8_graph(model, stack_samples(self.calib_values, names), what, exclude=exclude)
         return LoadedGraph(data, f"{what} {precision}")
 
-    def measure_trunk(self, candidate: LoadedGraph) -> dict[str, Fidelity]:
+    def measure_trunk(self, candidate: LoadedGraph, precision: str) -> dict[str, Fidelity]:
         """Every task, its float head fed by the ``candidate`` trunk."""
         values = with_features(self.held_feeds, candidate)
-        return {name: self.gate.fidelity(name, self.fp32[name].run(values)) for name in self.manifest.heads}
+        return {name: self.gate.fidelity(name, self.fp32[name].run(values), precision) for name in self.manifest.heads}
 
     def decide_trunk(self, precision: str) -> tuple[Decision, LoadedGraph | None]:
         gate = self.options.min_agreement
@@ -206,7 +206,7 @@ class _Quantizer:
                 decision.attempts.append({"float_nodes": list(exclude), "error": str(exc)})
                 logger.warning("%s", exc)
                 return decision, None
-            verdict = self.gate.decide(decision, self.measure_trunk(candidate))
+            verdict = self.gate.decide(decision, self.measure_trunk(candidate, precision))
             decision.attempts.append({"float_nodes": list(exclude), "agreement": round(verdict.lowest, 6)})
             decision.excluded_nodes, decision.size = exclude, len(candidate.data)
             if verdict.accepted:
@@ -235,7 +235,7 @@ class _Quantizer:
             logger.warning("%s", exc)
             return decision
         values = self.held_values if trunk is None else with_features(self.held_feeds, trunk)
-        fidelity = self.gate.fidelity(head, candidate.run(values))
+        fidelity = self.gate.fidelity(head, candidate.run(values), precision)
         verdict = self.gate.decide(decision, {head: fidelity})
         decision.size = len(candidate.data)
         if verdict.accepted:

@@ -276,7 +276,7 @@ def tflite_decision(
     decision.tensors, decision.size = candidate.tensors, candidate.path.stat().st_size
     decision.signature = candidate.signature
     tasks = list(gate.tasks) if graph == "trunk" else [graph]
-    verdict = gate.decide(decision, {task: gate.fidelity(task, outputs(task)) for task in tasks})
+    verdict = gate.decide(decision, {task: gate.fidelity(task, outputs(task), precision) for task in tasks})
     decision.reason = verdict.reason(fallback)
     return decision
 

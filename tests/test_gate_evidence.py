@@ -120,14 +120,19 @@ def test_keep_unmeasured_judges_on_what_there_is_and_says_so(
 
 def test_a_blind_task_fails_the_verdict_with_its_reason() -> None:
     tasks = {"det": Task(None, ("scores", "boxes")), "cls": Task(None, ("logits",))}
-    gate = Gate(tasks, {"det": [], "cls": []}, (64, 64), 0.99, blind=frozenset({"det"}))
+    reference = [{"scores": np.ones((1, 4)), "boxes": np.ones((1, 4))}]
+    gate = Gate(tasks, {"det": reference, "cls": []}, (64, 64), 0.99, blind=frozenset({"det"}))
     perfect = Fidelity("detections_matched_iou0.9", 1.0, 1)
     verdict = gate.decide(GateDecision("trunk", "int8", "trunk.int8.onnx"), {"det": perfect, "cls": perfect})
     assert not verdict.accepted and verdict.blind == ("det",)
     assert verdict.reason("not written") == (
         "cannot measure 'det': the float model finds fewer than 10 detections on the frames given; not written"
     )
-    assert gate.judge({"cls": perfect}).accepted  # a head judged alone is not held back by another's blindness
+    assert gate.judge({"cls": perfect}, "int8").accepted  # a head judged alone: another's blindness is not its
+    # a float candidate of a blind task is judged on the agreement it was given (its raw outputs)
+    assert gate.decide(GateDecision("trunk", "fp32", "trunk.tflite"), {"det": perfect, "cls": perfect}).accepted
+    raw = gate.fidelity("det", reference, "fp16")
+    assert (raw.metric, raw.value) == ("relative_error", 1.0)
 
 
 @pytest.mark.slow
@@ -150,10 +155,10 @@ def test_the_tflite_gate_widens_and_refuses_the_same_way(detector_bundle: Path, 
     assert report["gate_frames"]["basis"] == result.gate_basis
     assert f"gate measured on {result.gate_basis}" in format_tflite_report(result)
     assert report["gate_frames"]["frames"] == 16
-    if blind:
+    if blind:  # FP32 conversions are judged on the raw outputs instead of the detections
         assert report["gate_frames"]["blind"] == ["det"]
-        assert [d["accepted"] for d in report["decisions"]] == [False, False]
-        assert all(d["reason"].startswith("cannot measure 'det'") for d in report["decisions"]), report["decisions"]
+        assert [d["accepted"] for d in report["decisions"]] == [True, True], report["decisions"]
+        assert {d["fidelity"]["det"]["metric"] for d in report["decisions"]} == {"relative_error"}
     else:
         assert "calibration frames" in result.gate_basis and report["gate_frames"]["blind"] == []
         assert [d["accepted"] for d in report["decisions"]] == [True, True], report["decisions"]

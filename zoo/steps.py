@@ -209,7 +209,11 @@ def tflite_summary(bundle: Path) -> dict[str, Any]:
     gate = []
     for decision in data.get("decisions", []):
         tasks = {
-            task: {"value": f.get("value"), "basis": (f.get("detail") or {}).get("reference_detections")}
+            task: {
+                "value": f.get("value"),
+                "basis": (f.get("detail") or {}).get("reference_detections"),
+                "metric": f.get("metric"),
+            }
             for task, f in (decision.get("fidelity") or {}).items()
         }
         keys = ("graph", "precision", "accepted", "reason", "agreement")
@@ -221,7 +225,7 @@ def tflite_summary(bundle: Path) -> dict[str, Any]:
             for task, f in row["tasks"].items():
                 if f["value"] is None:
                     continue
-                seen = lowest.setdefault(task, {"value": f["value"], "basis": f["basis"]})
+                seen = lowest.setdefault(task, {"value": f["value"], "basis": f["basis"], "metric": f["metric"]})
                 seen["value"] = min(seen["value"], f["value"])
                 if f["basis"] is not None:
                     seen["basis"] = f["basis"] if seen["basis"] is None else min(seen["basis"], f["basis"])
@@ -287,7 +291,14 @@ def tflite_notes(summary: dict[str, Any]) -> list[str]:
         if not found:
             continue
         text = ", ".join(
-            f"{task} {f['value']:.4f}" + ("" if f["basis"] is None else f" on {f['basis']} float detections")
+            f"{task} {f['value']:.4f}"
+            + (
+                f" on {f['basis']} float detections"
+                if f["basis"] is not None
+                else f" ({f.get('metric')} of the raw outputs)"
+                if f.get("metric") == "relative_error"
+                else ""
+            )
             for task, f in found.items()
         )
         where = f"{summary.get('gate_frames') or 'held-back calibration frames'}, lowest graph"
