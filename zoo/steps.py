@@ -162,7 +162,11 @@ def gate_frames_text(report: dict[str, Any]) -> str:
     frames = report.get("gate_frames") or {}
     text = frames.get("basis") or "held-back calibration frames"
     blind = frames.get("blind") or []
-    return text + (f"; cannot measure {', '.join(blind)}: no float detection on any frame" if blind else "")
+    return text + (
+        f"; too few float detections to measure {', '.join(blind)} (INT8 refused, FP32 judged on the raw outputs)"
+        if blind
+        else ""
+    )
 
 
 def gate_summary(bundle: Path) -> list[str]:
