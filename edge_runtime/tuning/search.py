@@ -9,7 +9,8 @@
    conversions between backends included), interleaved with the FP32 ONNX Runtime baseline.
 3. **Each head** in turn, given the trunk's choice and the heads chosen before it: its candidates,
    interleaved with the current choice and the baseline (timed for the ratios, not a candidate).
-4. The chosen whole is checked once more by the self-test; were it to fail, the baseline is kept.
+4. The chosen whole is checked once more by the self-test (unless step 1 already ran those
+   artifacts together); were it to fail, the baseline is kept.
 
 The frames are the bundle's self-test frames (synthetic frames when it has none), preprocessed once.
 
@@ -101,12 +102,23 @@ def tune_frames(bundle: Bundle) -> list[np.ndarray]:
     return [preprocess(frame)[0] for frame in frames]
 
 
-def _selftest_failures(bundle: Bundle, heads: Sequence[str], backend: str, precision: str) -> dict[str, str]:
-    """Per graph whose ``backend``/``precision`` artifact fails the self-test here, the reason."""
+#: One engine's graphs as the self-test ran them: (graph, backend, precision) each.
+TestedPlan = frozenset[tuple[str, str, str]]
+
+
+def _selftest_failures(
+    bundle: Bundle, heads: Sequence[str], backend: str, precision: str, cores: int, passed: set[TestedPlan]
+) -> dict[str, str]:
+    """Per graph whose ``backend``/``precision`` artifact fails the self-test here, the reason. The
+    engine runs on the CPU on every core; when every head passes, its plan is added to ``passed``."""
     from edge_runtime.inference.engine import Engine, EngineOptions
     from edge_runtime.trust.selftest import run_selftest
 
-    options = EngineOptions(backend=backend, precision=precision, heads=tuple(heads), verify_hashes=False, threads=1)
+    providers = (DEFAULT_PROVIDER,) if backend == "onnxruntime" else None
+    options = EngineOptions(
+        backend=backend, precision=precision, heads=tuple(heads), verify_hashes=False, threads=cores,
+        providers=providers,
+    )  # fmt: skip
     try:
         with Engine.from_bundle(bundle.root, options) as engine:
             report = run_selftest(engine)
@@ -114,6 +126,8 @@ def _selftest_failures(bundle: Bundle, heads: Sequence[str], backend: str, preci
     except EdgeRuntimeError as exc:
         return {"trunk": f"{backend} {precision} does not load: {exc}"}
     assert plan is not None
+    if report.passed:
+        passed.add(frozenset((g, c.backend, c.artifact.precision) for g, c in plan.choices.items()))
     failing = {name: check for name, check in report.heads.items() if not check.passed}
     found: dict[str, str] = {}
     if failing and len(failing) == len(report.heads) and plan.choices["trunk"].reason is None:
@@ -124,8 +138,11 @@ def _selftest_failures(bundle: Bundle, heads: Sequence[str], backend: str, preci
     return found
 
 
-def candidates(bundle: Bundle, options: TuneOptions) -> tuple[dict[str, list[GraphConfig]], list[str]]:
-    """Each graph's candidates and the ones dropped (with why) after the self-tests."""
+def candidates(
+    bundle: Bundle, options: TuneOptions, passed: set[TestedPlan] | None = None
+) -> tuple[dict[str, list[GraphConfig]], list[str]]:
+    """Each graph's candidates and the ones dropped (with why) after the self-tests (the plans
+    that passed whole go into ``passed``)."""
     manifest = bundle.manifest
     heads = list(manifest.heads) if options.heads is None else list(options.heads)
     backends = list(options.backends) if options.backends is not None else installed_backends()
@@ -144,7 +161,9 @@ def candidates(bundle: Bundle, options: TuneOptions) -> tuple[dict[str, list[Gra
     dropped: list[str] = []
     combos = sorted({(c.backend, c.precision) for configs in found.values() for c in configs})
     for backend, precision in combos:
-        for graph, why in _selftest_failures(bundle, heads, backend, precision).items():
+        for graph, why in _selftest_failures(
+            bundle, heads, backend, precision, cores, set() if passed is None else passed
+        ).items():
             if graph in found:
                 before = len(found[graph])
                 found[graph] = [c for c in found[graph] if (c.backend, c.precision) != (backend, precision)]
@@ -216,7 +235,8 @@ def tune(
     cores = options.cores or os.cpu_count() or 1
     heads = list(bundle.manifest.heads) if options.heads is None else list(options.heads)
     say("checking each artifact with the bundle's self-test")
-    found, dropped = candidates(bundle, options)
+    passed: set[TestedPlan] = set()
+    found, dropped = candidates(bundle, options, passed)
     baseline = {graph: baseline_config(bundle, graph, cores) for graph in ["trunk", *heads]}
     for graph, configs in found.items():
         if baseline[graph] not in configs:
@@ -249,7 +269,7 @@ def tune(
             rows += _rows(f"head {head}", head_options, timings, best)
             chosen = dict(head_options[best])
     result = TuneResult(chosen, baseline, rows, dropped, nothing_to_tune=nothing)
-    if chosen != baseline:
+    if chosen != baseline and not _already_tested(chosen, passed):
         say("checking the chosen configuration with the self-test")
         why = _assignment_fails(bundle, heads, chosen)
         if why:
@@ -258,6 +278,14 @@ def tune(
             result.choice = dict(baseline)
     result.seconds = time.monotonic() - started
     return result
+
+
+def _already_tested(assignment: Mapping[str, GraphConfig], passed: set[TestedPlan]) -> bool:
+    """Whether the candidates' self-tests already ran ``assignment``'s artifacts together, on the
+    CPU (threads do not change what a graph computes; another provider may)."""
+    if any(c.backend == "onnxruntime" and c.provider != DEFAULT_PROVIDER for c in assignment.values()):
+        return False
+    return frozenset((g, c.backend, c.precision) for g, c in assignment.items()) in passed
 
 
 def _assignment_fails(bundle: Bundle, heads: Sequence[str], assignment: Mapping[str, GraphConfig]) -> str | None:

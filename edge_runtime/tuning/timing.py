@@ -4,8 +4,9 @@
 session once and runs a frame the way :class:`~edge_runtime.inference.engine.Engine` does: the
 trunk once, then every head, each head reading the trunk's values raw when it runs on the
 trunk's backend and as numpy arrays in the manifest's layout otherwise (the conversion is part of
-the time). :func:`interleave` runs the candidates in turn, one frame each per round, so that a
-noisy machine slows them all alike; it reports p50 and p95 per candidate.
+the time). :func:`interleave` runs the candidates in turn, a few milliseconds of frames each per
+turn, so that a noisy machine slows them all alike while each is timed warm; it reports p50 and
+p95 per candidate.
 
 Example::
 
@@ -31,6 +32,12 @@ from edge_runtime.tuning.configs import GraphConfig
 
 #: One frame's graphs: the trunk and each head, given a preprocessed model input.
 FrameRunner = Callable[[np.ndarray], None]
+#: How long one candidate runs per turn in :func:`interleave` (ms; at least one frame).
+VISIT_MS = 10.0
+#: Where every candidate's frame is shorter than this (ms), each turn starts with a frame that is
+#: not recorded; longer frames hardly depend on what the caches held before them, and one frame
+#: in two would go unrecorded.
+WARM_FRAME_BELOW_MS = 50.0
 
 
 @dataclass(frozen=True)
@@ -127,28 +134,59 @@ def interleave(
     inputs: Sequence[np.ndarray],
     *,
     seconds: float,
-    warmup: int = 2,
-    min_runs: int = 5,
+    visit_ms: float = VISIT_MS,
+    min_rounds: int = 3,
     clock: Callable[[], float] = time.perf_counter,
 ) -> dict[str, Timing]:
-    """Run every runner in turn, one input each per round (cycling through ``inputs``), for
-    about ``seconds`` after ``warmup`` rounds and at least ``min_runs`` rounds; p50/p95 per runner."""
+    """Run every runner in turn for at most about ``seconds`` in all (a round that would not fit is
+    not started), at least ``min_rounds`` recorded rounds; p50/p95 per runner.
+
+    Each turn runs one runner on consecutive inputs (cycling through ``inputs``) for ``visit_ms``
+    (at least one recorded frame), so that a candidate is timed with its own weights in the caches,
+    as the daemon runs it, and not right after another candidate's frame: with one frame per turn,
+    small graphs measured their neighbours in the round as much as themselves. For the same reason,
+    where every candidate's frame is shorter than :data:`WARM_FRAME_BELOW_MS` (one rule for all,
+    decided in the warm-up round), each turn starts with a frame that is not recorded. The first
+    round is a warm-up and is not recorded; the order reverses every round, so neither end of a
+    round is always first.
+    """
     names = list(runners)
-    for i in range(warmup):
-        for name in names:
-            runners[name](inputs[i % len(inputs)])
     samples: dict[str, list[float]] = {name: [] for name in names}
+    frame_ns = dict.fromkeys(names, 0.0)  # each runner's last frame (the warm-up round's decides)
+    short = True
+    visit_ns = visit_ms * 1e6
     start = clock()
     rounds = 0
-    while rounds < min_runs or clock() - start < seconds:
-        model_input = inputs[rounds % len(inputs)]
-        order = names if rounds % 2 == 0 else names[::-1]  # neither end of a round is always first
+    frame = 0
+    round_s = 0.0
+    # another round only while it fits in ``seconds`` (by the last round's length)
+    while rounds < min_rounds + 1 or clock() - start + round_s <= seconds:
+        round_start = clock()
+        order = names if rounds % 2 == 0 else names[::-1]
         for name in order:
-            t0 = time.perf_counter_ns()
-            runners[name](model_input)
-            samples[name].append((time.perf_counter_ns() - t0) / 1e6)
+            run = runners[name]
+            # a frame right after another candidate's is timed with the other's weights in the
+            # caches: where every frame is short, each turn starts with one that is not recorded
+            warm = rounds == 0 or short
+            began = time.perf_counter_ns()
+            recorded = rounds == 0  # the warm-up round records nothing
+            while True:
+                t0 = time.perf_counter_ns()
+                run(inputs[frame % len(inputs)])
+                t1 = time.perf_counter_ns()
+                frame += 1
+                frame_ns[name] = t1 - t0
+                if rounds and not warm:
+                    samples[name].append((t1 - t0) / 1e6)
+                    recorded = True
+                warm = False
+                if t1 - began >= visit_ns and recorded:
+                    break
+        round_s = clock() - round_start
+        if rounds == 0:  # one rule for every candidate, from the warm-up round
+            short = max(frame_ns.values()) < WARM_FRAME_BELOW_MS * 1e6
         rounds += 1
     return {name: Timing.of(values) for name, values in samples.items()}
 
 
-__all__ = ["FrameRunner", "GraphBench", "Timing", "interleave"]
+__all__ = ["VISIT_MS", "WARM_FRAME_BELOW_MS", "FrameRunner", "GraphBench", "Timing", "interleave"]
