@@ -265,8 +265,8 @@ def build_gate(
     finds fewer than :data:`MIN_DETECTIONS` on them, the ``calibration`` frames too (warned:
     optimistic at INT8, which was calibrated on them); a task still short of them is blind: the
     gate rejects every quantized candidate it judges and judges float ones on the raw outputs
-    (warned, with what to do) — unless ``keep_unmeasured``, where it judges on what there is (warned). ``reference_of(values)`` runs
-    the float model: its outputs per head on those frames."""
+    (warned, with what to do) — unless ``keep_unmeasured``, where it judges on what there is
+    (warned). ``reference_of(values)`` runs the float model: its outputs per head on those frames."""
     values = list(held)
     gate = Gate(tasks, reference_of(values), size, min_agreement)
     basis = f"{_plural(len(values), 'held-back frame')}"

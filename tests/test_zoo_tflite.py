@@ -42,7 +42,8 @@ def test_summary_takes_the_lowest_graph_per_task_and_explains_each_fallback(demo
     (bundle / "tflite.json").write_text(json.dumps({"decisions": decisions}))
     summary = steps.tflite_summary(bundle)
     assert summary["tasks"] == heads
-    assert summary["fp32_agreement"]["box"] == {"value": 0.9991, "basis": 7, "metric": "m"}  # the lower of trunk and head
+    # the lower of trunk and head
+    assert summary["fp32_agreement"]["box"] == {"value": 0.9991, "basis": 7, "metric": "m"}
     assert summary["int8_agreement"] == {"box": {"value": 0.95, "basis": 7, "metric": "m"}}
     # This bundle has no TFLite artifact at all: the runtime's rule puts every graph on ONNX Runtime,
     # and the plan's reason carries the gate's for the graphs tflite.json rejected.
