@@ -11,7 +11,7 @@
 #   device.json            edge-runtime device --json (board, evidence, profile)
 #   latency.<backend>.*    edge-runtime bench per backend: JSON, CSV, markdown, PNG charts
 #   memory.json            peak RSS of the daemon per backend and precision
-#   overhead.json          daemon end to end vs the raw backend
+#   overhead.json          the daemon's steady state vs Engine.infer vs the raw graphs
 # then say where; add a row to benchmarks/results/README.md by hand.
 set -euo pipefail
 
@@ -54,5 +54,5 @@ memory_args=("$bundle" --frames 200 --cases "$cases" --json "$out/memory.json")
 [ -n "$tflite_bundle" ] && memory_args+=(--tflite-bundle "$tflite_bundle")
 "$python" "$here/memory.py" "${memory_args[@]}"
 echo "[5/5] daemon overhead" >&2
-"$python" "$here/daemon_overhead.py" --bundle "$bundle" --frames 300 --rounds 3 --json "$out/overhead.json"
+"$python" "$here/daemon_overhead.py" --models none --bundle "bundle=$bundle" --frames 300 --rounds 3 --json "$out/overhead.json"
 echo "wrote $out; add a row to benchmarks/results/README.md and commit the folder" >&2

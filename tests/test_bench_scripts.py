@@ -83,9 +83,13 @@ def test_memory_measures_a_daemon_per_case(demo_bundle: Path, tmp_path: Path) ->
     report = json.loads(out.read_text())
     (case,) = report["cases"]
     assert case["exit_code"] == 0 and case["frames"] == 3
-    # the daemon loaded the models on top of the bare import
-    assert case["peak_rss_mib"] > report["baseline_import_mib"] > 0
+    # the daemon loaded the models on top of a process importing what it imported
+    assert case["peak_rss_mib"] > report["baseline_import_mib"]["onnxruntime"] == case["baseline_import_mib"] > 0
+    assert "onnxruntime" in case["imported"] and "edge_runtime" in case["imported"]
     assert case["artifacts"].startswith("trunk fp32")
+    weights = sum(p.stat().st_size for p in demo_bundle.rglob("*.fp32.onnx")) / 2**20
+    assert case["weights_mib"] == pytest.approx(weights, abs=0.01)
+    assert case["goal_mib"] == pytest.approx(case["baseline_import_mib"] + 2 * weights + 30, abs=0.1)
 
 
 def test_memory_reports_a_failed_case(demo_bundle: Path, tmp_path: Path) -> None:
@@ -97,12 +101,25 @@ def test_memory_reports_a_failed_case(demo_bundle: Path, tmp_path: Path) -> None
 def test_daemon_overhead_quick(demo_bundle: Path, tmp_path: Path) -> None:
     out = tmp_path / "overhead.json"
     proc = _script(
-        "daemon_overhead.py", "--bundle", str(demo_bundle), "--frames", "20", "--rounds", "1", "--json", str(out)
-    )
+        "daemon_overhead.py", "--models", "none", "--bundle", f"demo={demo_bundle}", "--frames", "20",
+        "--rounds", "2", "--json", str(out),
+    )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads(out.read_text())
-    assert set(report["ratios"]) >= {"daemon / raw", "engine / raw", "daemon / engine"}
-    assert all(v > 0 for v in report["median_ms_per_frame"].values())
+    demo = report["models"]["demo"]
+    assert set(demo["ratios"]) >= {"daemon / raw", "engine / raw", "daemon / engine"}
+    assert all(len(runs) == 2 and min(runs) > 0 for runs in demo["ms_per_frame"].values())
+    assert demo["time_to_first_result_s"] > 0
+    # the steady state leaves start-up out: the first result comes after the engine is built
+    assert demo["time_to_first_result_s"] * 1000 > demo["median_ms_per_frame"]["daemon"]
+    assert set(demo["goals_met"]) == {"daemon / engine", "engine / raw"}
+    assert proc.stderr.count("medians so far: daemon / engine") == 2
+
+
+def test_daemon_overhead_refuses_a_bad_bundle_argument(tmp_path: Path) -> None:
+    proc = _script("daemon_overhead.py", "--models", "none", "--bundle", f"x={tmp_path}")
+    assert proc.returncode == 2
+    assert "expected NAME=DIR with DIR/manifest.json" in proc.stderr
 
 
 @pytest.mark.parametrize(

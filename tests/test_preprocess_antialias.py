@@ -118,3 +118,15 @@ def test_resample_in_the_spec_and_its_errors() -> None:
     bad = InputSpec(name="x", shape=(1, 3, 8, 8), resample="lanczos")
     with pytest.raises(ConfigError, match=r"resample='lanczos' is not one of bilinear, antialias$"):
         Preprocessor(bad)
+
+
+def test_pillow_resizes_uint8_frames_where_installed_and_numpy_computes_the_same_bytes() -> None:
+    image = IMAGES["photo"]
+    auto = Preprocessor(spec(256, 256, resample="antialias"))
+    numpy_only = Preprocessor(spec(256, 256, resample="antialias"), backend="numpy")
+    assert auto._antialias is not None and auto._antialias.pillow is Image
+    assert numpy_only._antialias is not None and numpy_only._antialias.pillow is None
+    np.testing.assert_array_equal(auto(image)[0], numpy_only(image)[0])
+    grey_spec = spec(64, 64, resample="antialias", color="GRAY", shape=[1, 64, 64, 1], mean=[0.0], std=[1.0])
+    grey = Preprocessor(grey_spec)
+    np.testing.assert_array_equal(grey(image[:, :, :1], "GRAY")[0][0, :, :, 0], pil_resize(image[:, :, 0], 64, 64))

@@ -144,7 +144,11 @@ def test_a_canvas_narrower_than_the_frame_crops_it(backend: str) -> None:
 
     got, geometry = Preprocessor(spec, backend=backend)(image)
 
-    np.testing.assert_array_equal(got[0], numpy_resize_antialias(image[:, :14], 3, 7))
+    expected = numpy_resize_antialias(image[:, :14], 3, 7)
+    if backend == "numpy":
+        np.testing.assert_array_equal(got[0], expected)
+    else:  # Pillow itself resizes where installed (its pass order may move a pixel by one level)
+        assert np.abs(got[0].astype(int) - expected).max() <= 1
     assert (geometry.scale_x, geometry.scale_y, geometry.offset_x, geometry.offset_y) == (3 / 14, 0.2, 0.0, 0.0)
     assert geometry.boxes_to_frame(np.array([[0.0, 0.0, 3.0, 7.0]])).tolist() == [[0.0, 0.0, 14.0, 35.0]]
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 import sys
 import types
 from collections.abc import Iterator
@@ -479,3 +480,16 @@ def test_describe(tflite_models: Path) -> None:
     assert backend.describe() == f"LiteRT {tfl.RUNTIME_VERSION}: XNNPACK (default delegate), 3 threads"
     backend.load(tflite_models / "head_fp32.tflite", BackendOptions(threads=1), "head 'cls'", artifact("head"))
     assert backend.describe().endswith("XNNPACK (default delegate), threads trunk 3, head 'cls' 1")
+
+
+def test_a_litert_daemon_does_not_import_onnxruntime(tflite_models: Path, tmp_path: Path) -> None:
+    # importing onnxruntime alone costs a process ~20 MiB; a daemon running LiteRT graphs needs none of it
+    bundle = write_bundle(tmp_path / "bundle", tflite_models, "fp32")
+    code = (
+        "import sys; from edge_runtime.cli import main; "
+        f"code = main(['run', '--bundle', {str(bundle)!r}, '--source', 'synthetic:16x12', '--max-frames', '2', "
+        f"'--output', '/dev/null', '--backend', 'tflite', '--state-dir', {str(tmp_path / 'state')!r}]); "
+        "print('onnxruntime' in sys.modules, code)"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.stdout.split() == ["False", "0"], proc.stderr[-2000:]

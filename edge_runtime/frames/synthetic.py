@@ -20,6 +20,7 @@ import numpy as np
 from edge_runtime.frames.source import FrameSource
 
 DEFAULT_SYNTHETIC_SIZE = (640, 480)
+_BAND_ROWS = 32
 
 
 def _bounce(position: int, span: int) -> int:
@@ -49,10 +50,17 @@ class SyntheticSource(FrameSource):
         self.width, self.height = width, height
         rng = np.random.default_rng(seed)
         gradient = np.linspace(70.0, 150.0, height, dtype=np.float32)[:, None, None]
-        self._backgrounds = [
-            np.clip(gradient + rng.normal(0.0, 12.0, (height, width, 3)).astype(np.float32), 0, 255).astype(np.uint8)
-            for _ in range(self._BACKGROUNDS)
-        ]
+        self._backgrounds = []
+        for _ in range(self._BACKGROUNDS):
+            # Band by band: the same values as one (height, width, 3) draw (the generator's
+            # stream is sequential) without a float64 copy of the whole frame, which would
+            # stay in the daemon's peak memory.
+            background = np.empty((height, width, 3), np.uint8)
+            for top in range(0, height, _BAND_ROWS):
+                rows = min(_BAND_ROWS, height - top)
+                noise = rng.normal(0.0, 12.0, (rows, width, 3)).astype(np.float32)
+                background[top : top + rows] = np.clip(gradient[top : top + rows] + noise, 0, 255)
+            self._backgrounds.append(background)
 
     def render(self, frame_id: int) -> np.ndarray:
         """Frame ``frame_id`` as a new (height, width, 3) uint8 RGB array."""

@@ -324,6 +324,12 @@ def installed_runtimes() -> dict[str, Any]:
     return runtimes
 
 
+def backend_importable(backend: str) -> bool:
+    """Whether ``backend``'s runtime is installed, without importing it."""
+    modules = ("onnxruntime",) if backend == "onnxruntime" else ("ai_edge_litert", "tflite_runtime")
+    return any(importlib.util.find_spec(module) is not None for module in modules)
+
+
 def bundle_formats(manifest: Any, heads: Sequence[str] | None = None) -> set[str]:
     """Artifact formats that every graph of a manifest has (the trunk and ``heads``, None: all):
     the backends that run it without the per-graph backend fallback of
@@ -374,12 +380,16 @@ def engine_options_for(
     backend = None if backend == AUTO else backend
     precision = None if precision == AUTO else precision
 
-    runtimes = installed_runtimes() if runtimes is None else runtimes
+    # ``runtimes`` None: what is installed, found without importing a runtime the engine may not
+    # use (importing onnxruntime alone costs a LiteRT daemon ~20 MiB)
     notes: list[str] = []
     chosen_backend = backend or profile.backend
     if backend is None and profile.backend != "onnxruntime":
         why = None
-        if runtimes.get(profile.backend) is None:
+        installed = (
+            runtimes.get(profile.backend) is not None if runtimes is not None else backend_importable(profile.backend)
+        )
+        if not installed:
             why = f"its runtime is not installed (pip install 'edge-runtime[{profile.backend}]')"
         elif bundle_formats is not None and BACKEND_FORMATS[profile.backend] not in bundle_formats:
             why = f"the bundle has no {BACKEND_FORMATS[profile.backend]} artifacts for every graph"
@@ -390,6 +400,8 @@ def engine_options_for(
     if chosen_backend == "onnxruntime" and profile.providers and backend in (None, "onnxruntime"):
         from edge_runtime.inference.backends.onnxruntime import prefer_providers
 
+        if runtimes is None:
+            runtimes = {"onnxruntime": installed_runtimes()["onnxruntime"]}
         available = (runtimes.get("onnxruntime") or {}).get("providers") or ["CPUExecutionProvider"]
         kept, message = prefer_providers(profile.providers, available, f"profile {profile.name}")
         providers = tuple(kept)
