@@ -180,8 +180,19 @@ def test_tune_measures_litert_and_onnxruntime_together(tflite_bundle: Path) -> N
     result = tune(bundle, TuneOptions(seconds=1.0, cores=1))
     trunk_rows = [r["candidate"] for r in result.rows if r["round"] == "trunk"]
     assert {"tflite fp32 x1", "tflite int8 x1"} <= set(trunk_rows), trunk_rows
-    head_rows = [r["candidate"] for r in result.rows if r["round"].startswith("head ")]
-    assert any(" tflite " in c for c in head_rows) and any(" onnxruntime " in c for c in head_rows), head_rows
+    # each head's round times it on both backends (the current choice and every other candidate)
+    head_rounds = {r["round"] for r in result.rows if r["round"].startswith("head ")}
+    assert head_rounds
+    for phase in head_rounds:
+        head = phase.removeprefix("head ")
+        backends = {
+            part.split()[1]
+            for r in result.rows
+            if r["round"] == phase and r["candidate"] != "baseline"
+            for part in r["configuration"].split("; ")
+            if part.split()[0] == head
+        }
+        assert backends == {"tflite", "onnxruntime"}, (phase, result.rows)
     with Engine.from_bundle(tflite_bundle, EngineOptions(graphs=result.choice, origin="tuned")) as engine:
         assert [(r.backend, r.precision) for r in engine.graphs] == [
             (c.backend, c.precision) for c in result.choice.values()
