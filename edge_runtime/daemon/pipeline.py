@@ -2,7 +2,8 @@
 
 * **capture** reads frames from the source. For a live source (camera, stream, throttled
   synthetic) it keeps only the newest frame when inference falls behind and counts the
-  frames it dropped; for a file or folder every frame is processed (the reader waits).
+  frames it dropped; for a file or folder every frame is processed (the reader waits) and
+  preprocessed here, off the inference thread's path.
 * **inference** runs the engine (trunk once, due heads, decode).
 * **output** applies the per-head publishing policy (:mod:`edge_runtime.delivery.reporting`:
   report-by-exception, heartbeats, QoS and expiry per message), numbers each message
@@ -39,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_runtime.config import RuntimeConfig
-from edge_runtime.daemon.handoff import LatestFrameSlot, notify_systemd
+from edge_runtime.daemon.handoff import LatestFrameSlot, install_stop_handlers, notify_systemd
 from edge_runtime.daemon.positions import delivery_fields, epoch_fields, write_heartbeat
 from edge_runtime.daemon.remote_control import DaemonController, attach_commands
 from edge_runtime.daemon.sinks import JsonLinesSink, ResultSink
@@ -49,9 +50,10 @@ from edge_runtime.daemon.validation import build_engine, delivery_settings
 from edge_runtime.delivery.reporting import HeadPolicy, Reporter
 from edge_runtime.delivery.state import StateDir
 from edge_runtime.errors import EdgeRuntimeError
+from edge_runtime.frames.frame import Frame
 from edge_runtime.frames.source import FrameSource
 from edge_runtime.frames.sources import open_source
-from edge_runtime.inference.engine import Engine
+from edge_runtime.inference.engine import Engine, PreparedInput
 from edge_runtime.inference.results import FrameResult
 from edge_runtime.ops.metrics import Metrics, MetricsSnapshot
 from edge_runtime.trust.commands import CommandProcessor
@@ -183,7 +185,7 @@ class Daemon:
         self._slot = slot
         results: queue.Queue[FrameResult | Reporter | None] = queue.Queue(maxsize=self.config.queue_size)
         seq = self._publisher.spool.next_seq if self._publisher is not None else self.state.load_seq()
-        previous = self._install_signal_handlers() if install_signals else {}
+        previous = install_stop_handlers(self.stop) if install_signals else {}
         threads = [
             threading.Thread(target=self._guard(self._capture, source, slot), name="capture", daemon=True),
             threading.Thread(target=self._guard(self._infer, engine, slot, results), name="inference", daemon=True),
@@ -234,19 +236,6 @@ class Daemon:
             raise EdgeRuntimeError(f"the pipeline failed: {type(error).__name__}: {error}") from error
         return 0
 
-    def _install_signal_handlers(self) -> dict[int, Any]:
-        previous: dict[int, Any] = {}
-        if threading.current_thread() is not threading.main_thread():
-            return previous
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            previous[signum] = signal.getsignal(signum)
-            signal.signal(signum, self._on_signal)
-        return previous
-
-    def _on_signal(self, signum: int, _frame: object) -> None:
-        logger.info("%s: stopping after the frames in flight", signal.Signals(signum).name)
-        self.stop.set()
-
     def _guard(self, target: Callable[..., None], *args: Any) -> Callable[[], None]:
         def run() -> None:
             try:
@@ -264,22 +253,29 @@ class Daemon:
                     break
                 self.counters.frames_in += 1
                 self.counters.frames_skipped = source.frames_skipped
-                slot.put(frame, self.stop)
+                slot.put(frame, self.stop, None if slot.drop_old else self._prepare(frame))
         finally:
             self.counters.frames_skipped = source.frames_skipped
             slot.close()
+
+    def _prepare(self, frame: Frame) -> PreparedInput | None:
+        """The frame preprocessed here, in the capture thread, while inference runs the previous
+        one (every frame is processed: none is preprocessed in vain); None leaves it to inference."""
+        engine = self.swaps.engine
+        try:
+            return None if engine is None else engine.prepare(frame)
+        except Exception:
+            return None
 
     def _infer(
         self, engine: Engine, slot: LatestFrameSlot, results: queue.Queue[FrameResult | Reporter | None]
     ) -> None:
         swaps = self.swaps
         try:
-            while True:
-                frame = slot.get()
-                if frame is None:
-                    break
+            while (item := slot.get()) is not None:
+                frame, prepared = item
                 engine = swaps.before_frame(engine)  # between two frames: never mid-frame
-                result, engine = swaps.run_frame(engine, frame)
+                result, engine = swaps.run_frame(engine, frame, prepared)
                 self.counters.add_latencies(result.latency_ms)
                 if self._metrics is not None:
                     self._metrics.observe_latencies(result.latency_ms)

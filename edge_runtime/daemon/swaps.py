@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from edge_runtime.config import RuntimeConfig
     from edge_runtime.delivery.reporting import Reporter
     from edge_runtime.frames.frame import Frame
-    from edge_runtime.inference.engine import Engine
+    from edge_runtime.inference.engine import Engine, PreparedInput
     from edge_runtime.inference.results import FrameResult
 
 logger = logging.getLogger(__name__)
@@ -349,11 +349,13 @@ class HotSwaps:
             self._tune_if_untuned(incoming.engine, "tune_on_start, new bundle")
         return incoming.engine
 
-    def run_frame(self, engine: Engine, frame: Frame) -> tuple[FrameResult, Engine]:
-        """``engine.infer(frame)``; when an engine on probation raises, swap back, roll the
-        slots back (for an update) and run the same frame on the engine that worked."""
+    def run_frame(
+        self, engine: Engine, frame: Frame, prepared: PreparedInput | None = None
+    ) -> tuple[FrameResult, Engine]:
+        """``engine.infer(frame, prepared=...)``; when an engine on probation raises, swap back, roll
+        the slots back (for an update) and run the same frame on the engine that worked."""
         try:
-            result = engine.infer(frame)
+            result = engine.infer(frame, prepared=prepared)
         except Exception as exc:
             swap = self._swap
             if swap is None or self._probation <= 0 or self._old_engine is None:

@@ -35,6 +35,7 @@ from edge_runtime.bundle.reader import Bundle, load_bundle
 from edge_runtime.bundle.specs import PRECISIONS, Artifact, DecoderSpec, GraphEntry
 from edge_runtime.errors import BundleError, ConfigError, close_matches
 from edge_runtime.frames.frame import Frame
+from edge_runtime.frames.geometry import FrameGeometry
 from edge_runtime.frames.preprocess import Preprocessor
 from edge_runtime.inference.artifact_choice import (
     PRECISION_FALLBACK,
@@ -139,6 +140,17 @@ class _Head:
         self.foreign = foreign
 
 
+@dataclass(frozen=True)
+class PreparedInput:
+    """A frame preprocessed ahead by :meth:`Engine.prepare` (in another thread than ``infer``'s):
+    the model input, its geometry, the milliseconds it took and the engine whose input spec made it."""
+
+    engine: Engine
+    model_input: np.ndarray
+    geometry: FrameGeometry
+    ms: float
+
+
 class Engine:
     """Trunk once per frame, scheduled heads, decoded results. Use :meth:`from_bundle`."""
 
@@ -157,6 +169,7 @@ class Engine:
         self._trunk = trunk
         self._heads = dict(heads)
         self._preprocess = preprocessor
+        self._ahead: Preprocessor | None = None  # prepare()'s own: a Preprocessor is not thread-safe
         self.backend_description = backend_description
         self.artifacts = dict(artifacts)
         #: The artifact choice of every loaded graph: backend, artifact, why (when not as asked).
@@ -280,10 +293,25 @@ class Engine:
         self.scheduler.set_enabled(name, enabled)
 
     # -- inference -------------------------------------------------------------------------
+    def prepare(self, frame: Frame | np.ndarray) -> PreparedInput:
+        """Preprocess ``frame`` ahead, in another thread than :meth:`infer`'s (one thread at a
+        time), for ``infer(frame, prepared=...)``: the daemon's capture thread does it while the
+        inference thread runs the previous frame."""
+        if self._ahead is None:
+            self._ahead = Preprocessor(self.manifest.input)
+        start = time.perf_counter_ns()
+        model_input, geometry = self._ahead(frame)
+        return PreparedInput(self, model_input, geometry, (time.perf_counter_ns() - start) / 1e6)
+
     def infer(
-        self, frame: Frame | np.ndarray, *, frame_id: int | None = None, timestamp: float | None = None
+        self,
+        frame: Frame | np.ndarray,
+        *,
+        frame_id: int | None = None,
+        timestamp: float | None = None,
+        prepared: PreparedInput | None = None,
     ) -> FrameResult:
-        """Run one frame: preprocess, trunk once, due heads, decode."""
+        """Run one frame: preprocess (unless ``prepared`` by this engine), trunk once, due heads, decode."""
         if self._closed:
             raise ConfigError("the engine is closed")
         if isinstance(frame, Frame):
@@ -293,9 +321,13 @@ class Engine:
         timestamp = time.time() if timestamp is None else timestamp
         latency: dict[str, float] = {}
         start = time.perf_counter_ns()
-        model_input, geometry = self._preprocess(frame)
+        ahead_ms = 0.0
+        if prepared is not None and prepared.engine is self:  # another engine's input spec may differ
+            model_input, geometry, ahead_ms = prepared.model_input, prepared.geometry, prepared.ms
+        else:
+            model_input, geometry = self._preprocess(frame)
         t_pre = time.perf_counter_ns()
-        latency["preprocess"] = (t_pre - start) / 1e6
+        latency["preprocess"] = (t_pre - start) / 1e6 + ahead_ms
 
         due = self.scheduler.due(self.stats.frames)
         values: dict[str, Any] = {self._input_name: model_input}
@@ -329,7 +361,7 @@ class Engine:
             decode_ns += t2 - t1
             self.stats.head_runs[name] += 1
         latency["decode"] = decode_ns / 1e6
-        latency["total"] = (time.perf_counter_ns() - start) / 1e6
+        latency["total"] = (time.perf_counter_ns() - start) / 1e6 + ahead_ms
         self.stats.frames += 1
         return FrameResult(
             frame_id=int(frame_id),
@@ -390,4 +422,12 @@ def _raw_decoder() -> DecoderSpec:
     return DecoderSpec()
 
 
-__all__ = ["PRECISION_FALLBACK", "Engine", "EngineOptions", "EngineStats", "GraphRun", "choose_artifact"]
+__all__ = [
+    "PRECISION_FALLBACK",
+    "Engine",
+    "EngineOptions",
+    "EngineStats",
+    "GraphRun",
+    "PreparedInput",
+    "choose_artifact",
+]
